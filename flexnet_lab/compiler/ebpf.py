@@ -1,0 +1,385 @@
+"""eBPF C backend: a Program becomes one pipeline function for tc or XDP (compiled by bcc).
+
+Shape of the generated code, so a student can follow it:
+  parser   - one label per state; each copies its header from the packet onto the stack
+             (bpf_*_load_bytes), records its offset and validity, then jumps on select();
+  control  - tables applied in order, each only when its key headers are valid; a table is
+             a BPF map (hash for exact, LPM trie, or a bounded array scanned for ternary)
+             holding action records; a miss takes the record in the table's default map;
+  deparser - headers changed by `set` are written back (IPv4 checksum recomputed);
+  verdict  - switch: redirect out of std.egress_port or drop; host: pass or drop.
+The whole pipeline is one function, so a packet sees exactly one program version: the
+target swaps versions by writing the root program's tail-call slot.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ProgramError
+from ..program.model import Action, Map, Op, Program, Stmt, Table, action_id
+from .layout import MAX_ARGS, key_words, map_c_name, table_layout
+
+ROLES = ("switch", "host")
+HOOKS = ("tc", "xdp")
+PIPE_MAP = "flx_pipe"        # root program's tail-call slots (slot 0 = running pipeline)
+PORTS_MAP = "flx_ports"      # switch: logical port -> {ifindex, peer-mode}
+INPORT_MAP = "flx_inport"    # switch: ifindex -> logical port
+# ops each hook can run; the placement and the delta checks read this
+CAPABILITIES = {
+    "tc": {"forward", "drop", "nop", "set", "push_vlan", "pop_vlan", "count", "map_add",
+           "sketch_add", "rate_limit", "reg_write", "exact", "lpm", "ternary"},
+    "xdp": {"forward", "drop", "nop", "set", "count", "map_add", "sketch_add", "rate_limit",
+            "reg_write", "exact", "lpm", "ternary"},
+}
+
+
+@dataclass(frozen=True)
+class EbpfSource:
+    """Generated C plus what the loader needs to know about it."""
+    program: str
+    hook: str
+    role: str
+    text: str
+    function: str = "pipeline"
+
+
+def _ctx(hook: str) -> str:
+    return "struct __sk_buff" if hook == "tc" else "struct xdp_md"
+
+
+_PRELUDE = """\
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+
+struct flx_action { u32 action; u32 prio; u64 args[4]; };
+struct flx_ctr { u64 packets; u64 bytes; };
+struct flx_meter { u64 tokens; u64 last_ns; };
+struct flx_port { u32 ifindex; u32 peer; };
+struct flx_std { u64 ingress_port; u64 egress_port; u64 pkt_len; u32 drop; };
+"""
+
+
+def root_source(hook: str) -> str:
+    """The program attached to the interface. It never changes: it jumps into slot 0 of
+    flx_pipe, so replacing the pipeline is one map write, atomic for every packet."""
+    ctx, fail = _ctx(hook), ("TC_ACT_SHOT" if hook == "tc" else "XDP_DROP")
+    return (_PRELUDE + f"BPF_PROG_ARRAY({PIPE_MAP}, 2);\n\n"
+            f"int root({ctx} *ctx) {{\n    {PIPE_MAP}.call(ctx, 0);\n"
+            f"    return {fail};  /* empty slot: never reached once a pipeline is set */\n}}\n")
+
+
+class _Gen:
+    def __init__(self, program: Program, hook: str, role: str):
+        self.p, self.hook, self.role = program, hook, role
+        self.lines: list[str] = []
+        self.tmp = 0
+
+    # --- expressions --------------------------------------------------------------------
+    def field_get(self, ref: str) -> str:
+        scope, _, name = ref.partition(".")
+        if scope == "std":
+            return f"std.{name}"
+        if scope == "meta":
+            return f"meta.{name}"
+        hdr = self.p.header(scope)
+        off, width = hdr.offset(name), hdr.field(name).bits
+        first, last = off // 8, (off + width - 1) // 8
+        parts = [f"((u64)h_{scope}[{i}] << {8 * (last - i)})" for i in range(first, last + 1)]
+        shift = 8 * (last + 1) - (off + width)
+        mask = (1 << width) - 1
+        expr = " | ".join(parts)
+        return f"((({expr}) >> {shift}) & {mask:#x}ULL)"
+
+    def field_set(self, ref: str, value: str) -> list[str]:
+        scope, _, name = ref.partition(".")
+        if scope == "meta":
+            return [f"meta.{name} = {value};"]
+        hdr = self.p.header(scope)
+        off, width = hdr.offset(name), hdr.field(name).bits
+        first, last = off // 8, (off + width - 1) // 8
+        v = self.fresh("v")
+        out = [f"{{ u64 {v} = {value};"]
+        end = off + width                          # bit position after the field
+        for i in range(first, last + 1):
+            lo, hi = i * 8, i * 8 + 8              # bits of this byte
+            s, e = max(lo, off), min(hi, end)
+            byte_mask = ((1 << (e - s)) - 1) << (hi - e)
+            shift = end - e                        # value bits to drop for this byte
+            out.append(f"  h_{scope}[{i}] = (h_{scope}[{i}] & {0xFF & ~byte_mask:#x}) | "
+                       f"(((u8)({v} >> {shift}) << {hi - e}) & {byte_mask:#x});")
+        out.append(f"  dirty_{scope} = 1; }}")
+        return out
+
+    def value(self, arg, action: Action | None) -> str:
+        if isinstance(arg, bool):
+            return str(int(arg))
+        if isinstance(arg, int):
+            return f"{arg}ULL"
+        if isinstance(arg, str) and arg.startswith("$"):
+            names = [n for n, _ in action.params]
+            return f"a->args[{names.index(arg[1:])}]"
+        return self.field_get(arg)
+
+    def fresh(self, stem: str) -> str:
+        self.tmp += 1
+        return f"{stem}{self.tmp}"
+
+    # --- declarations -------------------------------------------------------------------
+    def declarations(self) -> list[str]:
+        out = [_PRELUDE]
+        if self.role == "switch":
+            out += [f"BPF_ARRAY({PORTS_MAP}, struct flx_port, 64);",
+                    f"BPF_HASH({INPORT_MAP}, u32, u32, 64);"]
+        for m in self.p.maps:
+            out.append(self.map_decl(m))
+        for t in self.p.tables:
+            out += self.table_decl(t)
+        out.append("")
+        out.append("struct flx_meta {" + "".join(f" u64 {f.name};" for f in self.p.metadata)
+                   + " u64 _pad; };")
+        return out
+
+    def map_decl(self, m: Map) -> str:
+        name = map_c_name("m", m.name)
+        if m.kind == "counter":
+            return f"BPF_ARRAY({name}, struct flx_ctr, {m.size});"
+        if m.kind == "register":
+            return f"BPF_ARRAY({name}, u64, {m.size});"
+        if m.kind == "sketch":
+            return f"BPF_ARRAY({name}, u64, {m.size * m.rows});"
+        words = key_words(m)
+        kt = f"struct k_{m.name} {{ u64 w[{words}]; }};\n"
+        vt = "struct flx_ctr" if m.kind == "hash" else "struct flx_meter"
+        return kt + f"BPF_HASH({name}, struct k_{m.name}, {vt}, {m.size});"
+
+    def table_decl(self, t: Table) -> list[str]:
+        lay = table_layout(self.p, t)
+        name, dname = map_c_name("t", t.name), map_c_name("d", t.name)
+        out = [f"/* table {t.name}: {lay.kind}, keys "
+               + ", ".join(k.field for k in t.keys) + " */"]
+        if lay.kind == "lpm":
+            nbytes = lay.key_size - 4
+            out.append(f"struct k_{t.name} {{ u32 prefixlen; u8 data[{nbytes}]; }};")
+            out.append(f"BPF_LPM_TRIE({name}, struct k_{t.name}, struct flx_action, {t.size});")
+        elif lay.kind == "ternary":
+            out.append(f"struct e_{t.name} {{ struct flx_action a; u64 value[{lay.nkeys}]; "
+                       f"u64 mask[{lay.nkeys}]; }};")
+            out.append(f"BPF_ARRAY({name}, struct e_{t.name}, {t.size});")
+        else:
+            out.append(f"struct k_{t.name} {{ u64 w[{lay.nkeys}]; }};")
+            out.append(f"BPF_HASH({name}, struct k_{t.name}, struct flx_action, {t.size});")
+        out.append(f"BPF_ARRAY({dname}, struct flx_action, 1);")
+        return out
+
+    # --- parser ------------------------------------------------------------------------
+    def parser(self) -> list[str]:
+        load = "bpf_skb_load_bytes" if self.hook == "tc" else "bpf_xdp_load_bytes"
+        out = [f"    goto st_{self.p.parser[0].name};"]
+        for st in self.p.parser:
+            out.append(f"st_{st.name}:")
+            if st.extract:
+                h = self.p.header(st.extract)
+                out += [f"    if ({load}(ctx, off, h_{h.name}, {h.size}) < 0) goto reject;",
+                        f"    off_{h.name} = off; valid_{h.name} = 1; off += {h.size};"]
+            for dst, src in st.sets:
+                out.append(f"    meta.{dst.split('.', 1)[1]} = {self.field_get(src)};")
+            tr = st.transition
+            if tr.select:
+                sel = [self.field_get(f) for f in tr.select]
+                for values, target in tr.cases:
+                    cond = " && ".join(f"{s} == {v:#x}ULL" for s, v in zip(sel, values))
+                    out.append(f"    if ({cond}) goto {self.label(target)};")
+            out.append(f"    goto {self.label(tr.default)};")
+        return out
+
+    @staticmethod
+    def label(state: str) -> str:
+        return {"accept": "accept", "reject": "reject"}.get(state, f"st_{state}")
+
+    # --- control -----------------------------------------------------------------------
+    def control(self) -> list[str]:
+        out: list[str] = []
+        for stmt in self.p.control:
+            out += self.stmt(stmt)
+        return out
+
+    def stmt(self, stmt: Stmt) -> list[str]:
+        if stmt.table is None:
+            out = ["    {"]
+            for op in stmt.ops:
+                out += ["        " + ln for ln in self.op(op, None)]
+            return out + ["    }"]
+        return self.apply(self.p.table(stmt.table))
+
+    def apply(self, t: Table) -> list[str]:
+        lay = table_layout(self.p, t)
+        headers = sorted({k.field.split(".")[0] for k in t.keys} - {"meta", "std"})
+        guard = " && ".join(f"valid_{h}" for h in headers) or "1"
+        tname, dname = map_c_name("t", t.name), map_c_name("d", t.name)
+        keys = [self.field_get(k.field) for k in t.keys]
+        out = [f"    if ({guard}) {{  /* apply {t.name} */",
+               "        struct flx_action *a = 0; u32 zero = 0;"]
+        if lay.kind == "lpm":
+            nbytes = lay.key_size - 4
+            shift = nbytes * 8 - lay.key_bits[0]
+            out.append(f"        struct k_{t.name} k = {{ .prefixlen = {nbytes * 8} }};")
+            out.append(f"        u64 kv = {keys[0]} << {shift};")
+            for i in range(nbytes):
+                out.append(f"        k.data[{i}] = (u8)(kv >> {8 * (nbytes - 1 - i)});")
+            out.append(f"        a = {tname}.lookup(&k);")
+        elif lay.kind == "ternary":
+            out.append("        u64 kv[%d] = { %s };" % (lay.nkeys, ", ".join(keys)))
+            cond = " && ".join(f"((kv[{i}] ^ e->value[{i}]) & e->mask[{i}]) == 0"
+                               for i in range(lay.nkeys))
+            out += [f"        for (u32 i = 0; i < {t.size}; i++) {{",
+                    "            u32 idx = i;",
+                    f"            struct e_{t.name} *e = {tname}.lookup(&idx);",
+                    "            if (!e || !e->a.action) break;  /* entries are packed */",
+                    f"            if ({cond}) {{ a = &e->a; break; }}",
+                    "        }"]
+        else:
+            out.append(f"        struct k_{t.name} k = {{}};")
+            for i, kexpr in enumerate(keys):
+                out.append(f"        k.w[{i}] = {kexpr};")
+            out.append(f"        a = {tname}.lookup(&k);")
+        out += [f"        if (!a) a = {dname}.lookup(&zero);",
+                "        if (a) switch (a->action) {"]
+        for aname in t.actions:
+            act = self.p.action(aname)
+            out.append(f"        case {action_id(aname)}u: /* {aname} */")
+            for op in act.ops:
+                out += ["            " + ln for ln in self.op(op, act)]
+            out.append("            break;")
+        out += ["        default: break;", "        }", "    }"]
+        return out
+
+    def op(self, op: Op, action: Action | None) -> list[str]:
+        a = op.args
+        if op.name == "forward":
+            return [f"std.egress_port = {self.value(a[0], action)}; std.drop = 0;"]
+        if op.name == "drop":
+            return ["std.drop = 1; std.egress_port = 0;"]
+        if op.name == "nop":
+            return [";"]
+        if op.name == "set":
+            return self.field_set(a[0], self.value(a[1], action))
+        if op.name == "push_vlan":
+            return [f"bpf_skb_vlan_push(ctx, bpf_htons(ETH_P_8021Q), "
+                    f"(u16){self.value(a[0], action)});"]
+        if op.name == "pop_vlan":
+            return ["bpf_skb_vlan_pop(ctx);"]
+        if op.name == "count":
+            m = map_c_name("m", a[0])
+            return [f"{{ u32 i = {self.value(a[1], action)}; struct flx_ctr *c = {m}.lookup(&i);",
+                    "  if (c) { __sync_fetch_and_add(&c->packets, 1); "
+                    "__sync_fetch_and_add(&c->bytes, std.pkt_len); } }"]
+        if op.name == "reg_write":
+            m = map_c_name("m", a[0])
+            return [f"{{ u32 i = {self.value(a[1], action)}; u64 v = {self.value(a[2], action)};"
+                    f" {m}.update(&i, &v); }}"]
+        if op.name in ("map_add", "sketch_add", "rate_limit"):
+            return self.keyed_op(op, action)
+        raise ProgramError(f"op {op.name}", "no eBPF code generator for this op")
+
+    def keyed_op(self, op: Op, action: Action | None) -> list[str]:
+        m = self.p.map(op.args[0])
+        fields = op.args[1] if isinstance(op.args[1], tuple) else (op.args[1],)
+        words = key_words(m)
+        vals = [self.value(f, action) for f in fields][:words]
+        vals += ["0"] * (words - len(vals))
+        name = map_c_name("m", m.name)
+        out = [f"{{ struct k_{m.name} k = {{ .w = {{ {', '.join(vals)} }} }};"
+               if m.kind != "sketch" else
+               f"{{ u64 kw[{words}] = {{ {', '.join(vals)} }};"]
+        if m.kind == "hash":
+            out += [f"  struct flx_ctr *c = {name}.lookup(&k);",
+                    f"  if (!c) {{ struct flx_ctr z = {{}}; {name}.update(&k, &z); "
+                    f"c = {name}.lookup(&k); }}",
+                    "  if (c) { __sync_fetch_and_add(&c->packets, 1); "
+                    "__sync_fetch_and_add(&c->bytes, std.pkt_len); } }"]
+        elif m.kind == "sketch":
+            out.append("  u64 h = 0xcbf29ce484222325ULL;")
+            for w in range(words):
+                out.append(f"  h = (h ^ kw[{w}]) * 0x100000001b3ULL;")
+            for r in range(m.rows):
+                seed = 0x9E3779B97F4A7C15 * (r + 1) & 0xFFFFFFFFFFFFFFFF
+                out += [f"  {{ u64 x = (h ^ {seed:#x}ULL) * 0xff51afd7ed558ccdULL; x ^= x >> 33;",
+                        f"    u32 i = {r * m.size} + (u32)(x % {m.size});",
+                        f"    u64 *c = {name}.lookup(&i); if (c) __sync_fetch_and_add(c, 1); }}"]
+            out.append("}")
+        else:  # meter: token bucket in bytes, refilled at m.rate bytes/s up to m.burst
+            out += [f"  struct flx_meter *b = {name}.lookup(&k); u64 now = bpf_ktime_get_ns();",
+                    f"  if (!b) {{ struct flx_meter n = {{ {m.burst}ULL, now }}; "
+                    f"{name}.update(&k, &n); b = {name}.lookup(&k); }}",
+                    "  if (b) {",
+                    f"    u64 add = (now - b->last_ns) * {m.rate}ULL / 1000000000ULL;",
+                    f"    u64 t = b->tokens + add; if (t > {m.burst}ULL) t = {m.burst}ULL;",
+                    "    if (add) b->last_ns = now;",
+                    "    if (t >= std.pkt_len) t -= std.pkt_len; "
+                    "else { std.drop = 1; std.egress_port = 0; }",
+                    "    b->tokens = t;", "  } }"]
+        return out
+
+    # --- deparser and verdict -----------------------------------------------------------
+    def deparser(self) -> list[str]:
+        store = "bpf_skb_store_bytes" if self.hook == "tc" else "bpf_xdp_store_bytes"
+        flags = ", 0" if self.hook == "tc" else ""
+        out = []
+        for h in self.p.headers:
+            out.append(f"    if (dirty_{h.name}) {{")
+            if h.name == "ipv4" and h.field("checksum"):
+                out += ["        u32 s = 0; h_ipv4[10] = 0; h_ipv4[11] = 0;",
+                        "        for (int i = 0; i < 20; i += 2) s += ((u32)h_ipv4[i] << 8) | h_ipv4[i + 1];",
+                        "        s = (s & 0xffff) + (s >> 16); s = (s & 0xffff) + (s >> 16); s = ~s & 0xffff;",
+                        "        h_ipv4[10] = s >> 8; h_ipv4[11] = s & 0xff;"]
+            out += [f"        {store}(ctx, off_{h.name}, h_{h.name}, {h.size}{flags});", "    }"]
+        return out
+
+    def verdict(self) -> list[str]:
+        if self.role == "host":
+            ok, bad = ("TC_ACT_OK", "TC_ACT_SHOT") if self.hook == "tc" else ("XDP_PASS", "XDP_DROP")
+            return [f"    return std.drop ? {bad} : {ok};", "reject:", f"    return {bad};"]
+        if self.hook != "tc":
+            raise ProgramError(f"program {self.p.name}", "the eBPF switch runs on tc only")
+        return ["    if (std.drop || std.egress_port == 0) return TC_ACT_SHOT;",
+                "    { u32 p = std.egress_port; struct flx_port *pp = "
+                f"{PORTS_MAP}.lookup(&p);",
+                "      if (!pp || !pp->ifindex) return TC_ACT_SHOT;",
+                "      /* between switches: straight into the peer namespace's ingress */",
+                "      return pp->peer ? bpf_redirect_peer(pp->ifindex, 0) "
+                ": bpf_redirect(pp->ifindex, 0); }",
+                "reject:", "    return TC_ACT_SHOT;"]
+
+    def function(self) -> list[str]:
+        ctx = _ctx(self.hook)
+        out = [f"int pipeline({ctx} *ctx) {{",
+               "    struct flx_std std = {}; struct flx_meta meta = {}; u32 off = 0;"]
+        if self.hook == "tc":
+            out.append("    std.pkt_len = ctx->len;")
+        else:
+            out.append("    std.pkt_len = (u64)((long)ctx->data_end - (long)ctx->data);")
+        if self.role == "switch":
+            out += ["    { u32 ifi = ctx->ingress_ifindex; u32 *pp = "
+                    f"{INPORT_MAP}.lookup(&ifi); std.ingress_port = pp ? *pp : 0; }}"]
+        for h in self.p.headers:
+            out.append(f"    u8 h_{h.name}[{h.size}] = {{}}; u32 off_{h.name} = 0; "
+                       f"u8 valid_{h.name} = 0, dirty_{h.name} = 0;")
+        out += self.parser()
+        out.append("accept:")
+        out += self.control()
+        out += self.deparser()
+        out += self.verdict()
+        out.append("}")
+        return out
+
+
+def generate(program: Program, hook: str = "tc", role: str = "switch") -> EbpfSource:
+    """C source of `program` for a tc or XDP hook, as a switch pipeline or a host function."""
+    if hook not in HOOKS or role not in ROLES:
+        raise ProgramError(program.name, f"unknown hook/role {hook}/{role}")
+    gen = _Gen(program, hook, role)
+    text = "\n".join([f"/* FlexNet Lab: program '{program.name}' for {hook} ({role}). "
+                      "Generated from the model; do not edit. */"]
+                     + gen.declarations() + [""] + gen.function()) + "\n"
+    return EbpfSource(program.name, hook, role, text)

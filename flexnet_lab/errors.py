@@ -1,0 +1,72 @@
+"""Typed errors raised by the library. Only the CLI turns them into messages and exit codes."""
+
+
+class FlexNetError(Exception):
+    """Base of every error the lab raises on purpose."""
+
+
+class TopologyError(FlexNetError):
+    """A topology file or object is malformed; names the file and the field."""
+
+    def __init__(self, source: str, field: str, message: str):
+        self.source = source
+        self.field = field
+        self.message = message
+        super().__init__(f"{source}: {field}: {message}")
+
+
+class ProgramError(FlexNetError):
+    """A program in the model is invalid; names the element."""
+
+    def __init__(self, element: str, message: str):
+        self.element = element
+        self.message = message
+        super().__init__(f"{element}: {message}")
+
+
+class DeltaError(FlexNetError):
+    """A delta cannot apply to the running program; names the element."""
+
+    def __init__(self, element: str, message: str):
+        self.element = element
+        self.message = message
+        super().__init__(f"{element}: {message}")
+
+
+class CompileError(FlexNetError):
+    """A backend could not compile a program (clang or p4c failed)."""
+
+
+class TargetError(FlexNetError):
+    """A device refused an operation; names the device and what was refused."""
+
+    def __init__(self, device: str, message: str):
+        self.device = device
+        self.message = message
+        super().__init__(f"{device}: {message}")
+
+
+class VerifierError(TargetError):
+    """The kernel's BPF verifier rejected a program; carries the verifier log."""
+
+    def __init__(self, device: str, message: str, log: str = ""):
+        self.log = log
+        super().__init__(device, message)
+
+
+class EnvironmentMissing(FlexNetError):
+    """Something the lab needs is not installed; names what to install."""
+
+
+class LabError(FlexNetError):
+    """The lab could not be brought up, changed or torn down."""
+
+
+class ScenarioError(FlexNetError):
+    """A scenario file is malformed; names the file and the field."""
+
+    def __init__(self, source: str, field: str, message: str):
+        self.source = source
+        self.field = field
+        self.message = message
+        super().__init__(f"{source}: {field}: {message}")

@@ -1,0 +1,263 @@
+"""The running lab: realises a Topology with Mininet and the lab's targets, and owns every
+kernel object it creates until stop()."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+from mininet.link import Link, TCLink
+from mininet.net import Mininet
+
+from ..compiler.ebpf import generate, root_source
+from ..errors import EnvironmentMissing, FlexNetError, LabError
+from ..program.library import infrastructure
+from ..program.model import Program
+from ..targets.bcc_compile import Compiler
+from ..targets.bpf_syscall import Bpf
+from ..targets.ebpf_datapath import EbpfDatapath
+from ..targets.ebpf_switch import EbpfSwitch
+from ..targets.netlink import Netns
+from ..topology.model import Topology, resolve_auto
+from ..topology.routes import compute_routes
+from .nodes import LabHost, LabSwitch
+from .runstate import RunTag, ensure_bpffs
+
+
+def have_bmv2() -> bool:
+    return shutil.which("simple_switch_grpc") is not None
+
+
+class Lab:
+    """A live network of the topology's hosts and switches.
+
+    Use as a context manager, or call start() and stop(); stop() runs on every exit path
+    of start() itself, so a failed bring-up leaves nothing behind."""
+
+    def __init__(self, topology: Topology, base: str | None = None, switch_kind: str | None = None):
+        self.topology = resolve_auto(topology, have_bmv2())
+        if switch_kind:  # force every switch to one kind (benchmarks: "bridge")
+            self.topology = self.topology.with_targets(lambda s: switch_kind)
+        self.tag = RunTag.new(base) if base else RunTag.new()
+        self.compiler = Compiler()
+        self.bpf = Bpf()
+        self.net: Mininet | None = None
+        self.switches: dict[str, object] = {}
+        self.host_programs: dict[tuple[str, str, str], EbpfDatapath] = {}
+        self.routes = compute_routes(self.topology)
+        self.infra: Program = infrastructure()
+        self.bringup_s: float | None = None
+        self._netns: list[str] = []
+
+    # --- life cycle -----------------------------------------------------------------------
+    def __enter__(self) -> "Lab":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "Lab":
+        t0 = time.perf_counter()
+        self._check_tools()
+        self.tag.write_state(pid=os.getpid(), topology=self.topology.name,
+                             source=self.topology.source, status="starting", started=time.time())
+        try:
+            ensure_bpffs(self.tag.base)
+            compiled = self._precompile()
+            self._build_mininet()
+            compiled.join()
+            for name in self.topology_switch_names():
+                self._start_switch(name)
+            self._install_routes()
+        except BaseException:
+            self.stop()
+            raise
+        self.bringup_s = time.perf_counter() - t0
+        self.tag.write_state(pid=os.getpid(), topology=self.topology.name,
+                             source=self.topology.source, status="up", started=time.time(),
+                             namespaces=self._netns, bringup_s=self.bringup_s)
+        return self
+
+    def stop(self) -> None:
+        """Tear down everything this run created; safe to call more than once."""
+        errors = []
+        for dp in list(self.host_programs.values()):
+            _quietly(errors, dp.stop)
+            _quietly(errors, dp.netns.close)
+        self.host_programs.clear()
+        for sw in list(self.switches.values()):
+            _quietly(errors, sw.close)
+        self.switches.clear()
+        if self.net is not None:
+            for node in self.net.hosts + self.net.switches:
+                _quietly(errors, node.terminate)
+            self.net = None
+        for ns in self._netns:
+            subprocess.run(["ip", "netns", "pids", ns], capture_output=True)
+            _kill_netns_pids(ns)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self._netns.clear()
+        shutil.rmtree(self.tag.pin_dir, ignore_errors=True)
+        shutil.rmtree(self.tag.dir, ignore_errors=True)
+
+    # --- bring-up steps -------------------------------------------------------------------
+    @staticmethod
+    def _check_tools() -> None:
+        for tool, pkg in (("mnexec", "mininet"), ("ip", "iproute2"), ("tc", "iproute2")):
+            if shutil.which(tool) is None:
+                raise EnvironmentMissing(f"{tool} not found: install Debian's {pkg}")
+        if os.geteuid() != 0:
+            raise EnvironmentMissing("the lab needs root (network namespaces, BPF)")
+
+    def topology_switch_names(self) -> list[str]:
+        return [s.name for s in self.topology.switches]
+
+    def _precompile(self) -> threading.Thread:
+        """Compile the switch programs while Mininet builds (bcc releases the GIL)."""
+        errors: list[BaseException] = []
+
+        def work():
+            try:
+                if any(s.target == "ebpf" for s in self.topology.switches):
+                    self.compiler.compile(generate(self.infra, "tc", "switch").text, ["pipeline"])
+                    self.compiler.compile(root_source("tc"), ["root"])
+            except BaseException as exc:  # surfaced by join()
+                errors.append(exc)
+
+        class _Join(threading.Thread):
+            def join(self, timeout=None):
+                super().join(timeout)
+                if errors:
+                    raise errors[0]
+
+        th = _Join(target=work, daemon=True)
+        th.start()
+        return th
+
+    def _build_mininet(self) -> None:
+        topo = self.topology
+        net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
+                      autoStaticArp=False, waitConnected=False)
+        self.net = net
+        for h in topo.hosts:
+            net.addHost(h.name, cls=LabHost, ip=f"{h.ip}/{h.prefixlen}", mac=h.mac,
+                        run_tag=self.tag)
+        for i, s in enumerate(topo.switches, start=1):
+            net.addSwitch(s.name, cls=LabSwitch, dpid=f"{i:016x}", run_tag=self.tag)
+        for link in topo.links:
+            pa, pb = topo.port_between(link.a, link.b), topo.port_between(link.b, link.a)
+            cls, params = (TCLink, {"bw": link.bw}) if link.bw else (Link, {})
+            net.addLink(link.a, link.b, port1=pa.number, port2=pb.number, intfName1=pa.intf,
+                        intfName2=pb.intf, cls=cls, **params)
+        for node in net.hosts + net.switches:
+            self._netns.append(node.name_namespace())
+        net.build()
+        net.start()
+
+    def _start_switch(self, name: str) -> None:
+        spec = self.topology.switch(name)
+        node = self.net.get(name)
+        ports = {p.number: (p.intf, not self.topology.is_host(p.peer_node))
+                 for p in self.topology.ports(name)}
+        if spec.target == "ebpf":
+            sw = EbpfSwitch(name, node.netns_path, ports, self.compiler, self.bpf,
+                            self.tag.pin_dir)
+            self.switches[name] = sw
+            sw.boot(self.infra)
+        elif spec.target == "bridge":
+            from ..targets.bridge import BridgeSwitch
+            sw = BridgeSwitch(name, node, ports)
+            self.switches[name] = sw
+            sw.boot()
+        elif spec.target == "bmv2":
+            raise LabError(f"switch {name}: the bmv2 target is not implemented in this version "
+                           "(set `target: ebpf`)")
+        else:
+            raise LabError(f"switch {name}: unknown target {spec.target!r}")
+
+    def _install_routes(self) -> None:
+        hosts = {h.ip: h for h in self.topology.hosts}
+        for sw_name, routes in self.routes.items():
+            sw = self.switches[sw_name]
+            for r in routes:
+                if getattr(sw, "kind", "") == "bridge":
+                    sw.add_route(hosts[r.dst_ip].mac, r.port)
+                else:
+                    sw.insert("l3_fwd", ((int(ipaddress.IPv4Address(r.dst_ip)), r.prefixlen),),
+                              "forward", (r.port,))
+
+    # --- using the lab --------------------------------------------------------------------
+    def host(self, name: str) -> LabHost:
+        node = self.net.get(name) if self.net else None
+        if node is None or not isinstance(node, LabHost):
+            raise LabError(f"no host {name!r}")
+        return node
+
+    def switch(self, name: str):
+        if name not in self.switches:
+            raise LabError(f"no switch {name!r} (have {', '.join(self.switches)})")
+        return self.switches[name]
+
+    def ping_all(self, timeout_s: int = 1) -> dict:
+        """Every host pings every other once (all hosts in parallel). Returns counts and
+        the failed pairs."""
+        hosts = self.net.hosts
+        for h in hosts:
+            targets = " ".join(o.IP() for o in hosts if o is not h)
+            h.sendCmd(f"for ip in {targets}; do ping -c1 -W{timeout_s} -q $ip >/dev/null 2>&1"
+                      " && echo ok $ip || echo fail $ip; done")
+        sent = received = 0
+        failed = []
+        for h in hosts:
+            for line in h.waitOutput().splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[0] in ("ok", "fail"):
+                    sent += 1
+                    if parts[0] == "ok":
+                        received += 1
+                    else:
+                        failed.append((h.name, parts[1]))
+        loss = 100.0 * (sent - received) / sent if sent else 100.0
+        return {"sent": sent, "received": received, "loss_pct": loss, "failed": failed}
+
+    def attach_host_program(self, host: str, program: Program, hook: str = "xdp",
+                            direction: str = "ingress") -> EbpfDatapath:
+        """Attach a host function to the host's interface (root program + pipeline)."""
+        node = self.host(host)
+        key = (host, hook, direction)
+        if key in self.host_programs:
+            raise LabError(f"{host} already runs {self.host_programs[key].program.name} on "
+                           f"{hook}/{direction}: swap it instead")
+        dp = EbpfDatapath(f"{host}-{hook}-{direction}", Netns(node.netns_path), hook, "host",
+                          self.compiler, self.bpf, self.tag.pin_dir, direction)
+        dp.start(program, [node.defaultIntf().name])
+        self.host_programs[key] = dp
+        return dp
+
+    def host_program(self, host: str, hook: str = "xdp", direction: str = "ingress"):
+        try:
+            return self.host_programs[(host, hook, direction)]
+        except KeyError:
+            raise LabError(f"{host} has no program on {hook}/{direction}") from None
+
+
+def _quietly(errors: list, fn) -> None:
+    try:
+        fn()
+    except Exception as exc:  # teardown goes on; the first error is kept for the log
+        errors.append(exc)
+
+
+def _kill_netns_pids(ns: str) -> None:
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+    for pid in out.split():
+        try:
+            os.kill(int(pid), 9)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+__all__ = ["Lab", "have_bmv2", "FlexNetError"]

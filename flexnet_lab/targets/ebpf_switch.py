@@ -1,0 +1,40 @@
+"""The embedded default switch: an eBPF datapath on every port of a switch namespace.
+
+Each port runs the same root tc-ingress program; it tail-calls the switch's pipeline, which
+was generated from the program model and forwards with bpf_redirect (towards a host, so the
+host's own XDP/tc programs see the packet) or bpf_redirect_peer (towards another switch:
+straight into that namespace's ingress, skipping a backlog queue per hop).
+"""
+from __future__ import annotations
+
+from ..program.model import Program
+from .bcc_compile import Compiler
+from .bpf_syscall import Bpf
+from .ebpf_datapath import EbpfDatapath
+from .netlink import Netns
+
+
+class EbpfSwitch(EbpfDatapath):
+    """Switch target on the eBPF datapath (tc ingress, role switch)."""
+
+    kind = "ebpf"
+
+    def __init__(self, name: str, netns_path: str, ports: dict[int, tuple[str, bool]],
+                 compiler: Compiler, bpf: Bpf, pin_dir: str | None):
+        super().__init__(name, Netns(netns_path), "tc", "switch", compiler, bpf, pin_dir)
+        self.ports = ports
+
+    def boot(self, program: Program) -> None:
+        self.start(program, [ifname for ifname, _ in self.ports.values()], self.ports)
+
+    def port_counters(self) -> dict[int, dict[str, int]]:
+        """Per port: packets/bytes received and sent; port 0 of tx = dropped."""
+        rx, tx = self.read_map("port_rx"), self.read_map("port_tx")
+        out = {p: {"rx_packets": rx[p][0], "rx_bytes": rx[p][1], "tx_packets": tx[p][0],
+                   "tx_bytes": tx[p][1]} for p in sorted(self.ports)}
+        out[0] = {"dropped_packets": tx[0][0], "dropped_bytes": tx[0][1]}
+        return out
+
+    def close(self) -> None:
+        self.stop()
+        self.netns.close()

@@ -1,0 +1,172 @@
+"""Topology model: pure, immutable data (like mininet's Topo), no kernel access.
+
+Port numbering follows Mininet: a switch's ports are 1, 2, 3, ... and a host's
+ports 0, 1, ... in the order its links appear in ``Topology.links``; the
+interface of port N on node X is ``f"{X}-eth{N}"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable, Mapping
+
+from flexnet_lab.errors import TopologyError
+
+TARGETS: frozenset[str] = frozenset({"ebpf", "bmv2", "auto"})
+"""Switch targets a topology may name; "auto" is resolved before the lab starts."""
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """A host: ip (dotted quad, no prefix), prefix length and mac."""
+
+    name: str
+    ip: str
+    prefixlen: int
+    mac: str
+
+
+@dataclass(frozen=True)
+class SwitchSpec:
+    """A switch and the target it runs on: "ebpf", "bmv2" or "auto"."""
+
+    name: str
+    target: str
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """A link between nodes a and b, shaped to bw Mbit/s (None: unshaped)."""
+
+    a: str
+    b: str
+    bw: float | None = None
+
+
+@dataclass(frozen=True)
+class Port:
+    """One end of a link, seen from ``node``."""
+
+    node: str
+    number: int
+    intf: str
+    peer_node: str
+    peer_number: int
+    peer_intf: str
+
+
+def intf_name(node: str, number: int) -> str:
+    """Mininet's interface name for port ``number`` of ``node``."""
+    return f"{node}-eth{number}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Hosts, switches and links of one lab; ``source`` names where it came from."""
+
+    name: str
+    source: str
+    hosts: tuple[HostSpec, ...]
+    switches: tuple[SwitchSpec, ...]
+    links: tuple[LinkSpec, ...]
+
+    # -- lookups ---------------------------------------------------------------
+
+    def node_names(self) -> list[str]:
+        """Every node name: hosts first, then switches, each in file order."""
+        return [h.name for h in self.hosts] + [s.name for s in self.switches]
+
+    def host(self, name: str) -> HostSpec:
+        """The host called ``name``; TopologyError if there is none."""
+        for spec in self.hosts:
+            if spec.name == name:
+                return spec
+        raise self._unknown("hosts", name)
+
+    def switch(self, name: str) -> SwitchSpec:
+        """The switch called ``name``; TopologyError if there is none."""
+        for spec in self.switches:
+            if spec.name == name:
+                return spec
+        raise self._unknown("switches", name)
+
+    def is_host(self, name: str) -> bool:
+        """True when ``name`` is a host of this topology."""
+        return any(spec.name == name for spec in self.hosts)
+
+    # -- ports -----------------------------------------------------------------
+
+    def ports(self, node: str) -> list[Port]:
+        """The ports of ``node``, by number (empty for a node with no links)."""
+        if node not in self._port_table:
+            raise self._unknown("nodes", node)
+        return list(self._port_table[node])
+
+    def port_between(self, a: str, b: str) -> Port:
+        """The port on ``a`` that faces ``b``; TopologyError if they are not linked."""
+        for port in self.ports(a):
+            if port.peer_node == b:
+                return port
+        raise TopologyError(self.source, "links", f"no link between {a} and {b}")
+
+    def host_link(self, host: str) -> tuple[str, int]:
+        """(switch name, switch port number) that ``host`` hangs off."""
+        self.host(host)
+        ports = self.ports(host)
+        if not ports:
+            raise TopologyError(self.source, f"hosts.{host}", "host has no link")
+        return ports[0].peer_node, ports[0].peer_number
+
+    # -- copies ----------------------------------------------------------------
+
+    def with_targets(self, resolver: Callable[[SwitchSpec], str]) -> Topology:
+        """A copy whose switch targets are ``resolver(switch)``."""
+        switches = []
+        for spec in self.switches:
+            target = resolver(spec)
+            if target not in TARGETS:
+                raise TopologyError(
+                    self.source,
+                    f"switches.{spec.name}.target",
+                    f"resolver returned {target!r}; expected one of {sorted(TARGETS)}",
+                )
+            switches.append(dataclasses.replace(spec, target=target))
+        return dataclasses.replace(self, switches=tuple(switches))
+
+    # -- internals -------------------------------------------------------------
+
+    @cached_property
+    def _port_table(self) -> Mapping[str, tuple[Port, ...]]:
+        """Ports of every node, numbered Mininet-style in link order."""
+        base = {spec.name: 0 for spec in self.hosts}
+        base.update({spec.name: 1 for spec in self.switches})
+        next_number = dict(base)
+        table: dict[str, list[Port]] = {name: [] for name in base}
+        for link in self.links:
+            for end in (link.a, link.b):
+                if end not in next_number:
+                    raise self._unknown("nodes", end)
+            na, nb = next_number[link.a], next_number[link.b]
+            next_number[link.a], next_number[link.b] = na + 1, nb + 1
+            ia, ib = intf_name(link.a, na), intf_name(link.b, nb)
+            table[link.a].append(Port(link.a, na, ia, link.b, nb, ib))
+            table[link.b].append(Port(link.b, nb, ib, link.a, na, ia))
+        return {name: tuple(ports) for name, ports in table.items()}
+
+    def _unknown(self, kind: str, name: str) -> TopologyError:
+        known = {
+            "hosts": [h.name for h in self.hosts],
+            "switches": [s.name for s in self.switches],
+            "nodes": self.node_names(),
+        }[kind]
+        return TopologyError(
+            self.source, kind, f"no {kind[:-1]} named {name!r}; known: {', '.join(known)}"
+        )
+
+
+def resolve_auto(topology: Topology, have_bmv2: bool) -> Topology:
+    """Replace target "auto" by "bmv2" when bmv2 is available, else "ebpf"."""
+    auto = "bmv2" if have_bmv2 else "ebpf"
+    return topology.with_targets(lambda spec: auto if spec.target == "auto" else spec.target)

@@ -24,6 +24,7 @@ from ..targets.netlink import Netns
 from ..topology.model import Topology, resolve_auto
 from ..topology.routes import compute_routes
 from .nodes import LabHost, LabSwitch
+from .clean import release_bpffs
 from .runstate import RunTag, ensure_bpffs
 
 
@@ -51,6 +52,7 @@ class Lab:
         self.infra: Program = infrastructure()
         self.bringup_s: float | None = None
         self._netns: list[str] = []
+        self._owner = os.getpid()  # a forked copy of this object must never tear down
 
     # --- life cycle -----------------------------------------------------------------------
     def __enter__(self) -> "Lab":
@@ -83,6 +85,8 @@ class Lab:
 
     def stop(self) -> None:
         """Tear down everything this run created; safe to call more than once."""
+        if os.getpid() != self._owner:
+            return
         errors = []
         for dp in list(self.host_programs.values()):
             _quietly(errors, dp.stop)
@@ -102,6 +106,7 @@ class Lab:
         self._netns.clear()
         shutil.rmtree(self.tag.pin_dir, ignore_errors=True)
         shutil.rmtree(self.tag.dir, ignore_errors=True)
+        release_bpffs(self.tag.base)
 
     # --- bring-up steps -------------------------------------------------------------------
     @staticmethod

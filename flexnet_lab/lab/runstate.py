@@ -61,7 +61,8 @@ class RunTag:
         os.makedirs(self.dir, exist_ok=True)
         tmp = os.path.join(self.dir, "state.json.tmp")
         with open(tmp, "w") as fh:
-            json.dump({"run": self.run, **state}, fh, indent=1)
+            json.dump({"run": self.run, "pid_start": proc_starttime(os.getpid()), **state},
+                      fh, indent=1)
         os.replace(tmp, os.path.join(self.dir, "state.json"))
 
 
@@ -91,6 +92,15 @@ def ensure_bpffs(base: str = BASE) -> str:
 def _is_bpffs(path: str) -> bool:
     with open("/proc/self/mounts") as fh:
         return any(line.split()[1] == path and line.split()[2] == "bpf" for line in fh)
+
+
+def proc_starttime(pid: int) -> int | None:
+    """Start time of a process (clock ticks since boot): tells a pid from a reused one."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def pid_alive(pid: int) -> bool:

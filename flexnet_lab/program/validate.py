@@ -19,7 +19,8 @@ one table or runs ops; every table is applied exactly once.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, NoReturn
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, NoReturn
 
 from flexnet_lab.errors import ProgramError
 
@@ -43,7 +44,7 @@ KEYED_MAP_KINDS = ("hash", "sketch", "meter")
 MATCH_CAPS = MATCH_KINDS
 
 # What each op argument is: "map:<kind>", "value", "index", "key" or "dest".
-ARG_ROLES: dict[str, tuple[str, ...]] = {
+ARG_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "forward": ("value",),
     "drop": (),
     "nop": (),
@@ -55,7 +56,7 @@ ARG_ROLES: dict[str, tuple[str, ...]] = {
     "sketch_add": ("map:sketch", "key"),
     "rate_limit": ("map:meter", "key"),
     "reg_write": ("map:register", "index", "value"),
-}
+})
 
 
 # -- public API ------------------------------------------------------------------------

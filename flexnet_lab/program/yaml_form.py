@@ -26,7 +26,9 @@ an op without arguments may be a bare name (``nop``). Op arguments written as YA
 become tuples (``[map_add, flows, [ipv4.src, ipv4.dst]]``). ``extract``, ``select``,
 ``cases``, ``sets``, ``default`` (accept), ``params``, ``ops``, ``default_args`` and ``size``
 (256) are optional; ``name``, map ``kind``/``size`` and table ``keys``/``actions``/``default``
-are required. Unknown keys and duplicate mapping keys are errors.
+are required. Unknown keys and duplicate mapping keys are errors. Mapping order is
+significant (metadata layout, order of maps, actions and tables): dump with
+``sort_keys=False`` (``program_to_yaml`` does).
 
 Every problem raises one ``ProgramError`` whose element is ``<source>: <path>``, e.g.
 ``my.yaml: tables.acl.size`` (paths as in ``validate``); ``<file>``/``<yaml>`` name read and
@@ -43,7 +45,8 @@ from flexnet_lab.errors import ProgramError
 
 from . import library
 from .headers import LIBRARY
-from .model import Action, Field, Header, Key, Map, Op, ParserState, Program, Stmt, Table, Transition
+from .model import (Action, Field, Header, Key, Map, Op, ParserState, Program, Stmt, Table,
+                    Transition)
 from .validate import show, validate
 
 PROGRAM_KEYS = ("name", "headers", "metadata", "parser", "maps", "actions", "tables", "control")
@@ -96,6 +99,11 @@ def program_to_dict(program: Program) -> dict:
     }
     out.update((k, v) for k, v in sections.items() if v)
     return out
+
+
+def program_to_yaml(program: Program) -> str:
+    """The YAML text of ``program`` (mapping order kept: it is significant)."""
+    return yaml.safe_dump(program_to_dict(program), sort_keys=False)
 
 
 def load_program(path: str | Path) -> Program:

@@ -91,9 +91,10 @@ class EbpfDatapath:
         for ifname in interfaces:
             self._attach(ifname)
 
-    def stop(self) -> None:
-        """Detach the root programs and release every map and program of this device."""
-        for ifindex in self._attached:
+    def stop(self, detach: bool = True) -> None:
+        """Detach the root programs (unless the namespace is going away anyway) and release
+        every map and program of this device."""
+        for ifindex in self._attached if detach else ():
             try:
                 self._detach(ifindex)
             except Exception:  # the interface may already be gone with its namespace
@@ -193,13 +194,14 @@ class EbpfDatapath:
         self._attached.append(idx)
 
     def _detach(self, ifindex: int) -> None:
-        ipr = self.netns.ipr()
+        # tc/ip rather than pyroute2 here: pyroute2 0.9.7 can wait forever on a filter
+        # delete in a namespace; a bounded subprocess cannot hang a teardown
+        ifname = self.netns.ifname(ifindex)
         if self.hook == "xdp":
-            ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", -1),
-                                                          ("IFLA_XDP_FLAGS", 2)]})
+            cmd = ["ip", "link", "set", "dev", ifname, "xdpgeneric", "off"]
         else:
-            parent = TC_INGRESS if self.direction == "ingress" else TC_EGRESS
-            ipr.tc("del-filter", "bpf", ifindex, ":1", parent=parent)
+            cmd = ["tc", "filter", "del", "dev", ifname, self.direction]
+        self.netns.run(cmd)
 
     def _set_ports(self, maps: dict[str, int], ports: dict[int, tuple[str, bool]]) -> None:
         for number, (ifname, peer) in ports.items():

@@ -36,5 +36,5 @@ class EbpfSwitch(EbpfDatapath):
         return out
 
     def close(self) -> None:
-        self.stop()
+        self.stop(detach=False)  # the switch's namespace is deleted right after
         self.netns.close()

@@ -1,9 +1,44 @@
 """Netlink access to one network namespace (pyroute2), opened once and reused."""
 from __future__ import annotations
 
+import ctypes
+import os
+import subprocess
+import threading
+
 from pyroute2 import IPRoute
 
 from ..errors import TargetError
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(libc, fd: int) -> None:
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
+
+
+def socket_in_namespace(path: str) -> IPRoute:
+    """An IPRoute whose socket lives in the namespace at `path`.
+
+    The calling thread enters the namespace just long enough to open the socket (a netlink
+    socket stays bound to the namespace it was made in). pyroute2's own netns= option forks
+    a child for this, and a forked copy of a lab must never run the lab's teardown code."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(path, os.O_RDONLY)
+        try:
+            _setns(libc, target)
+            try:
+                return IPRoute()
+            finally:
+                _setns(libc, home)
+        finally:
+            os.close(target)
+    finally:
+        os.close(home)
 
 
 class Netns:
@@ -15,8 +50,7 @@ class Netns:
 
     def ipr(self) -> IPRoute:
         if self._ipr is None:
-            # pyroute2 opens the socket inside the namespace and hands it back to us
-            self._ipr = IPRoute(netns=self.path) if self.path else IPRoute()
+            self._ipr = socket_in_namespace(self.path) if self.path else IPRoute()
         return self._ipr
 
     def ifindex(self, ifname: str) -> int:
@@ -24,6 +58,22 @@ class Netns:
         if not found:
             raise TargetError(self.path or "root namespace", f"no interface {ifname}")
         return found[0]
+
+    def ifname(self, ifindex: int) -> str:
+        link = self.ipr().get_links(ifindex)[0]
+        return link.get_attr("IFLA_IFNAME")
+
+    def run(self, cmd: list[str], timeout: float = 10) -> str:
+        """Run a command inside the namespace; raises TargetError when it fails."""
+        full = (["nsenter", f"--net={self.path}"] if self.path else []) + cmd
+        try:
+            res = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise TargetError(self.path or "root namespace", f"{' '.join(cmd)}: timed out") from exc
+        if res.returncode != 0:
+            raise TargetError(self.path or "root namespace",
+                              f"{' '.join(cmd)}: {res.stderr.strip() or res.returncode}")
+        return res.stdout
 
     def close(self) -> None:
         if self._ipr is not None:

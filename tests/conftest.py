@@ -1,0 +1,151 @@
+"""Test environment: skip what this machine cannot run, with a reason that says what to
+install, and make sure root tests leave no kernel state behind.
+
+Markers (declared in setup.cfg):
+  root     needs root, network namespaces and BPF (mininet's mnexec, bcc)
+  bmv2     needs simple_switch_grpc (p4lang-bmv2)
+  p4c      needs p4c-bm2-ss (p4lang-p4c)
+  vagrant  needs vagrant
+  slow     takes more than 30 s (never skipped automatically)
+
+Nothing here imports bcc or mininet, so unit tests collect under any Python.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import uuid
+import warnings
+
+import pytest
+
+NETNS_PREFIX = "flexnet-"  # flexnet_lab.lab.runstate.NETNS_PREFIX
+ALIAS_PREFIX = "flexnet:"  # flexnet_lab.lab.runstate.ALIAS_PREFIX
+RUNS_DIR = "/run/flexnet/runs"  # flexnet_lab.lab.runstate.runs_dir()
+
+# Inherited by every process a test starts (and by every lab node's shell, whose
+# environment is a copy of ours): tells this session's processes from anyone else's.
+SESSION_ENV = "FLEXNET_TEST_SESSION"
+
+_RUNS_ROOT_TESTS = pytest.StashKey[bool]()  # set at collection: will any root test run?
+
+
+def _root_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, BPF): run as root, e.g. sudo make test"
+    if shutil.which("mnexec") is None:
+        return "mnexec not found: install Debian's mininet (make setup)"
+    if importlib.util.find_spec("bcc") is None:
+        return ("bcc not importable: install Debian's python3-bpfcc and use the .venv "
+                "made by make setup (system site packages)")
+    return None
+
+
+def _tool_skip_reason(tool: str, hint: str) -> str | None:
+    return None if shutil.which(tool) else f"{tool} not found: {hint}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reasons = {
+        "root": _root_skip_reason(),
+        "bmv2": _tool_skip_reason(
+            "simple_switch_grpc",
+            "install p4lang-bmv2 (simple_switch_grpc), e.g. in the Vagrant VM: vagrant up"),
+        "p4c": _tool_skip_reason("p4c-bm2-ss", "install p4lang-p4c"),
+        "vagrant": _tool_skip_reason("vagrant", "apt-get install vagrant"),
+    }
+    runs_root_tests = False
+    for item in items:
+        skipped = False
+        for marker, reason in reasons.items():
+            if reason is not None and item.get_closest_marker(marker) is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
+                skipped = True
+        if not skipped and item.get_closest_marker("root") is not None:
+            runs_root_tests = True
+    config.stash[_RUNS_ROOT_TESTS] = runs_root_tests
+
+
+# --- leftovers --------------------------------------------------------------------------
+
+def _lab_namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    names = {line.split()[0] for line in out.splitlines() if line.strip()}
+    return {n for n in names if n.startswith(NETNS_PREFIX)}
+
+
+def _lab_interfaces() -> set[tuple[str, str]]:
+    """(interface, alias) of the root namespace's interfaces tagged by a lab run."""
+    out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True).stdout
+    try:
+        links = json.loads(out or "[]")
+    except ValueError:
+        return set()
+    return {(link.get("ifname", "?"), link["ifalias"]) for link in links
+            if str(link.get("ifalias", "")).startswith(ALIAS_PREFIX)}
+
+
+def _run_of_netns(name: str) -> str:
+    # flexnet-<run>-<node>
+    return name[len(NETNS_PREFIX):].split("-", 1)[0]
+
+
+def _foreign(run: str, marker: str) -> bool:
+    """True when the run belongs to a live process outside this test session (someone
+    else's lab on the same machine), which this session must not blame on itself."""
+    try:
+        with open(os.path.join(RUNS_DIR, run, "state.json")) as fh:
+            state = json.load(fh)
+        pid = int(state["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if pid == os.getpid():
+        return False
+    if state.get("pid_start") is not None and _starttime(pid) != state["pid_start"]:
+        return False  # the owner is gone and its pid was reused
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = fh.read().split(b"\0")
+    except OSError:  # the owner is gone: the run was left behind
+        return False
+    return f"{SESSION_ENV}={marker}".encode() not in env
+
+
+def _starttime(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_lab_leftovers(request: pytest.FixtureRequest):
+    """In sessions that run root tests: fail the run if a lab namespace (flexnet-*) or a
+    tagged interface (alias flexnet:*) that appeared during the session is still there
+    at its end. Clean up with `flexnet clean`."""
+    if not request.config.stash.get(_RUNS_ROOT_TESTS, False):
+        yield
+        return
+    marker = os.environ.setdefault(SESSION_ENV, uuid.uuid4().hex)
+    namespaces_before, interfaces_before = _lab_namespaces(), _lab_interfaces()
+    if namespaces_before or interfaces_before:
+        warnings.warn(f"lab state from before this session (not checked): "
+                      f"{len(namespaces_before)} flexnet-* namespaces, "
+                      f"{len(interfaces_before)} flexnet:* interfaces; `flexnet clean` "
+                      "removes what belongs to dead runs")
+    yield
+    namespaces = sorted(n for n in _lab_namespaces() - namespaces_before
+                        if not _foreign(_run_of_netns(n), marker))
+    interfaces = sorted(f"{name} ({alias})" for name, alias in _lab_interfaces() - interfaces_before
+                        if not _foreign(alias[len(ALIAS_PREFIX):], marker))
+    if namespaces or interfaces:
+        pytest.fail("lab state left behind by this test session: "
+                    + "; ".join(filter(None, [
+                        "namespaces " + ", ".join(namespaces) if namespaces else "",
+                        "interfaces " + ", ".join(interfaces) if interfaces else "",
+                    ]))
+                    + " (remove with: flexnet clean)", pytrace=False)

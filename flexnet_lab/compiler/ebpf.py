@@ -8,6 +8,8 @@ Shape of the generated code, so a student can follow it:
              holding action records; a miss takes the record in the table's default map;
   deparser - headers changed by `set` are written back (IPv4 checksum recomputed);
   verdict  - switch: redirect out of std.egress_port or drop; host: pass or drop.
+A drop is final: once an action drops, a later forward does not undo it (an ACL placed
+before the forwarding table works), and port_tx[0] counts the packet as dropped.
 The whole pipeline is one function, so a packet sees exactly one program version: the
 target swaps versions by writing the root program's tail-call slot.
 """
@@ -257,7 +259,8 @@ class _Gen:
     def op(self, op: Op, action: Action | None) -> list[str]:
         a = op.args
         if op.name == "forward":
-            return [f"std.egress_port = {self.value(a[0], action)}; std.drop = 0;"]
+            # drop is final: a later table's forward does not bring the packet back
+            return [f"if (!std.drop) std.egress_port = {self.value(a[0], action)};"]
         if op.name == "drop":
             return ["std.drop = 1; std.egress_port = 0;"]
         if op.name == "nop":

@@ -242,6 +242,26 @@ class Lab:
         self.host_programs[key] = dp
         return dp
 
+    def device(self, name: str):
+        """A switch by name, or a host's program slot as HOST[:hook[:direction]]."""
+        if name in self.switches:
+            return self.switches[name]
+        host, _, rest = name.partition(":")
+        hook, _, direction = rest.partition(":")
+        return self.host_program(host, hook or "xdp", direction or "ingress")
+
+    def apply_delta(self, device: str, delta, description: str = ""):
+        """Apply a delta to one device's running program; (record, inverse delta)."""
+        from ..plan.execute import apply_delta
+        return apply_delta(self.device(device), delta, description)
+
+    def swap_host_program(self, host: str, program: Program, hook: str = "xdp",
+                          direction: str = "ingress"):
+        """Atomically replace a host's program; maps it shares with the old one survive."""
+        from ..plan.execute import apply_program
+        dp = self.host_program(host, hook, direction)
+        return apply_program(dp, program, f"{host}: {dp.program.name} -> {program.name}")
+
     def host_program(self, host: str, hook: str = "xdp", direction: str = "ingress"):
         try:
             return self.host_programs[(host, hook, direction)]

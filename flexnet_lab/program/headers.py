@@ -21,8 +21,14 @@ UDP = _h("udp", ("sport", 16), ("dport", 16), ("length", 16), ("checksum", 16))
 # A small in-band telemetry header carried over UDP (the lab's example of a new header).
 TELEMETRY = _h("telemetry", ("magic", 16), ("hop_count", 8), ("flags", 8), ("path_id", 32))
 
-LIBRARY: dict[str, Header] = {h.name: h for h in (ETHERNET, VLAN, ARP, IPV4, TCP, UDP, TELEMETRY)}
+# A path shim between Ethernet and IPv4 (ethertype 0x88B5, IEEE local experimental): a packet
+# class the base program does not parse, so a switch drops it until a parser state is added.
+SHIM = _h("shim", ("path_id", 16), ("hop_count", 8), ("flags", 8), ("next_type", 16))
+
+LIBRARY: dict[str, Header] = {h.name: h for h in (ETHERNET, VLAN, ARP, IPV4, TCP, UDP, TELEMETRY,
+                                                  SHIM)}
 
 ETHERTYPE_IPV4, ETHERTYPE_ARP, ETHERTYPE_VLAN = 0x0800, 0x0806, 0x8100
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 TELEMETRY_UDP_PORT = 5555
+ETHERTYPE_SHIM = 0x88B5

@@ -23,6 +23,7 @@ from .bpf_syscall import (BPF_NOEXIST, Bpf, BpfCallError, MapSpec, PROG_SCHED_CL
 from .netlink import Netns
 
 TC_INGRESS, TC_EGRESS = "ffff:fff2", "ffff:fff3"
+XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 2, 4
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class EbpfDatapath:
                  bpf: Bpf, pin_dir: str | None, direction: str = "ingress"):
         self.device, self.netns, self.hook, self.role = device, netns, hook, role
         self.direction = direction
+        self.xdp_flags = XDP_FLAGS_DRV_MODE
         self._compiler, self._bpf, self._pin_dir = compiler, bpf, pin_dir
         self._root_fd = -1
         self._pipe_fd = -1
@@ -132,6 +134,7 @@ class EbpfDatapath:
                 else:
                     maps[name] = self._bpf.map_create(spec)
                     created.append(name)
+            self._init_defaults(program, maps, created)
             prog_fd = self._load(image, "pipeline", maps)
         except Exception:
             for name in created:
@@ -139,6 +142,16 @@ class EbpfDatapath:
             raise
         t2 = time.perf_counter()
         return Prepared(program, prog_fd, maps, created, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+    def _init_defaults(self, program: Program, maps: dict[str, int], created: list[str]) -> None:
+        """A new table's default-action record, written before the pipeline can run."""
+        for t in program.tables:
+            dname = map_c_name("d", t.name)
+            if dname in created:
+                lay = table_layout(program, t)
+                self._bpf.update(maps[dname], (0).to_bytes(4, "little"),
+                                 lay.encode_action(action_id(t.default_action),
+                                                   tuple(t.default_args)))
 
     def commit(self, prepared: Prepared) -> float:
         """Make `prepared` the running pipeline; returns the atomic step's time in ms."""
@@ -155,6 +168,11 @@ class EbpfDatapath:
         for name in prepared.created:
             self._pin(prepared.maps[name], name)
         return elapsed
+
+    def adopt(self, program: Program) -> None:
+        """Take `program` as the running one without a swap: only its table defaults
+        differ from the running program's (an entries-only change)."""
+        self._running.program = program
 
     def abort(self, prepared: Prepared) -> None:
         self._bpf.close(prepared.prog_fd)
@@ -181,7 +199,7 @@ class EbpfDatapath:
         idx = self.netns.ifindex(ifname)
         if self.hook == "xdp":
             ipr.link("set", index=idx, xdp={"attrs": [("IFLA_XDP_FD", self._root_fd),
-                                                      ("IFLA_XDP_FLAGS", 2)]})
+                                                      ("IFLA_XDP_FLAGS", self.xdp_flags)]})
         else:
             try:
                 ipr.tc("add", "clsact", idx)
@@ -198,7 +216,8 @@ class EbpfDatapath:
         # delete in a namespace; a bounded subprocess cannot hang a teardown
         ifname = self.netns.ifname(ifindex)
         if self.hook == "xdp":
-            cmd = ["ip", "link", "set", "dev", ifname, "xdpgeneric", "off"]
+            mode = "xdpgeneric" if self.xdp_flags == XDP_FLAGS_SKB_MODE else "xdpdrv"
+            cmd = ["ip", "link", "set", "dev", ifname, mode, "off"]
         else:
             cmd = ["tc", "filter", "del", "dev", ifname, self.direction]
         self.netns.run(cmd)

@@ -1,0 +1,128 @@
+"""Carry out a change plan on devices: validate and prepare everything first, then commit.
+
+Order of a change, so that bad input changes nothing:
+  1. the new program is validated and checked against the device's capabilities;
+  2. the planner classifies the change (entries only / pipeline / full swap);
+  3. every device prepares (compiles, loads; the kernel verifier runs here) — a failure
+     aborts all prepared devices and no device has changed;
+  4. every device commits (the atomic step), back to back;
+  5. clean-up: default actions of kept tables are updated, entries of actions that no
+     longer exist are deleted.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..compiler.ebpf import CAPABILITIES
+from ..errors import DeltaError, FlexNetError, ProgramError, TargetError
+from ..program.delta import Delta
+from ..program.model import Program, action_id
+from ..program.validate import check_target, validate
+from .diff import ChangePlan, plan_change
+
+
+@dataclass
+class ChangeRecord:
+    """What one change did to one device, with its timing."""
+    device: str
+    description: str
+    kind: str
+    at: float = 0.0                  # wall clock when the atomic step ran
+    compile_ms: float = 0.0
+    load_ms: float = 0.0
+    swap_ms: float = 0.0
+    total_ms: float = 0.0
+    plan: ChangePlan | None = None
+    entries_deleted: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"device": self.device, "description": self.description, "kind": self.kind,
+                "at": self.at, "compile_ms": round(self.compile_ms, 3),
+                "load_ms": round(self.load_ms, 3), "swap_ms": round(self.swap_ms, 4),
+                "total_ms": round(self.total_ms, 3), "entries_deleted": self.entries_deleted,
+                "plan": self.plan.explain().splitlines() if self.plan else [],
+                "notes": self.notes}
+
+
+def capabilities(device) -> set[str]:
+    return CAPABILITIES.get(getattr(device, "hook", "tc"), set())
+
+
+def check_change(device, new: Program) -> ChangePlan:
+    """Steps 1-2, touching nothing."""
+    try:
+        validate(new)
+        check_target(new, capabilities(device))
+    except ProgramError as exc:
+        raise TargetError(device.device, f"cannot run program {new.name}: {exc}") from exc
+    return plan_change(device.program, new)
+
+
+def apply_programs(changes: list[tuple[object, Program, str]]) -> list[ChangeRecord]:
+    """Replace the programs of several devices as one change: all prepare, then all commit.
+    changes: (device, new program, description)."""
+    t0 = time.perf_counter()
+    plans = [check_change(dev, prog) for dev, prog, _ in changes]
+    prepared = []
+    try:
+        for (dev, prog, _), plan in zip(changes, plans):
+            prepared.append(dev.prepare(prog) if plan.kind in ("pipeline", "full_swap")
+                            else None)
+    except BaseException:
+        for (dev, _, _), prep in zip(changes, prepared):
+            if prep is not None:
+                dev.abort(prep)
+        raise
+    records = []
+    for (dev, prog, desc), plan, prep in zip(changes, plans, prepared):
+        rec = ChangeRecord(dev.device, desc, plan.kind, plan=plan)
+        if prep is not None:
+            rec.at = time.time()
+            rec.swap_ms = dev.commit(prep)
+            rec.compile_ms, rec.load_ms = prep.compile_ms, prep.load_ms
+        else:
+            rec.at = time.time()
+            dev.adopt(prog)  # entries-only: same pipeline, new defaults below
+        _after_commit(dev, prog, plan, rec)
+        records.append(rec)
+    total = (time.perf_counter() - t0) * 1e3
+    for rec in records:
+        rec.total_ms = total
+    return records
+
+
+def apply_program(device, new: Program, description: str = "") -> ChangeRecord:
+    return apply_programs([(device, new, description or f"load {new.name}")])[0]
+
+
+def apply_delta(device, delta: Delta, description: str = "") -> tuple[ChangeRecord, Delta]:
+    """Apply a delta to a device's running program; returns the record and the inverse."""
+    if device.program is None:
+        raise TargetError(device.device, "runs no program yet")
+    try:
+        new, inverse = delta.apply(device.program)
+    except FlexNetError as exc:
+        if isinstance(exc, DeltaError):
+            raise
+        raise DeltaError(delta.name or "delta", str(exc)) from exc
+    return apply_program(device, new, description or delta.name or "delta"), inverse
+
+
+def _after_commit(dev, new: Program, plan: ChangePlan, rec: ChangeRecord) -> None:
+    for t in new.tables:
+        if t.name in plan.tables_kept:
+            if dev.default(t.name) != (t.default_action, tuple(t.default_args)):
+                dev.set_default(t.name, t.default_action, tuple(t.default_args))
+    for table, actions in plan.actions_removed_from.items():
+        if new.table(table) is None:
+            continue
+        gone = {action_id(a) for a in actions}
+        for entry in dev.entries(table):
+            if entry.action in actions or (entry.action.isdigit() and int(entry.action) in gone):
+                try:
+                    dev.delete(table, entry.match, entry.priority)
+                    rec.entries_deleted += 1
+                except TargetError as exc:
+                    rec.notes.append(str(exc))

@@ -1,0 +1,195 @@
+"""Traffic with iperf3 (JSON output): UDP at a fixed rate counts lost datagrams, TCP counts
+retransmits; both report per 0.1 s interval so loss can be placed in time."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from ..errors import LabError
+
+INTERVAL_S = 0.1
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    name: str
+    src: str
+    dst: str
+    proto: str = "udp"             # udp | tcp
+    rate_bps: int = 100_000_000    # udp only
+    duration_s: float = 10.0
+    port: int = 5201
+    length: int = 1200             # udp datagram payload bytes
+    start_s: float = 0.0           # offset from the traffic start
+
+
+@dataclass
+class Interval:
+    start: float                   # seconds since the traffic start
+    end: float
+    bps: float
+    packets: int = 0
+    lost: int = 0
+    retransmits: int = 0
+
+
+@dataclass
+class FlowResult:
+    spec: FlowSpec
+    intervals: list[Interval] = field(default_factory=list)
+    sent: int = 0
+    received: int = 0
+    lost: int = 0
+    retransmits: int = 0
+    bps: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return {"name": self.spec.name, "src": self.spec.src, "dst": self.spec.dst,
+                "proto": self.spec.proto, "sent": self.sent, "received": self.received,
+                "lost": self.lost, "retransmits": self.retransmits,
+                "mbps": round(self.bps / 1e6, 2), "error": self.error,
+                "intervals": [[round(i.start, 2), round(i.end, 2), round(i.bps / 1e6, 2),
+                               i.packets, i.lost, i.retransmits] for i in self.intervals]}
+
+
+class Flow:
+    """One iperf3 flow between two lab hosts."""
+
+    def __init__(self, lab, spec: FlowSpec):
+        self.lab, self.spec = lab, spec
+        self._server = self._client = None
+        self.t0 = 0.0
+
+    def start_server(self) -> None:
+        dst = self.lab.host(self.spec.dst)
+        # JSON with 0.1 s intervals: the client embeds it (--get-server-output), which is
+        # where UDP loss per interval comes from
+        self._server = dst.popen(["iperf3", "-s", "-1", "-J", "-i", str(INTERVAL_S), "-p",
+                                  str(self.spec.port)])
+
+    def wait_server(self, timeout_s: float = 5.0) -> None:
+        dst = self.lab.host(self.spec.dst)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if f":{self.spec.port} " in dst.cmd(f"ss -ltnH sport = :{self.spec.port}"):
+                return
+            time.sleep(0.02)
+        raise LabError(f"flow {self.spec.name}: iperf3 server on {self.spec.dst} did not start")
+
+    def start_client(self, t0: float) -> None:
+        s = self.spec
+        src, dst = self.lab.host(s.src), self.lab.host(s.dst)
+        cmd = ["iperf3", "-c", dst.IP(), "-p", str(s.port), "-t", str(s.duration_s), "-J",
+               "-i", str(INTERVAL_S), "--get-server-output"]
+        if s.proto == "udp":
+            # a 4 MB socket buffer: without it the receiver drops on its own (FACTS)
+            cmd += ["-u", "-b", str(s.rate_bps), "-l", str(s.length), "-w", "4M"]
+        elif s.rate_bps:
+            cmd += ["-b", str(s.rate_bps)]  # a TCP flow that leaves the CPUs some room
+        self.t0 = t0
+        self._client = src.popen(cmd)
+
+    def result(self, timeout_s: float | None = None) -> FlowResult:
+        timeout = timeout_s if timeout_s is not None else self.spec.duration_s + 15
+        try:
+            out, err = self._client.communicate(timeout=timeout)
+        except Exception:
+            self.stop()
+            return FlowResult(self.spec, error="iperf3 client timed out")
+        finally:
+            self._reap_server()
+        return parse_iperf(self.spec, out.decode(errors="replace") if isinstance(out, bytes)
+                           else out, self.t0, self.started_offset())
+
+    def started_offset(self) -> float:
+        return self.spec.start_s
+
+    def stop(self) -> None:
+        for p in (self._client, self._server):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+
+    def _reap_server(self) -> None:
+        if self._server is not None:
+            try:
+                self._server.wait(timeout=3)
+            except Exception:
+                self._server.kill()
+                self._server.wait()
+
+
+def parse_iperf(spec: FlowSpec, text: str, t0: float, offset: float) -> FlowResult:
+    """FlowResult from iperf3 client JSON (with the server's output embedded)."""
+    res = FlowResult(spec)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        res.error = f"iperf3 printed no JSON: {text[:200]!r}"
+        return res
+    if data.get("error"):
+        res.error = data["error"]
+    end = data.get("end", {})
+    server = data.get("server_output_json") or {}
+    if spec.proto == "udp":
+        s_end = (server.get("end") or {}).get("sum") or {}
+        c_end = end.get("sum") or {}
+        res.sent = int(c_end.get("packets", 0))
+        res.lost = int(s_end.get("lost_packets", 0))
+        total = int(s_end.get("packets", 0))
+        res.received = total - res.lost
+        # the server only sees gaps before its last datagram: loss at the end of a flow
+        # (or of a whole flow) shows only as sent minus received
+        res.lost = max(res.lost, res.sent - res.received)
+        res.bps = float(c_end.get("bits_per_second", 0.0)) * (res.received / total if total else 0)
+        for it in server.get("intervals", []):
+            s = it.get("sum", {})
+            res.intervals.append(Interval(offset + s.get("start", 0), offset + s.get("end", 0),
+                                          s.get("bits_per_second", 0.0),
+                                          int(s.get("packets", 0)),
+                                          int(s.get("lost_packets", 0))))
+    else:
+        sent = end.get("sum_sent", {})
+        recv = end.get("sum_received", {})
+        res.retransmits = int(sent.get("retransmits", 0))
+        res.bps = float(recv.get("bits_per_second", 0.0))
+        res.sent = int(sent.get("bytes", 0))
+        res.received = int(recv.get("bytes", 0))
+        for it in data.get("intervals", []):
+            s = it.get("sum", {})
+            res.intervals.append(Interval(offset + s.get("start", 0), offset + s.get("end", 0),
+                                          s.get("bits_per_second", 0.0),
+                                          retransmits=int(s.get("retransmits", 0))))
+    return res
+
+
+class Traffic:
+    """Several flows started together; stop() on every exit path kills what is left."""
+
+    def __init__(self, lab, specs: list[FlowSpec]):
+        ports = {}
+        self.flows = []
+        for i, spec in enumerate(specs):
+            port = spec.port + i if (spec.dst, spec.port) in ports else spec.port
+            ports[(spec.dst, port)] = spec.name
+            self.flows.append(Flow(lab, FlowSpec(**{**spec.__dict__, "port": port})))
+        self.t0 = 0.0
+
+    def start(self) -> float:
+        for f in self.flows:
+            f.start_server()
+        for f in self.flows:
+            f.wait_server()
+        self.t0 = time.time()
+        for f in self.flows:
+            f.start_client(self.t0)
+        return self.t0
+
+    def results(self) -> list[FlowResult]:
+        return [f.result() for f in self.flows]
+
+    def stop(self) -> None:
+        for f in self.flows:
+            f.stop()

@@ -1,0 +1,117 @@
+"""The zero-loss verdict: loss around each change against the loss of a window without
+changes, so the machine's own loss is not blamed on a change; loss located by counters.
+
+For a flow and a change at time t, the change window is [t - before, t + after]. Packets
+and losses of the flow's intervals overlapping it are summed; the baseline predicts
+`baseline_rate * packets` losses there. The change is blamed for the excess, if any.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .traffic import FlowResult
+
+
+@dataclass(frozen=True)
+class Window:
+    before_s: float = 0.3
+    after_s: float = 1.0
+
+
+@dataclass
+class ChangeImpact:
+    change: str
+    at_s: float
+    flow: str
+    packets: int
+    lost: int
+    expected_lost: float
+    retransmits: int
+    expected_retransmits: float
+    located: list[str] = field(default_factory=list)
+
+    @property
+    def excess(self) -> float:
+        return max(0.0, self.lost - self.expected_lost)
+
+    @property
+    def blamed(self) -> bool:
+        # one datagram beyond what the baseline predicts is a loss caused by the change
+        return self.excess >= 1.0
+
+    def to_json(self) -> dict:
+        return {"change": self.change, "at_s": round(self.at_s, 3), "flow": self.flow,
+                "packets": self.packets, "lost": self.lost,
+                "expected_lost": round(self.expected_lost, 3),
+                "retransmits": self.retransmits,
+                "expected_retransmits": round(self.expected_retransmits, 3),
+                "blamed": self.blamed, "located": self.located}
+
+
+@dataclass
+class Baseline:
+    flow: str
+    packets: int
+    lost: int
+    retransmits: int
+    seconds: float
+
+    @property
+    def loss_rate(self) -> float:
+        return self.lost / self.packets if self.packets else 0.0
+
+    @property
+    def retransmit_rate(self) -> float:
+        return self.retransmits / self.seconds if self.seconds else 0.0
+
+    def to_json(self) -> dict:
+        return {"flow": self.flow, "packets": self.packets, "lost": self.lost,
+                "retransmits": self.retransmits, "seconds": round(self.seconds, 2),
+                "loss_rate": self.loss_rate}
+
+
+def _overlapping(flow: FlowResult, lo: float, hi: float):
+    return [i for i in flow.intervals if i.end > lo and i.start < hi]
+
+
+def baseline(flow: FlowResult, lo: float, hi: float) -> Baseline:
+    """The flow's loss in [lo, hi], a window with no change in it."""
+    ivs = _overlapping(flow, lo, hi)
+    return Baseline(flow.spec.name, sum(i.packets for i in ivs), sum(i.lost for i in ivs),
+                    sum(i.retransmits for i in ivs), sum(i.end - i.start for i in ivs))
+
+
+def impacts(flow: FlowResult, base: Baseline, changes: list[tuple[str, float]],
+            window: Window = Window()) -> list[ChangeImpact]:
+    """Loss of `flow` around each (description, at_s) change, against its baseline."""
+    out = []
+    for desc, at in changes:
+        ivs = _overlapping(flow, at - window.before_s, at + window.after_s)
+        packets = sum(i.packets for i in ivs)
+        secs = sum(i.end - i.start for i in ivs)
+        out.append(ChangeImpact(desc, at, flow.spec.name, packets, sum(i.lost for i in ivs),
+                                base.loss_rate * packets,
+                                sum(i.retransmits for i in ivs),
+                                base.retransmit_rate * secs))
+    return out
+
+
+def locate(before: dict[str, dict], after: dict[str, dict], links: list[tuple]) -> list[str]:
+    """Where packets went missing between two counter snapshots.
+
+    before/after: switch -> port counters (EbpfSwitch.port_counters); links: (switch a,
+    port a, switch b, port b) for switch-to-switch links."""
+    found = []
+    for sw, counters in after.items():
+        d = counters.get(0, {}).get("dropped_packets", 0) - \
+            before.get(sw, {}).get(0, {}).get("dropped_packets", 0)
+        if d > 0:
+            found.append(f"{sw}: dropped {d} packets")
+    for a, pa, b, pb in links:
+        if a not in after or b not in after:
+            continue
+        sent = after[a][pa]["tx_packets"] - before[a][pa]["tx_packets"]
+        got = after[b][pb]["rx_packets"] - before[b][pb]["rx_packets"]
+        if sent - got > 0:
+            found.append(f"link {a}:{pa} -> {b}:{pb}: {sent - got} packets missing")
+    return found

@@ -1,0 +1,569 @@
+"""P4_16 backend: a Program becomes one v1model program for bmv2 (simple_switch_grpc).
+
+The packet behaviour is the eBPF backend's (flexnet_lab/compiler/ebpf.py); the shape of
+the generated source, so a student can follow it:
+  headers   - one header type per model header (``<name>_t``, bit<N> fields in order) and
+              one instance of each in ``struct headers``, named like the header;
+  metadata  - the program's metadata fields, plus ``flexnet_ipv4_set`` (an ipv4 field was
+              set, so the checksum is recomputed; eBPF recomputes it only then too);
+  parser    - one state per model state; a transition to ``reject`` goes to a state that
+              records error.NoMatch, because v1model ignores an explicit ``reject``;
+  ingress   - a packet with a parser error is dropped (eBPF: reject = drop) and nothing
+              else runs; otherwise the control statements in order: tables applied only
+              when their key headers are valid, other statements inline;
+              ``std`` holds the model's std.ingress_port/std.egress_port (16 bits; bmv2's
+              ports are 9) and a drop flag; a table miss runs the default action;
+  verdict   - at the end of ingress: drop when dropped or std.egress_port is 0 (nothing
+              forwarded the packet), else egress_spec = std.egress_port;
+  checksum  - ipv4.checksum recomputed (csum16) when the ipv4 header is valid and was set;
+  deparser  - every header emitted in parser order (an invalid header emits nothing).
+
+Maps: counter -> counter(packets_and_bytes); register -> register<bit<64>>; hash ->
+register<bit<64>> pair <map>_packets/<map>_bytes indexed by a crc32 hash of the key (bmv2
+has no exact-key hash map, so flows whose hashes collide share a slot); sketch -> one
+register<bit<64>> of rows x size slots (row r at r * size, the eBPF layout); meter ->
+meter(MeterType.bytes) on a crc32 hash of the key, drop on RED. Meter rates are set from
+the control plane, never in P4 source.
+
+Names: tables, actions (and their parameters) and map instances keep the model's names
+inside the control ``ingress``, so P4Info names are ``ingress.l3_fwd``,
+``ingress.forward``, ``ingress.port_rx``; a key's match field is named by the model's
+field reference (``@name("meta.l3_dst")``). Every name the generator adds itself is
+longer than a model name may be (15 characters) or reserved, so none can clash.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from ..errors import CompileError, ProgramError
+from ..program.model import Action, Map, Op, Program, Stmt, Table
+from ..program.validate import check_target, validate
+
+ROLES = ("switch",)
+# ops and match kinds bmv2 runs (push_vlan/pop_vlan also need a `vlan` header)
+P4_CAPABILITIES = {"forward", "drop", "nop", "set", "push_vlan", "pop_vlan", "count",
+                   "map_add", "sketch_add", "rate_limit", "reg_write",
+                   "exact", "lpm", "ternary"}
+
+STD_TYPE = "flexnet_std_t"
+IPV4_SET = "flexnet_ipv4_set"          # metadata flag: an ipv4 field was set
+REJECT_STATE = "flexnet_rejected"      # records a parser error (v1model ignores `reject`)
+DROP_PORT_NOTE = "v1model drops a packet whose egress_spec is the drop port (511)"
+ETHERTYPE_VLAN = 0x8100
+METER_RED = 2
+# row r of a sketch hashes the flow hash times its own odd constant: CRC is linear, so a
+# plain per-row seed would give every row the same collisions
+SKETCH_MULTIPLIERS = (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F,
+                      0x165667B1, 0xD3A2646D, 0xFD7046C5, 0xB55A4F09)
+
+P4_KEYWORDS = frozenset("""
+    abstract action actions apply bit bool break const continue control default else entries
+    enum error exit extern false for header header_union if in inout int key list match_kind
+    out package parser pragma priority return select state string struct switch table this
+    transition true tuple type typedef value_set varbit void _
+""".split())
+# names declared by core.p4 and v1model.p4 (and their macros): a local by one of these
+# names would hide it
+P4_GLOBALS = frozenset("""
+    NoAction packet_in packet_out verify static_assert accept reject exact ternary lpm range
+    optional selector standard_metadata_t CounterType MeterType counter direct_counter meter
+    direct_meter register action_profile action_selector random digest HashAlgorithm
+    mark_to_drop hash verify_checksum update_checksum verify_checksum_with_payload
+    update_checksum_with_payload clone clone3 clone_preserving_field_list resubmit
+    resubmit_preserving_field_list recirculate recirculate_preserving_field_list truncate
+    assert assume log_msg CloneType Checksum16 Parser VerifyChecksum Ingress Egress
+    ComputeChecksum Deparser V1Switch PortId_t V1MODEL_VERSION V1MODEL_METER_COLOR_GREEN
+    V1MODEL_METER_COLOR_YELLOW V1MODEL_METER_COLOR_RED _V1_MODEL_P4_ _CORE_P4_
+""".split())
+# names this generator declares
+GENERATED = frozenset({"headers", "metadata", STD_TYPE, "ParserImpl", "verifyChecksum",
+                       "ingress", "egress", "computeChecksum", "DeparserImpl", "main",
+                       "packet", "hdr", "meta", "standard_metadata", "std", REJECT_STATE})
+
+
+# --- names ------------------------------------------------------------------------------
+
+def _check_names(p: Program) -> None:
+    """Raise a ProgramError for a model name that P4 cannot carry: a keyword, a name of
+    core.p4/v1model.p4 or of this generator, or two control objects with one name."""
+    taken = P4_KEYWORDS | P4_GLOBALS | GENERATED
+
+    def bad(element: str, name: str, why: str) -> None:
+        raise ProgramError(element, f"{name!r} {why} in P4; rename it")
+
+    for h in p.headers:
+        if h.name in P4_KEYWORDS or h.name in P4_GLOBALS:
+            bad(f"headers.{h.name}", h.name, "is reserved")
+        if f"{h.name}_t" in taken:
+            bad(f"headers.{h.name}", h.name, f"makes the type name {h.name}_t, which is taken")
+        for i, f in enumerate(h.fields):
+            if f.name in P4_KEYWORDS or f.name in P4_GLOBALS:
+                bad(f"headers.{h.name}.fields[{i}]", f.name, "is reserved")
+    for f in p.metadata:
+        if f.name in P4_KEYWORDS or f.name in P4_GLOBALS:
+            bad(f"metadata.{f.name}", f.name, "is reserved")
+    header_types = {f"{h.name}_t" for h in p.headers}
+    for st in p.parser:
+        if st.name in taken or st.name in header_types:
+            bad(f"parser.{st.name}", st.name, "is reserved")
+    control: dict[str, str] = {}
+    objects = ([(f"tables.{t.name}", t.name) for t in p.tables]
+               + [(f"actions.{a.name}", a.name) for a in p.actions]
+               + [(f"maps.{m.name}", n) for m in p.maps for n in _map_objects(m)])
+    for element, name in objects:
+        if name in taken or name in header_types:
+            bad(element, name, "is reserved")
+        if name in control:
+            bad(element, name, f"is also the name of {control[name]} (one namespace)")
+        control[name] = element
+    for a in p.actions:
+        for i, (pname, _) in enumerate(a.params):
+            if pname in taken or pname in header_types or pname in control:
+                bad(f"actions.{a.name}.params[{i}]", pname, "hides another name")
+
+
+def _map_objects(m: Map) -> list[str]:
+    """P4 instance names of a map."""
+    return [f"{m.name}_packets", f"{m.name}_bytes"] if m.kind == "hash" else [m.name]
+
+
+def _lit(value: int, bits: int) -> str:
+    """A constant as a bit<bits> literal (truncated like a cast when it is wider)."""
+    hexa = bits >= 16 and bits % 4 == 0 and value >= 256     # ethertypes read best in hex
+    text = f"0x{value:0{bits // 4}x}" if hexa else str(value)
+    if value < (1 << bits):
+        return f"{bits}w{text}"
+    return f"(bit<{bits}>){max(64, value.bit_length())}w{value}"
+
+
+def _cast(expr: str, have: int, want: int) -> str:
+    return expr if have == want else f"(bit<{want}>){expr}"
+
+
+class _Locals:
+    """Temporaries of one action or of the apply block, declared at its top."""
+
+    def __init__(self) -> None:
+        self.decls: list[str] = []
+        self.n = 0
+
+    def new(self, stem: str, bits: int) -> str:
+        self.n += 1
+        name = f"flexnet_{stem}_{self.n}"           # >= 16 characters: no model name
+        self.decls.append(f"bit<{bits}> {name};")
+        return name
+
+
+class _Gen:
+    def __init__(self, program: Program, role: str):
+        self.p, self.role = program, role
+        ipv4 = program.header("ipv4")
+        ck = ipv4.field("checksum") if ipv4 else None
+        self.checksum = bool(ck and ck.bits == 16 and (ipv4.bits - 16) % 16 == 0)
+
+    # --- expressions --------------------------------------------------------------------
+    def ref(self, ref: str, in_parser: bool = False) -> tuple[str, int]:
+        """P4 expression and width of a model field reference."""
+        scope, _, name = ref.partition(".")
+        bits = self.p.field_bits(ref)
+        if scope == "meta":
+            return f"meta.{name}", bits
+        if scope == "std":
+            if name == "pkt_len":
+                return "standard_metadata.packet_length", 32
+            if in_parser:   # std.* is set up by ingress; in the parser: bmv2's own values
+                if name == "ingress_port":
+                    return "(bit<16>)standard_metadata.ingress_port", 16
+                return _lit(0, bits), bits
+            return f"std.{name}", bits
+        return f"hdr.{scope}.{name}", bits
+
+    def key_ref(self, ref: str) -> tuple[str, int]:
+        """A table key: std.ingress_port matches bmv2's port itself (bit<9>)."""
+        if ref == "std.ingress_port":
+            return "standard_metadata.ingress_port", 9
+        return self.ref(ref)
+
+    def value(self, arg, action: Action | None, bits: int) -> str:
+        """An op argument (constant, $param or field) as a bit<bits> expression."""
+        if isinstance(arg, int):
+            return _lit(int(arg), bits)
+        if isinstance(arg, str) and arg.startswith("$"):
+            have = dict(action.params)[arg[1:]]
+            return _cast(arg[1:], have, bits)
+        expr, have = self.ref(arg)
+        return _cast(expr, have, bits)
+
+    def key_list(self, arg, action: Action | None) -> str:
+        """The data of a hashed key: a list of fields (a constant counts as 64 bits)."""
+        parts = arg if isinstance(arg, tuple) else (arg,)
+        out = []
+        for a in parts:
+            if isinstance(a, int):
+                out.append(_lit(int(a), 64))
+            elif isinstance(a, str) and a.startswith("$"):
+                out.append(a[1:])
+            else:
+                out.append(self.ref(a)[0])
+        return "{ " + ", ".join(out) + " }"
+
+    # --- declarations -------------------------------------------------------------------
+    def header_types(self) -> list[str]:
+        out = []
+        for h in self.p.headers:
+            out.append(f"header {h.name}_t {{")
+            out += [f"    bit<{f.bits}> {f.name};" for f in h.fields]
+            out += ["}", ""]
+        out.append("struct headers {")
+        out += [f"    {h.name}_t {h.name};" for h in self.p.headers]
+        out += ["}", "", "struct metadata {"]
+        out += [f"    bit<{f.bits}> {f.name};" for f in self.p.metadata]
+        if self.checksum:
+            out.append(f"    bit<1> {IPV4_SET};   /* an ipv4 field was set: recompute its checksum */")
+        out += ["}", "",
+                "/* The model's std.* fields (its ports are 16 bits, bmv2's 9; std.pkt_len is",
+                " * standard_metadata.packet_length). drop: the packet is dropped unless a",
+                " * later forward() sends it. */",
+                f"struct {STD_TYPE} {{",
+                "    bit<16> ingress_port;", "    bit<16> egress_port;", "    bit<1> drop;",
+                "}", ""]
+        return out
+
+    # --- parser -------------------------------------------------------------------------
+    def parser(self) -> list[str]:
+        out = ["parser ParserImpl(packet_in packet, out headers hdr, inout metadata meta,",
+               "                  inout standard_metadata_t standard_metadata) {"]
+        rejects = False
+        for st in self.p.parser:
+            out.append(f"    state {st.name} {{")
+            if st.extract:
+                out.append(f"        packet.extract(hdr.{st.extract});")
+            for dst, src in st.sets:
+                dexpr, dbits = self.ref(dst, True)
+                sexpr, sbits = self.ref(src, True)
+                out.append(f"        {dexpr} = {_cast(sexpr, sbits, dbits)};")
+            tr = st.transition
+            rejects |= "reject" in tr.targets()
+            if tr.select and tr.cases:
+                sel = [self.ref(f, True) for f in tr.select]
+                out.append(f"        transition select({', '.join(e for e, _ in sel)}) {{")
+                for values, target in tr.cases:
+                    lits = [_lit(v, bits) for v, (_, bits) in zip(values, sel)]
+                    keyset = lits[0] if len(lits) == 1 else f"({', '.join(lits)})"
+                    out.append(f"            {keyset}: {self.state(target)};")
+                out += [f"            default: {self.state(tr.default)};", "        }"]
+            else:
+                out.append(f"        transition {self.state(tr.default)};")
+            out.append("    }")
+        if rejects:
+            out += ["    /* `transition reject` is ignored by v1model (the packet would go on",
+                    "     * with no error); this records one, and ingress drops the packet */",
+                    f"    state {REJECT_STATE} {{",
+                    "        verify(false, error.NoMatch);",
+                    "        transition accept;",
+                    "    }"]
+        return out + ["}", ""]
+
+    @staticmethod
+    def state(name: str) -> str:
+        return REJECT_STATE if name == "reject" else name
+
+    def header_order(self) -> list[str]:
+        """Headers in parser order: states topologically (ties in declaration order), then
+        the headers no state extracts (vlan right after ethernet: push_vlan makes it)."""
+        states = {st.name: st for st in self.p.parser}
+        indeg = {n: 0 for n in states}
+        for st in self.p.parser:
+            for t in set(st.transition.targets()):
+                if t in indeg:
+                    indeg[t] += 1
+        ready = [st.name for st in self.p.parser if indeg[st.name] == 0]
+        order: list[str] = []
+        while ready:
+            name = ready.pop(0)
+            st = states[name]
+            if st.extract and st.extract not in order:
+                order.append(st.extract)
+            for t in dict.fromkeys(st.transition.targets()):
+                if t in indeg:
+                    indeg[t] -= 1
+                    if indeg[t] == 0:
+                        ready.append(t)
+            ready.sort(key=list(states).index)
+        for h in self.p.headers:
+            if h.name not in order:
+                if h.name == "vlan" and "ethernet" in order:
+                    order.insert(order.index("ethernet") + 1, h.name)
+                else:
+                    order.append(h.name)
+        return order
+
+    # --- ingress ------------------------------------------------------------------------
+    def ingress(self) -> list[str]:
+        out = ["control ingress(inout headers hdr, inout metadata meta,",
+               "                inout standard_metadata_t standard_metadata) {",
+               f"    {STD_TYPE} std;", ""]
+        for m in self.p.maps:
+            out += ["    " + ln for ln in self.map_decl(m)]
+        if self.p.maps:
+            out.append("")
+        for a in self.p.actions:
+            out += self.action(a) + [""]
+        for t in self.p.tables:
+            out += self.table(t) + [""]
+        temps = _Locals()
+        body: list[str] = []
+        for stmt in self.p.control:
+            body += self.stmt(stmt, temps)
+        out.append("    apply {")
+        out += ["        " + d for d in temps.decls]
+        out += ["        if (standard_metadata.parser_error != error.NoError) {",
+                "            mark_to_drop(standard_metadata);   /* reject = drop */",
+                "        } else {",
+                "            std.ingress_port = (bit<16>)standard_metadata.ingress_port;",
+                "            std.egress_port = 16w0;",
+                "            std.drop = 1w0;"]
+        out += ["            " + ln for ln in body]
+        out += self.verdict()
+        out += ["        }", "    }", "}", ""]
+        return out
+
+    def map_decl(self, m: Map) -> list[str]:
+        if m.kind == "counter":
+            return [f"counter({m.size}, CounterType.packets_and_bytes) {m.name};"]
+        if m.kind == "register":
+            return [f"register<bit<64>>({m.size}) {m.name};"]
+        if m.kind == "hash":
+            return [f"/* hash map {m.name}: (packets, bytes) per key in {m.size} slots by a "
+                    "crc32 hash of the key;",
+                    " * bmv2 has no exact-key hash map, so flows whose hashes collide share "
+                    "a slot */",
+                    f"register<bit<64>>({m.size}) {m.name}_packets;",
+                    f"register<bit<64>>({m.size}) {m.name}_bytes;"]
+        if m.kind == "sketch":
+            return [f"/* count-min sketch {m.name}: {m.rows} rows x {m.size} columns of "
+                    f"packets, row r at r * {m.size} */",
+                    f"register<bit<64>>({m.rows * m.size}) {m.name};"]
+        # meter
+        return [f"/* token bucket {m.name} per key (crc32 hash into {m.size} meters): the "
+                "rates are configured",
+                f" * from the control plane, not here: CIR = PIR = {m.rate} bytes/s, "
+                f"CBS = PBS = {m.burst} bytes.",
+                " * An unconfigured bmv2 meter is always GREEN (never drops). */",
+                f"meter({m.size}, MeterType.bytes) {m.name};"]
+
+    def action(self, a: Action) -> list[str]:
+        params = ", ".join(f"bit<{bits}> {name}" for name, bits in a.params)
+        temps = _Locals()
+        body: list[str] = []
+        for op in a.ops:
+            body += self.op(op, a, temps)
+        return ([f"    action {a.name}({params}) {{"]
+                + ["        " + ln for ln in temps.decls + body] + ["    }"])
+
+    def table(self, t: Table) -> list[str]:
+        out = [f"    table {t.name} {{", "        key = {"]
+        for k in t.keys:
+            expr, _ = self.key_ref(k.field)
+            out.append(f"            {expr}: {k.kind} @name(\"{k.field}\");")
+        out.append("        }")
+        out.append("        actions = { " + " ".join(f"{a};" for a in t.actions) + " }")
+        act = self.p.action(t.default_action)
+        args = ", ".join(_lit(v, bits) for v, (_, bits) in zip(t.default_args, act.params))
+        out += [f"        default_action = {t.default_action}({args});",
+                f"        size = {t.size};", "    }"]
+        return out
+
+    def stmt(self, stmt: Stmt, temps: _Locals) -> list[str]:
+        if stmt.table is None:
+            out: list[str] = []
+            for op in stmt.ops:
+                out += self.op(op, None, temps)
+            return out
+        t = self.p.table(stmt.table)
+        headers = list(dict.fromkeys(k.field.split(".")[0] for k in t.keys
+                                     if k.field.split(".")[0] not in ("meta", "std")))
+        if not headers:
+            return [f"{t.name}.apply();"]
+        guard = " && ".join(f"hdr.{h}.isValid()" for h in headers)
+        return [f"if ({guard}) {{", f"    {t.name}.apply();", "}"]
+
+    def verdict(self) -> list[str]:
+        return ["            /* verdict: a packet nothing forwarded (std.egress_port 0) is "
+                "dropped;",
+                f"             * {DROP_PORT_NOTE} */",
+                "            if (std.drop == 1w1 || std.egress_port == 16w0) {",
+                "                mark_to_drop(standard_metadata);",
+                "            } else {",
+                "                standard_metadata.egress_spec = (bit<9>)std.egress_port;",
+                "            }"]
+
+    # --- ops ----------------------------------------------------------------------------
+    def op(self, op: Op, action: Action | None, temps: _Locals) -> list[str]:
+        a, where = op.args, (f"actions.{action.name}" if action else "control")
+        if op.name == "forward":
+            return [f"standard_metadata.egress_spec = {self.value(a[0], action, 9)};",
+                    f"std.egress_port = {self.value(a[0], action, 16)};",
+                    "std.drop = 1w0;"]
+        if op.name == "drop":
+            return ["mark_to_drop(standard_metadata);", "std.egress_port = 16w0;",
+                    "std.drop = 1w1;"]
+        if op.name == "nop":
+            return []
+        if op.name == "set":
+            dst, bits = self.ref(a[0])
+            out = [f"{dst} = {self.value(a[1], action, bits)};"]
+            if a[0].startswith("ipv4.") and self.checksum:
+                out.append(f"meta.{IPV4_SET} = 1w1;")
+            return out
+        if op.name in ("push_vlan", "pop_vlan"):
+            return self.vlan_op(op, action, where)
+        if op.name == "count":
+            return [f"{a[0]}.count({self.value(a[1], action, 32)});"]
+        if op.name == "reg_write":
+            return [f"{a[0]}.write({self.value(a[1], action, 32)}, "
+                    f"{self.value(a[2], action, 64)});"]
+        if op.name == "map_add":
+            return self.map_add(self.p.map(a[0]), a[1], action, temps)
+        if op.name == "sketch_add":
+            return self.sketch_add(self.p.map(a[0]), a[1], action, temps)
+        if op.name == "rate_limit":
+            return self.rate_limit(self.p.map(a[0]), a[1], action, temps)
+        raise ProgramError(f"{where}: op {op.name}", "no P4 code generator for this op")
+
+    def vlan_op(self, op: Op, action: Action | None, where: str) -> list[str]:
+        vlan, eth = self.p.header("vlan"), self.p.header("ethernet")
+        need = {"vid", "ethertype"}
+        if (vlan is None or eth is None or eth.field("ethertype") is None
+                or not need <= {f.name for f in vlan.fields}):
+            raise ProgramError(f"{where}: op {op.name}",
+                               f"{op.name} needs the 'vlan' header (with vid and ethertype) "
+                               "and 'ethernet' in the program")
+        if op.name == "push_vlan":
+            out = ["hdr.vlan.setValid();   /* one tag: the new tag carries the old ethertype */"]
+            for f in vlan.fields:
+                if f.name == "vid":
+                    out.append(f"hdr.vlan.vid = {self.value(op.args[0], action, f.bits)};")
+                elif f.name == "ethertype":
+                    out.append("hdr.vlan.ethertype = hdr.ethernet.ethertype;")
+                else:
+                    out.append(f"hdr.vlan.{f.name} = {_lit(0, f.bits)};")
+            return out + [f"hdr.ethernet.ethertype = {_lit(ETHERTYPE_VLAN, 16)};"]
+        return ["if (hdr.vlan.isValid()) {",
+                "    hdr.ethernet.ethertype = hdr.vlan.ethertype;",
+                "}",
+                "hdr.vlan.setInvalid();"]
+
+    def hashed_index(self, m: Map, key, action: Action | None, temps: _Locals) -> tuple[str, list[str]]:
+        idx = temps.new("idx", 32)
+        return idx, [f"hash({idx}, HashAlgorithm.crc32, 32w0, {self.key_list(key, action)}, "
+                     f"32w{m.size});"]
+
+    def map_add(self, m: Map, key, action: Action | None, temps: _Locals) -> list[str]:
+        idx, out = self.hashed_index(m, key, action, temps)
+        v = temps.new("val", 64)
+        return out + [f"{m.name}_packets.read({v}, {idx});",
+                      f"{m.name}_packets.write({idx}, {v} + 64w1);",
+                      f"{m.name}_bytes.read({v}, {idx});",
+                      f"{m.name}_bytes.write({idx}, {v} + "
+                      "(bit<64>)standard_metadata.packet_length);"]
+
+    def sketch_add(self, m: Map, key, action: Action | None, temps: _Locals) -> list[str]:
+        h, mix = temps.new("hash", 32), temps.new("mix", 32)
+        idx, v = temps.new("idx", 32), temps.new("val", 64)
+        out = [f"hash({h}, HashAlgorithm.crc32, 32w0, {self.key_list(key, action)}, "
+               "32w0x80000000);"]
+        for r in range(m.rows):
+            out += [f"{mix} = {h} * 32w{SKETCH_MULTIPLIERS[r]:#010x};   /* row {r} */",
+                    f"hash({idx}, HashAlgorithm.crc32, 32w{r * m.size}, {{ {mix} }}, "
+                    f"32w{m.size});",
+                    f"{m.name}.read({v}, {idx});",
+                    f"{m.name}.write({idx}, {v} + 64w1);"]
+        return out
+
+    def rate_limit(self, m: Map, key, action: Action | None, temps: _Locals) -> list[str]:
+        idx, out = self.hashed_index(m, key, action, temps)
+        color = temps.new("color", 2)
+        return out + [f"{m.name}.execute_meter<bit<2>>({idx}, {color});",
+                      f"if ({color} == 2w{METER_RED}) {{   /* RED: over the rate */",
+                      "    std.egress_port = 16w0;",
+                      "    std.drop = 1w1;",
+                      "}"]
+
+    # --- the rest -----------------------------------------------------------------------
+    def tail(self) -> list[str]:
+        out = ["control egress(inout headers hdr, inout metadata meta,",
+               "               inout standard_metadata_t standard_metadata) {",
+               "    apply { }", "}", "",
+               "control verifyChecksum(inout headers hdr, inout metadata meta) {",
+               "    apply { }", "}", "",
+               "control computeChecksum(inout headers hdr, inout metadata meta) {",
+               "    apply {"]
+        if self.checksum:
+            ipv4 = self.p.header("ipv4")
+            fields = [f"hdr.ipv4.{f.name}" for f in ipv4.fields if f.name != "checksum"]
+            out += [f"        update_checksum(hdr.ipv4.isValid() && meta.{IPV4_SET} == 1w1,",
+                    "            { " + ",\n              ".join(fields) + " },",
+                    "            hdr.ipv4.checksum, HashAlgorithm.csum16);"]
+        out += ["    }", "}", "",
+                "control DeparserImpl(packet_out packet, in headers hdr) {", "    apply {"]
+        out += [f"        packet.emit(hdr.{h});" for h in self.header_order()]
+        out += ["    }", "}", "",
+                "V1Switch(ParserImpl(), verifyChecksum(), ingress(), egress(), "
+                "computeChecksum(), DeparserImpl()) main;"]
+        return out
+
+
+def _provenance(program: Program) -> list[str]:
+    from ..program import library
+    factories = {"infra": library.infrastructure, **library.HOST_PROGRAMS}
+    factory = factories.get(program.name)
+    if factory is not None and factory() == program:
+        lines = [f" * Generated from flexnet_lab/program/library.py ({factory.__name__}()) by",
+                 f" *   flexnet compile {program.name} --target p4 -o p4src"]
+        if program.name == "infra":
+            lines.append(" * p4src/infra.p4 is checked against the generator by "
+                         "tests/unit/test_p4_backend.py.")
+        return lines
+    return [" * Generated from the model by flexnet_lab/compiler/p4.py "
+            f"(flexnet compile ... --target p4)."]
+
+
+def generate_p4(program: Program, role: str = "switch") -> str:
+    """P4_16 source (v1model, bmv2) of `program` as a switch pipeline."""
+    if role not in ROLES:
+        raise ProgramError(program.name if isinstance(program, Program) else "<program>",
+                           f"the bmv2 target runs switch pipelines only, not role {role!r}")
+    validate(program)
+    check_target(program, P4_CAPABILITIES)
+    _check_names(program)
+    gen = _Gen(program, role)
+    head = [f"/* FlexNet Lab: program '{program.name}' as P4_16 for bmv2 (v1model), "
+            f"role {role}.", *_provenance(program),
+            " * Do not edit: change the model and regenerate. */",
+            "#include <core.p4>", "#include <v1model.p4>", ""]
+    lines = head + gen.header_types() + gen.parser() + gen.ingress() + gen.tail()
+    return "\n".join(lines) + "\n"
+
+
+def write_p4(program: Program, out_dir: str) -> list[str]:
+    """Write <out_dir>/<name>.p4; with p4c-bm2-ss on PATH also compile it to <name>.json
+    and <name>.p4info.txtpb. Returns the paths written."""
+    text = generate_p4(program)
+    os.makedirs(out_dir, exist_ok=True)
+    name = program.name
+    src = os.path.join(out_dir, f"{name}.p4")
+    with open(src, "w") as fh:
+        fh.write(text)
+    p4c = shutil.which("p4c-bm2-ss")
+    if p4c is None:
+        return [src]
+    info, json_ = f"{name}.p4info.txtpb", f"{name}.json"
+    res = subprocess.run([p4c, "--p4runtime-files", info, "-o", json_, f"{name}.p4"],
+                         cwd=out_dir, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise CompileError(f"p4c-bm2-ss failed on {src} (exit {res.returncode}):\n"
+                           + (res.stderr or res.stdout).strip())
+    return [src, os.path.join(out_dir, json_), os.path.join(out_dir, info)]

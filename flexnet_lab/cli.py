@@ -128,6 +128,26 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_place(args) -> int:
+    """Where a tenant function would run, and why (no lab needed)."""
+    from .compiler.ebpf import CAPABILITIES
+    from .compiler.placement import HOST_STATE_BUDGET, WORK_BUDGET, Device, place
+    from .program.yaml_form import load_program
+    fn = load_program(args.function)
+    topo = _load_topology(args.topology)
+    devices = []
+    for name in args.on.split(","):
+        if topo.is_host(name):
+            devices.append(Device(name, "host", frozenset(CAPABILITIES["xdp"]),
+                                  HOST_STATE_BUDGET, WORK_BUDGET))
+        else:
+            topo.switch(name)
+            devices.append(Device(name, "switch", frozenset(CAPABILITIES["tc"]),
+                                  int(args.switch_state_kb * 1024), WORK_BUDGET))
+    print(place(fn, devices).explain())
+    return 0
+
+
 def cmd_run(args) -> int:
     from .verify.scenario import run_scenario
     _terminate_on_sigterm()
@@ -161,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--role", choices=("switch", "host"), default="switch")
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(func=cmd_compile)
+    s = sub.add_parser("place", help="where a tenant function would run, and why")
+    s.add_argument("function", help="YAML file or a library program name (count_min, ...)")
+    s.add_argument("--topology", default="leaf-spine")
+    s.add_argument("--on", required=True, help="candidate devices in order, e.g. l1,h8")
+    s.add_argument("--switch-state-kb", type=float, default=64,
+                   help="tenant state a switch offers (KiB)")
+    s.set_defaults(func=cmd_place)
     s = sub.add_parser("run", help="run a scenario and print its verdict")
     s.add_argument("scenario")
     s.add_argument("--results", default="results")

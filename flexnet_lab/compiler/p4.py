@@ -196,18 +196,22 @@ class _Gen:
         expr, have = self.ref(arg)
         return _cast(expr, have, bits)
 
-    def key_list(self, arg, action: Action | None) -> str:
-        """The data of a hashed key: a list of fields (a constant counts as 64 bits)."""
+    def key_list(self, arg, action: Action | None, temps: _Locals) -> tuple[list[str], str]:
+        """The data of a hashed key as (statements, list expression). bmv2 hashes fields, so
+        an action parameter or a constant (64 bits, like eBPF's key words) is copied into a
+        local first (locals become fields of bmv2's scalars)."""
         parts = arg if isinstance(arg, tuple) else (arg,)
-        out = []
+        pre: list[str] = []
+        out: list[str] = []
         for a in parts:
-            if isinstance(a, int):
-                out.append(_lit(int(a), 64))
-            elif isinstance(a, str) and a.startswith("$"):
-                out.append(a[1:])
-            else:
+            if isinstance(a, str) and not a.startswith("$"):
                 out.append(self.ref(a)[0])
-        return "{ " + ", ".join(out) + " }"
+                continue
+            bits = 64 if isinstance(a, int) else dict(action.params)[a[1:]]
+            tmp = temps.new("key", bits)
+            pre.append(f"{tmp} = {self.value(a, action, bits)};")
+            out.append(tmp)
+        return pre, "{ " + ", ".join(out) + " }"
 
     # --- declarations -------------------------------------------------------------------
     def header_types(self) -> list[str]:
@@ -221,7 +225,8 @@ class _Gen:
         out += ["}", "", "struct metadata {"]
         out += [f"    bit<{f.bits}> {f.name};" for f in self.p.metadata]
         if self.checksum:
-            out.append(f"    bit<1> {IPV4_SET};   /* an ipv4 field was set: recompute its checksum */")
+            out.append(f"    bit<1> {IPV4_SET};   /* an ipv4 field was set: recompute the "
+                       "checksum */")
         out += ["}", "",
                 "/* The model's std.* fields (its ports are 16 bits, bmv2's 9; std.pkt_len is",
                 " * standard_metadata.packet_length). drop: the packet is dropped unless a",
@@ -315,8 +320,8 @@ class _Gen:
             out += self.table(t) + [""]
         temps = _Locals()
         body: list[str] = []
-        for stmt in self.p.control:
-            body += self.stmt(stmt, temps)
+        for s, stmt in enumerate(self.p.control):
+            body += self.stmt(stmt, temps, f"control[{s}]")
         out.append("    apply {")
         out += ["        " + d for d in temps.decls]
         out += ["        if (standard_metadata.parser_error != error.NoError) {",
@@ -358,8 +363,8 @@ class _Gen:
         params = ", ".join(f"bit<{bits}> {name}" for name, bits in a.params)
         temps = _Locals()
         body: list[str] = []
-        for op in a.ops:
-            body += self.op(op, a, temps)
+        for i, op in enumerate(a.ops):
+            body += self.op(op, a, temps, f"actions.{a.name}.ops[{i}]")
         return ([f"    action {a.name}({params}) {{"]
                 + ["        " + ln for ln in temps.decls + body] + ["    }"])
 
@@ -376,11 +381,11 @@ class _Gen:
                 f"        size = {t.size};", "    }"]
         return out
 
-    def stmt(self, stmt: Stmt, temps: _Locals) -> list[str]:
+    def stmt(self, stmt: Stmt, temps: _Locals, element: str) -> list[str]:
         if stmt.table is None:
             out: list[str] = []
-            for op in stmt.ops:
-                out += self.op(op, None, temps)
+            for j, op in enumerate(stmt.ops):
+                out += self.op(op, None, temps, f"{element}.ops[{j}]")
             return out
         t = self.p.table(stmt.table)
         headers = list(dict.fromkeys(k.field.split(".")[0] for k in t.keys
@@ -401,8 +406,9 @@ class _Gen:
                 "            }"]
 
     # --- ops ----------------------------------------------------------------------------
-    def op(self, op: Op, action: Action | None, temps: _Locals) -> list[str]:
-        a, where = op.args, (f"actions.{action.name}" if action else "control")
+    def op(self, op: Op, action: Action | None, temps: _Locals, where: str) -> list[str]:
+        """P4 statements of one op; `where` names it in errors (control[2].ops[0])."""
+        a = op.args
         if op.name == "forward":
             return [f"standard_metadata.egress_spec = {self.value(a[0], action, 9)};",
                     f"std.egress_port = {self.value(a[0], action, 16)};",
@@ -431,16 +437,15 @@ class _Gen:
             return self.sketch_add(self.p.map(a[0]), a[1], action, temps)
         if op.name == "rate_limit":
             return self.rate_limit(self.p.map(a[0]), a[1], action, temps)
-        raise ProgramError(f"{where}: op {op.name}", "no P4 code generator for this op")
+        raise ProgramError(where, f"no P4 code generator for op {op.name}")
 
     def vlan_op(self, op: Op, action: Action | None, where: str) -> list[str]:
         vlan, eth = self.p.header("vlan"), self.p.header("ethernet")
         need = {"vid", "ethertype"}
         if (vlan is None or eth is None or eth.field("ethertype") is None
                 or not need <= {f.name for f in vlan.fields}):
-            raise ProgramError(f"{where}: op {op.name}",
-                               f"{op.name} needs the 'vlan' header (with vid and ethertype) "
-                               "and 'ethernet' in the program")
+            raise ProgramError(where, f"{op.name} needs the 'vlan' header (with vid and "
+                                      "ethertype) and 'ethernet' in the program")
         if op.name == "push_vlan":
             out = ["hdr.vlan.setValid();   /* one tag: the new tag carries the old ethertype */"]
             for f in vlan.fields:
@@ -456,10 +461,12 @@ class _Gen:
                 "}",
                 "hdr.vlan.setInvalid();"]
 
-    def hashed_index(self, m: Map, key, action: Action | None, temps: _Locals) -> tuple[str, list[str]]:
+    def hashed_index(self, m: Map, key, action: Action | None,
+                     temps: _Locals) -> tuple[str, list[str]]:
+        """A crc32 hash of the key into the map's slots 0..size-1."""
+        pre, data = self.key_list(key, action, temps)
         idx = temps.new("idx", 32)
-        return idx, [f"hash({idx}, HashAlgorithm.crc32, 32w0, {self.key_list(key, action)}, "
-                     f"32w{m.size});"]
+        return idx, pre + [f"hash({idx}, HashAlgorithm.crc32, 32w0, {data}, 32w{m.size});"]
 
     def map_add(self, m: Map, key, action: Action | None, temps: _Locals) -> list[str]:
         idx, out = self.hashed_index(m, key, action, temps)
@@ -471,10 +478,11 @@ class _Gen:
                       "(bit<64>)standard_metadata.packet_length);"]
 
     def sketch_add(self, m: Map, key, action: Action | None, temps: _Locals) -> list[str]:
+        out, data = self.key_list(key, action, temps)
         h, mix = temps.new("hash", 32), temps.new("mix", 32)
         idx, v = temps.new("idx", 32), temps.new("val", 64)
-        out = [f"hash({h}, HashAlgorithm.crc32, 32w0, {self.key_list(key, action)}, "
-               "32w0x80000000);"]
+        out.append(f"hash({h}, HashAlgorithm.crc32, 32w0, {data}, 32w0x80000000);   "
+                   "/* 31 bits */")
         for r in range(m.rows):
             out += [f"{mix} = {h} * 32w{SKETCH_MULTIPLIERS[r]:#010x};   /* row {r} */",
                     f"hash({idx}, HashAlgorithm.crc32, 32w{r * m.size}, {{ {mix} }}, "

@@ -255,12 +255,39 @@ class Lab:
         from ..plan.execute import apply_delta
         return apply_delta(self.device(device), delta, description)
 
+    def apply_delta_network(self, pattern: str, delta, description: str = ""):
+        """Apply one delta to every switch whose name matches `pattern`, as one change:
+        all devices prepare (compile, load, verify) before any commits, so a refusal
+        anywhere changes nothing anywhere. Returns (records, {switch: inverse})."""
+        from fnmatch import fnmatchcase
+
+        from ..plan.execute import apply_programs
+        names = [n for n in self.switches if fnmatchcase(n, pattern)]
+        if not names:
+            raise LabError(f"no switch matches {pattern!r}")
+        changes, inverses = [], {}
+        for n in names:
+            new, inverses[n] = delta.apply(self.switches[n].program)
+            changes.append((self.switches[n], new, description or delta.name or "delta"))
+        return apply_programs(changes), inverses
+
     def swap_host_program(self, host: str, program: Program, hook: str = "xdp",
                           direction: str = "ingress"):
         """Atomically replace a host's program; maps it shares with the old one survive."""
         from ..plan.execute import apply_program
         dp = self.host_program(host, hook, direction)
         return apply_program(dp, program, f"{host}: {dp.program.name} -> {program.name}")
+
+    def place_function(self, fn: Program, candidates: list[str], switch_state: int | None = None):
+        """Run tenant function `fn` on the first candidate that can (see placement);
+        returns the Placement with its explanation."""
+        from ..compiler.placement import SWITCH_STATE_BUDGET, as_switch_delta, lab_devices, place
+        where = place(fn, lab_devices(self, candidates, switch_state or SWITCH_STATE_BUDGET))
+        if where.kind == "switch":
+            self.apply_delta(where.device, as_switch_delta(fn), f"place {fn.name}")
+        else:
+            self.attach_host_program(where.device, fn, "xdp")
+        return where
 
     def host_program(self, host: str, hook: str = "xdp", direction: str = "ingress"):
         try:

@@ -13,6 +13,7 @@ traffic:
     - {name: tcp1, src: h2, dst: h7, proto: tcp}
 changes:                                 # at t seconds after the traffic starts
   - {at: 4, switch: l1, delta: deltas/acl-udp-9999.yaml}   # or an inline {name, ops}
+  - {at: 5, switch: "l*", delta: deltas/shim-parser.yaml}  # every leaf, as one change
   - {at: 6, switch: l1, undo: 0}         # apply the inverse of change #0
   - {at: 8, host: h8, swap: rate_limiter, hook: xdp, rate_mbit: 500}
   - {at: 9, switch: l1, entry: {table: acl, match: [17, 9999], action: drop}}
@@ -29,6 +30,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 import yaml
 
@@ -137,8 +139,10 @@ def parse_scenario(data, src: str) -> Scenario:
         if not 0 <= c.at < duration:
             raise ScenarioError(src, f"changes[{i}].at", f"must be within 0..{duration} s")
         if c.kind == "undo" and not (c.undo is not None and 0 <= c.undo < i
-                                     and changes[c.undo].kind == "delta"):
-            raise ScenarioError(src, f"changes[{i}].undo", "must name an earlier delta change")
+                                     and changes[c.undo].kind == "delta"
+                                     and changes[c.undo].device == c.device):
+            raise ScenarioError(src, f"changes[{i}].undo", "must name an earlier delta change "
+                                "on the same switch (or switch pattern)")
     return Scenario(str(data.get("name", os.path.splitext(os.path.basename(src))[0])), src,
                     str(_need(data, "topology", src, "scenario")),
                     tuple(data.get("setup") or ()), tuple(flows), duration,
@@ -204,7 +208,7 @@ def dry_run(sc: Scenario, topo) -> list[tuple[Program, str, str]]:
     Returns every program the timeline will load, as (program, hook, role)."""
     programs = {s.name: library.infrastructure() for s in topo.switches}
     loads: list[tuple[Program, str, str]] = []
-    inverses: dict[int, Delta] = {}
+    inverses: dict[tuple[int, str], Delta] = {}
     nodes = set(topo.node_names())
     for f in sc.flows:
         for end in (f.src, f.dst):
@@ -212,15 +216,20 @@ def dry_run(sc: Scenario, topo) -> list[tuple[Program, str, str]]:
                 raise ScenarioError(sc.source, f"flow {f.name}", f"{end} is not a host")
     for i, c in enumerate(sc.changes):
         where = f"changes[{i}]"
-        if c.device not in nodes:
+        targets = ([n for n in programs if fnmatchcase(n, c.device)] if _is_pattern(c.device)
+                   else [c.device])
+        if not targets or any(t not in nodes for t in targets):
             raise ScenarioError(sc.source, where, f"no node {c.device!r} in {topo.name}")
         try:
-            if c.kind == "delta":
-                programs[c.device], inverses[i] = c.delta.apply(programs[c.device])
-                loads.append((programs[c.device], "tc", "switch"))
-            elif c.kind == "undo":
-                programs[c.device], _ = inverses[c.undo].apply(programs[c.device])
-                loads.append((programs[c.device], "tc", "switch"))
+            if c.kind in ("delta", "undo"):
+                for t in targets:
+                    if t not in programs:
+                        raise ScenarioError(sc.source, where, f"{t} is not a switch")
+                    delta = c.delta if c.kind == "delta" else inverses[(c.undo, t)]
+                    programs[t], inv = delta.apply(programs[t])
+                    if c.kind == "delta":
+                        inverses[(i, t)] = inv
+                    loads.append((programs[t], "tc", "switch"))
             elif c.kind == "swap":
                 loads.append((host_program(c.program, os.path.dirname(sc.source), c.params),
                               c.hook, "host"))
@@ -300,7 +309,33 @@ def _run_live(lab, sc: Scenario, base: str, quiet: bool) -> Outcome:
     return _judge(sc, lab, results, applied, final, reach, host_maps)
 
 
+def _is_pattern(device: str) -> bool:
+    return any(ch in device for ch in "*?[")
+
+
+def _combined(records, device: str, desc: str):
+    """One record for a change that hit several switches at once."""
+    from ..plan.execute import ChangeRecord
+    first = records[0]
+    return ChangeRecord(device, desc, first.kind, at=first.at,
+                        compile_ms=max(r.compile_ms for r in records),
+                        load_ms=max(r.load_ms for r in records),
+                        swap_ms=sum(r.swap_ms for r in records), total_ms=first.total_ms,
+                        plan=first.plan,
+                        notes=[f"{len(records)} switches: {', '.join(r.device for r in records)}"])
+
+
 def _apply(lab, c: Change, i: int, inverses: dict, base: str):
+    if c.kind == "delta" and _is_pattern(c.device):
+        recs, inverses[i] = lab.apply_delta_network(c.device, c.delta, c.describe())
+        return _combined(recs, c.device, c.describe())
+    if c.kind == "undo" and _is_pattern(c.device):
+        from ..plan.execute import apply_programs
+        changes = []
+        for name, inv in inverses[c.undo].items():
+            new, _ = inv.apply(lab.switch(name).program)
+            changes.append((lab.switch(name), new, c.describe()))
+        return _combined(apply_programs(changes), c.device, c.describe())
     if c.kind == "delta":
         rec, inverses[i] = lab.apply_delta(c.device, c.delta, c.describe())
         return rec

@@ -1,0 +1,212 @@
+/* FlexNet Lab: program 'infra' as P4_16 for bmv2 (v1model), role switch.
+ * Generated from flexnet_lab/program/library.py (infrastructure()) by
+ *   flexnet compile infra --target p4 -o p4src
+ * p4src/infra.p4 is checked against the generator by tests/unit/test_p4_backend.py.
+ * Do not edit: change the model and regenerate. */
+#include <core.p4>
+#include <v1model.p4>
+
+header ethernet_t {
+    bit<48> dst;
+    bit<48> src;
+    bit<16> ethertype;
+}
+
+header arp_t {
+    bit<16> htype;
+    bit<16> ptype;
+    bit<8> hlen;
+    bit<8> plen;
+    bit<16> oper;
+    bit<48> sha;
+    bit<32> spa;
+    bit<48> tha;
+    bit<32> tpa;
+}
+
+header ipv4_t {
+    bit<4> version;
+    bit<4> ihl;
+    bit<8> diffserv;
+    bit<16> total_len;
+    bit<16> identification;
+    bit<3> flags;
+    bit<13> frag_offset;
+    bit<8> ttl;
+    bit<8> protocol;
+    bit<16> checksum;
+    bit<32> src;
+    bit<32> dst;
+}
+
+header tcp_t {
+    bit<16> sport;
+    bit<16> dport;
+    bit<32> seq;
+    bit<32> ack;
+    bit<4> data_offset;
+    bit<4> res;
+    bit<8> flags;
+    bit<16> window;
+    bit<16> checksum;
+    bit<16> urgent;
+}
+
+header udp_t {
+    bit<16> sport;
+    bit<16> dport;
+    bit<16> length;
+    bit<16> checksum;
+}
+
+struct headers {
+    ethernet_t ethernet;
+    arp_t arp;
+    ipv4_t ipv4;
+    tcp_t tcp;
+    udp_t udp;
+}
+
+struct metadata {
+    bit<32> l3_dst;
+    bit<8> ip_proto;
+    bit<16> l4_sport;
+    bit<16> l4_dport;
+    bit<1> flexnet_ipv4_set;   /* an ipv4 field was set: recompute the checksum */
+}
+
+/* The model's std.* fields (its ports are 16 bits, bmv2's 9; std.pkt_len is
+ * standard_metadata.packet_length). drop: the packet is dropped unless a
+ * later forward() sends it. */
+struct flexnet_std_t {
+    bit<16> ingress_port;
+    bit<16> egress_port;
+    bit<1> drop;
+}
+
+parser ParserImpl(packet_in packet, out headers hdr, inout metadata meta,
+                  inout standard_metadata_t standard_metadata) {
+    state start {
+        packet.extract(hdr.ethernet);
+        transition select(hdr.ethernet.ethertype) {
+            16w0x0800: ipv4;
+            16w0x0806: arp;
+            default: accept;
+        }
+    }
+    state ipv4 {
+        packet.extract(hdr.ipv4);
+        meta.l3_dst = hdr.ipv4.dst;
+        meta.ip_proto = hdr.ipv4.protocol;
+        transition select(hdr.ipv4.ihl, hdr.ipv4.protocol) {
+            (4w5, 8w6): tcp;
+            (4w5, 8w17): udp;
+            default: accept;
+        }
+    }
+    state arp {
+        packet.extract(hdr.arp);
+        meta.l3_dst = hdr.arp.tpa;
+        transition accept;
+    }
+    state tcp {
+        packet.extract(hdr.tcp);
+        meta.l4_sport = hdr.tcp.sport;
+        meta.l4_dport = hdr.tcp.dport;
+        transition accept;
+    }
+    state udp {
+        packet.extract(hdr.udp);
+        meta.l4_sport = hdr.udp.sport;
+        meta.l4_dport = hdr.udp.dport;
+        transition accept;
+    }
+}
+
+control ingress(inout headers hdr, inout metadata meta,
+                inout standard_metadata_t standard_metadata) {
+    flexnet_std_t std;
+
+    counter(32, CounterType.packets_and_bytes) port_rx;
+    counter(32, CounterType.packets_and_bytes) port_tx;
+
+    action forward(bit<16> port) {
+        standard_metadata.egress_spec = (bit<9>)port;
+        std.egress_port = port;
+        std.drop = 1w0;
+    }
+
+    action drop() {
+        mark_to_drop(standard_metadata);
+        std.egress_port = 16w0;
+        std.drop = 1w1;
+    }
+
+    table l3_fwd {
+        key = {
+            meta.l3_dst: lpm @name("meta.l3_dst");
+        }
+        actions = { forward; drop; }
+        default_action = drop();
+        size = 1024;
+    }
+
+    apply {
+        if (standard_metadata.parser_error != error.NoError) {
+            mark_to_drop(standard_metadata);   /* reject = drop */
+        } else {
+            std.ingress_port = (bit<16>)standard_metadata.ingress_port;
+            std.egress_port = 16w0;
+            std.drop = 1w0;
+            port_rx.count((bit<32>)std.ingress_port);
+            l3_fwd.apply();
+            port_tx.count((bit<32>)std.egress_port);
+            /* verdict: a packet nothing forwarded (std.egress_port 0) is dropped;
+             * v1model drops a packet whose egress_spec is the drop port (511) */
+            if (std.drop == 1w1 || std.egress_port == 16w0) {
+                mark_to_drop(standard_metadata);
+            } else {
+                standard_metadata.egress_spec = (bit<9>)std.egress_port;
+            }
+        }
+    }
+}
+
+control egress(inout headers hdr, inout metadata meta,
+               inout standard_metadata_t standard_metadata) {
+    apply { }
+}
+
+control verifyChecksum(inout headers hdr, inout metadata meta) {
+    apply { }
+}
+
+control computeChecksum(inout headers hdr, inout metadata meta) {
+    apply {
+        update_checksum(hdr.ipv4.isValid() && meta.flexnet_ipv4_set == 1w1,
+            { hdr.ipv4.version,
+              hdr.ipv4.ihl,
+              hdr.ipv4.diffserv,
+              hdr.ipv4.total_len,
+              hdr.ipv4.identification,
+              hdr.ipv4.flags,
+              hdr.ipv4.frag_offset,
+              hdr.ipv4.ttl,
+              hdr.ipv4.protocol,
+              hdr.ipv4.src,
+              hdr.ipv4.dst },
+            hdr.ipv4.checksum, HashAlgorithm.csum16);
+    }
+}
+
+control DeparserImpl(packet_out packet, in headers hdr) {
+    apply {
+        packet.emit(hdr.ethernet);
+        packet.emit(hdr.ipv4);
+        packet.emit(hdr.arp);
+        packet.emit(hdr.tcp);
+        packet.emit(hdr.udp);
+    }
+}
+
+V1Switch(ParserImpl(), verifyChecksum(), ingress(), egress(), computeChecksum(), DeparserImpl()) main;

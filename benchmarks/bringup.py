@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import statistics
@@ -25,7 +24,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from flexnet_lab.errors import TopologyError  # noqa: E402
 from flexnet_lab.lab.network import Lab  # noqa: E402
 from flexnet_lab.topology import find_topology, load_topology  # noqa: E402
 from flexnet_lab.topology.routes import path as route_path  # noqa: E402
@@ -86,42 +84,6 @@ def iperf(lab: Lab, src: str, dst: str, seconds: int) -> dict:
                     p.wait(timeout=5)
 
 
-def bridge_lab(topo, notes: list[str]) -> Lab:
-    """The baseline lab: every switch a Linux bridge, same routes.
-
-    Lab(topo, switch_kind="bridge") is the API for it, but Topology.with_targets refuses
-    the target "bridge" (it is not in topology.model.TARGETS), so until the library takes
-    it the lab is made with eBPF targets and its topology's targets swapped before start()
-    (routes do not depend on targets)."""
-    try:
-        return Lab(topo, switch_kind="bridge")
-    except TopologyError as exc:
-        notes.append(f"Lab(switch_kind='bridge') refused ({exc.field}: {exc.message}); "
-                     "targets set to bridge on the Lab's topology before start()")
-    lab = Lab(topo, switch_kind="ebpf")
-    lab.topology = dataclasses.replace(lab.topology, switches=tuple(
-        dataclasses.replace(s, target="bridge") for s in lab.topology.switches))
-    return lab
-
-
-def stop_broadcast_flooding(lab: Lab, notes: list[str]) -> None:
-    """The bridges keep flooding broadcasts (bcast_flood on): in a looped topology (fat
-    tree, leaf-spine) the first ARP request storms forever. Turn it off on every port,
-    before any traffic; hosts then need static neighbour entries (static_neighbours)."""
-    for sw in lab.switches.values():
-        ports = [ifname for ifname, _ in sw.ports.values()]
-        sw.node.cmd("; ".join(f"bridge link set dev {i} bcast_flood off" for i in ports))
-    notes.append("bridges: bcast_flood off on every port (otherwise ARP storms in loops); "
-                 "static neighbour entries between src and dst, in both labs")
-
-
-def static_neighbours(lab: Lab, a: str, b: str) -> None:
-    for x, y in ((a, b), (b, a)):
-        nx, ny = lab.net.get(x), lab.net.get(y)
-        nx.cmd(f"ip neigh replace {ny.IP()} lladdr {ny.MAC()} dev {nx.defaultIntf().name} "
-               "nud permanent")
-
-
 def ping_pair(lab: Lab, src: str, dst: str) -> None:
     """One ping before measuring (resolves ARP, proves the path)."""
     out = lab.net.get(src).cmd(f"ping -c1 -W2 {lab.net.get(dst).IP()}")
@@ -176,16 +138,15 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 hops = route_path(lab.topology, args.src, args.dst, lab.routes)
                 ping_pair(lab, args.src, args.dst)  # ARP through the eBPF switches
-                bridge = stack.enter_context(bridge_lab(topo, notes))
-                stop_broadcast_flooding(bridge, notes)
+                # the baseline: Linux bridges, static forwarding along the same routes
+                bridge = stack.enter_context(Lab(topo, switch_kind="bridge"))
                 log(f"bridge lab {bridge.tag.run} up in {bridge.bringup_s:.2f} s")
                 result["bridge_bringup_s"] = round(bridge.bringup_s, 3)
                 bridge_hops = route_path(bridge.topology, args.src, args.dst, bridge.routes)
                 if bridge_hops != hops:
                     raise RuntimeError(f"paths differ: eBPF {hops}, bridge {bridge_hops}")
                 labs = {"ebpf": lab, "bridge": bridge}
-                for kind, one in labs.items():  # same neighbour state in both labs
-                    static_neighbours(one, args.src, args.dst)
+                for kind, one in labs.items():
                     ping_pair(one, args.src, args.dst)
                 for rep in range(args.repeats):  # alternate: drift hits both kinds alike
                     for kind, one in labs.items():

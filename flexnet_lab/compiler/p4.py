@@ -77,6 +77,7 @@ P4_GLOBALS = frozenset("""
     ComputeChecksum Deparser V1Switch PortId_t V1MODEL_VERSION V1MODEL_METER_COLOR_GREEN
     V1MODEL_METER_COLOR_YELLOW V1MODEL_METER_COLOR_RED _V1_MODEL_P4_ _CORE_P4_
 """.split())
+BMV2_INSTANCES = frozenset({"scalars", "standard_metadata", "std"})
 # names this generator declares
 GENERATED = frozenset({"headers", "metadata", STD_TYPE, "ParserImpl", "verifyChecksum",
                        "ingress", "egress", "computeChecksum", "DeparserImpl", "main",
@@ -94,7 +95,9 @@ def _check_names(p: Program) -> None:
         raise ProgramError(element, f"{name!r} {why} in P4; rename it")
 
     for h in p.headers:
-        if h.name in P4_KEYWORDS or h.name in P4_GLOBALS:
+        # bmv2 JSON names header instances by these names, next to its own `scalars`
+        # and `standard_metadata` and the `std` local
+        if h.name in P4_KEYWORDS or h.name in P4_GLOBALS or h.name in BMV2_INSTANCES:
             bad(f"headers.{h.name}", h.name, "is reserved")
         if f"{h.name}_t" in taken:
             bad(f"headers.{h.name}", h.name, f"makes the type name {h.name}_t, which is taken")
@@ -151,7 +154,7 @@ class _Locals:
 
     def new(self, stem: str, bits: int) -> str:
         self.n += 1
-        name = f"flexnet_{stem}_{self.n}"           # >= 16 characters: no model name
+        name = f"flexnet_{stem}_tmp{self.n}"        # >= 16 characters: no model name
         self.decls.append(f"bit<{bits}> {name};")
         return name
 
@@ -193,21 +196,36 @@ class _Gen:
         if isinstance(arg, str) and arg.startswith("$"):
             have = dict(action.params)[arg[1:]]
             return _cast(arg[1:], have, bits)
-        expr, have = self.ref(arg)
+        expr, have = self.guarded(arg)
         return _cast(expr, have, bits)
+
+    def guarded(self, ref: str) -> tuple[str, int]:
+        """A field read by an op: a header field of an invalid header reads 0, as on eBPF
+        (bmv2 may keep a stale value there)."""
+        expr, bits = self.ref(ref)
+        scope = ref.partition(".")[0]
+        if scope in ("meta", "std"):
+            return expr, bits
+        return f"(hdr.{scope}.isValid() ? {expr} : {_lit(0, bits)})", bits
 
     def key_list(self, arg, action: Action | None, temps: _Locals) -> tuple[list[str], str]:
         """The data of a hashed key as (statements, list expression). bmv2 hashes fields, so
-        an action parameter or a constant (64 bits, like eBPF's key words) is copied into a
-        local first (locals become fields of bmv2's scalars)."""
+        a header field (0 when its header is invalid, as on eBPF), an action parameter or a
+        constant (64 bits, like eBPF's key words) is copied into a local first (locals become
+        fields of bmv2's scalars); meta.* and std.* fields are hashed as they are."""
         parts = arg if isinstance(arg, tuple) else (arg,)
         pre: list[str] = []
         out: list[str] = []
         for a in parts:
-            if isinstance(a, str) and not a.startswith("$"):
+            if isinstance(a, str) and a.partition(".")[0] in ("meta", "std"):
                 out.append(self.ref(a)[0])
                 continue
-            bits = 64 if isinstance(a, int) else dict(action.params)[a[1:]]
+            if isinstance(a, int):
+                bits = 64
+            elif a.startswith("$"):
+                bits = dict(action.params)[a[1:]]
+            else:
+                bits = self.p.field_bits(a)
             tmp = temps.new("key", bits)
             pre.append(f"{tmp} = {self.value(a, action, bits)};")
             out.append(tmp)

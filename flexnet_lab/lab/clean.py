@@ -13,7 +13,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from .runstate import (ALIAS_PREFIX, BASE, ENV_TAG, NETNS_PREFIX, bpffs_dir, pid_alive,
+from .runstate import (ALIAS_PREFIX, BASE, ENV_TAG, NETNS_PREFIX, bpffs_dir, bpffs_lock,
+                       pid_alive,
                        proc_starttime, runs_dir)
 
 
@@ -118,8 +119,10 @@ def _stop_labs(base: str, run: str | None) -> None:
 
 
 def release_bpffs(base: str = BASE) -> None:
-    """Unmount the lab's bpffs once no run uses it."""
+    """Unmount the lab's bpffs once no run uses it (a run claims its folder under the same
+    lock it mounts with)."""
     path = bpffs_dir(base)
-    if os.path.isdir(path) and not any(os.path.isdir(os.path.join(path, d))
-                                       for d in os.listdir(path)):
-        subprocess.run(["umount", path], capture_output=True)
+    with bpffs_lock(base):
+        if os.path.isdir(path) and not any(os.path.isdir(os.path.join(path, d))
+                                           for d in os.listdir(path)):
+            subprocess.run(["umount", path], capture_output=True)

@@ -67,13 +67,15 @@ class Lab:
         self.tag.write_state(pid=os.getpid(), topology=self.topology.name,
                              source=self.topology.source, status="starting", started=time.time())
         try:
-            ensure_bpffs(self.tag.base)
+            ensure_bpffs(self.tag)
             compiled = self._precompile()
             self._build_mininet()
             compiled.join()
             for name in self.topology_switch_names():
                 self._start_switch(name)
             self._install_routes()
+            if any(s.target == "bridge" for s in self.topology.switches):
+                self._static_neighbours()
         except BaseException:
             self.stop()
             raise
@@ -165,8 +167,10 @@ class Lab:
     def _start_switch(self, name: str) -> None:
         spec = self.topology.switch(name)
         node = self.net.get(name)
-        ports = {p.number: (p.intf, not self.topology.is_host(p.peer_node))
-                 for p in self.topology.ports(name)}
+        # every port hands packets straight to the peer namespace's ingress
+        # (bpf_redirect_peer); a host port falls back to bpf_redirect while the host runs
+        # an XDP program, which only sees packets that arrive through the veth
+        ports = {p.number: (p.intf, True) for p in self.topology.ports(name)}
         if spec.target == "ebpf":
             sw = EbpfSwitch(name, node.netns_path, ports, self.compiler, self.bpf,
                             self.tag.pin_dir)
@@ -193,6 +197,12 @@ class Lab:
                 else:
                     sw.insert("l3_fwd", ((int(ipaddress.IPv4Address(r.dst_ip)), r.prefixlen),),
                               "forward", (r.port,))
+
+    def _static_neighbours(self) -> None:
+        """Bridges do not flood broadcasts (loops), so ARP is pre-resolved for them."""
+        for h in self.net.hosts:
+            h.cmd("; ".join(f"ip neigh replace {o.IP()} lladdr {o.MAC()} dev {h.defaultIntf()}"
+                            for o in self.net.hosts if o is not h))
 
     # --- using the lab --------------------------------------------------------------------
     def host(self, name: str) -> LabHost:
@@ -240,7 +250,15 @@ class Lab:
                           self.compiler, self.bpf, self.tag.pin_dir, direction)
         dp.start(program, [node.defaultIntf().name])
         self.host_programs[key] = dp
+        if hook == "xdp":
+            self._host_port_mode(host, peer=False)
         return dp
+
+    def _host_port_mode(self, host: str, peer: bool) -> None:
+        sw_name, port = self.topology.host_link(host)
+        sw = self.switches.get(sw_name)
+        if isinstance(sw, EbpfSwitch):
+            sw.set_port_mode(port, peer)
 
     def device(self, name: str):
         """A switch by name, or a host's program slot as HOST[:hook[:direction]]."""

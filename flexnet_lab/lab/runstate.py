@@ -9,6 +9,8 @@ Everything a run creates carries its tag so `flexnet clean` can find it after an
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -79,13 +81,25 @@ def read_states(base: str = BASE) -> list[dict]:
     return out
 
 
-def ensure_bpffs(base: str = BASE) -> str:
-    """Mount the lab's own bpffs (pins never land in a system-wide /sys/fs/bpf)."""
-    path = bpffs_dir(base)
-    os.makedirs(path, exist_ok=True)
-    if not _is_bpffs(path):
-        subprocess.run(["mount", "-t", "bpf", "flexnet-bpffs", path], check=True,
-                       capture_output=True)
+@contextlib.contextmanager
+def bpffs_lock(base: str = BASE):
+    """Serialises mounting/unmounting the shared bpffs between concurrent labs."""
+    os.makedirs(base, exist_ok=True)
+    with open(os.path.join(base, "bpffs.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def ensure_bpffs(tag: "RunTag") -> str:
+    """Mount the lab's own bpffs (pins never land in a system-wide /sys/fs/bpf) and claim
+    the run's folder in it at once, so a concurrent teardown never unmounts it under us."""
+    path = bpffs_dir(tag.base)
+    with bpffs_lock(tag.base):
+        os.makedirs(path, exist_ok=True)
+        if not _is_bpffs(path):
+            subprocess.run(["mount", "-t", "bpf", "flexnet-bpffs", path], check=True,
+                           capture_output=True)
+        os.makedirs(tag.pin_dir, exist_ok=True)
     return path
 
 

@@ -1,7 +1,9 @@
 """A Linux bridge switch: the baseline the eBPF switch is measured against.
 
-Learning and flooding are off and forwarding entries are static, so the bridges follow
-exactly the routes the eBPF switches use (and a looped topology cannot storm)."""
+Learning and all flooding (unknown unicast, multicast, broadcast) are off and forwarding
+entries are static, so the bridges follow exactly the routes the eBPF switches use and a
+looped topology cannot storm. Without broadcast, ARP cannot resolve: the lab gives hosts
+static neighbour entries when it runs bridges."""
 from __future__ import annotations
 
 
@@ -15,7 +17,8 @@ class BridgeSwitch:
         cmds = ["ip link add flxbr0 type bridge", "ip link set flxbr0 up"]
         for ifname, _ in self.ports.values():
             cmds += [f"ip link set dev {ifname} master flxbr0",
-                     f"bridge link set dev {ifname} learning off flood off mcast_flood off"]
+                     f"bridge link set dev {ifname} learning off flood off mcast_flood off "
+                     "bcast_flood off"]
         self.node.cmd("; ".join(cmds))
 
     def add_route(self, mac: str, port: int) -> None:

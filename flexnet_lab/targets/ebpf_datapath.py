@@ -88,6 +88,8 @@ class EbpfDatapath:
         self._pin(self._pipe_fd, PIPE_MAP)
         self._pin(self._root_fd, "root")
         self._commit_slot(prepared)
+        for name in prepared.created:
+            self._pin(prepared.maps[name], name)
         if ports:
             self._set_ports(prepared.maps, ports)
         for ifname in interfaces:

@@ -27,6 +27,13 @@ class EbpfSwitch(EbpfDatapath):
     def boot(self, program: Program) -> None:
         self.start(program, [ifname for ifname, _ in self.ports.values()], self.ports)
 
+    def set_port_mode(self, port: int, peer: bool) -> None:
+        """Hand packets out of `port` to the peer's ingress directly (peer=True) or through
+        the veth (peer=False: XDP on the peer sees them). One map write, atomic."""
+        ifname, _ = self.ports[port]
+        self.ports[port] = (ifname, peer)
+        self._set_ports(self._running.maps, {port: self.ports[port]})
+
     def port_counters(self) -> dict[int, dict[str, int]]:
         """Per port: packets/bytes received and sent; port 0 of tx = dropped."""
         rx, tx = self.read_map("port_rx"), self.read_map("port_tx")

@@ -16,6 +16,8 @@ from flexnet_lab.errors import TopologyError
 
 TARGETS: frozenset[str] = frozenset({"ebpf", "bmv2", "auto"})
 """Switch targets a topology may name; "auto" is resolved before the lab starts."""
+BASELINE_TARGETS: frozenset[str] = frozenset({"bridge"})
+"""Kinds the lab itself may substitute (benchmarks' Linux-bridge baseline), never in files."""
 
 
 @dataclass(frozen=True)
@@ -126,11 +128,12 @@ class Topology:
         switches = []
         for spec in self.switches:
             target = resolver(spec)
-            if target not in TARGETS:
+            if target not in TARGETS | BASELINE_TARGETS:
                 raise TopologyError(
                     self.source,
                     f"switches.{spec.name}.target",
-                    f"resolver returned {target!r}; expected one of {sorted(TARGETS)}",
+                    f"resolver returned {target!r}; expected one of "
+                    f"{sorted(TARGETS | BASELINE_TARGETS)}",
                 )
             switches.append(dataclasses.replace(spec, target=target))
         return dataclasses.replace(self, switches=tuple(switches))

@@ -233,6 +233,12 @@ def dry_run(sc: Scenario, topo) -> list[tuple[Program, str, str]]:
             elif c.kind == "swap":
                 loads.append((host_program(c.program, os.path.dirname(sc.source), c.params),
                               c.hook, "host"))
+            elif c.kind == "entry":
+                table = dict(c.entry).get("table")
+                for t in targets:
+                    if t in programs and programs[t].table(table) is None:
+                        raise ScenarioError(sc.source, f"{where}.entry.table",
+                                            f"{t} will have no table {table!r} at t={c.at}")
         except FlexNetError as exc:
             raise ScenarioError(sc.source, where, str(exc)) from exc
     return loads
@@ -347,10 +353,12 @@ def _apply(lab, c: Change, i: int, inverses: dict, base: str):
                                      c.hook, c.direction)
     from ..plan.execute import ChangeRecord
     e = dict(c.entry)
-    sw = lab.device(c.device)
+    devices = ([sw for n, sw in lab.switches.items() if fnmatchcase(n, c.device)]
+               if _is_pattern(c.device) else [lab.device(c.device)])
     t = time.perf_counter()
-    sw.insert(e["table"], tuple(e["match"]), e["action"], tuple(e.get("args", ())),
-              int(e.get("priority", 0)))
+    for sw in devices:
+        sw.insert(e["table"], tuple(e["match"]), e["action"], tuple(e.get("args", ())),
+                  int(e.get("priority", 0)))
     ms = (time.perf_counter() - t) * 1e3
     return ChangeRecord(c.device, c.describe(), "entries_only", at=time.time(), swap_ms=ms,
                         total_ms=ms)

@@ -4,6 +4,8 @@
  * p4src/infra.p4 is checked against the generator by tests/unit/test_p4_backend.py.
  * Do not edit: change the model and regenerate. */
 #include <core.p4>
+/* the extern signatures used here: counter, register<T>, meter indexed by bit<32> */
+#define V1MODEL_VERSION 20180101
 #include <v1model.p4>
 
 header ethernet_t {

@@ -370,10 +370,12 @@ class _Gen:
                     f"packets, row r at r * {m.size} */",
                     f"register<bit<64>>({m.rows * m.size}) {m.name};"]
         # meter
-        return [f"/* token bucket {m.name} per key (crc32 hash into {m.size} meters): the "
-                "rates are configured",
-                f" * from the control plane, not here: CIR = PIR = {m.rate} bytes/s, "
-                f"CBS = PBS = {m.burst} bytes.",
+        return [f"/* token bucket {m.name} per key (a crc32 hash of the key picks one of "
+                f"{m.size} meters).",
+                " * Meter rates are configured from the control plane, not in P4 source: "
+                "the model's",
+                f" * are cir = pir = {m.rate} bytes/s, cburst = pburst = {m.burst} bytes "
+                "(P4Runtime MeterConfig).",
                 " * An unconfigured bmv2 meter is always GREEN (never drops). */",
                 f"meter({m.size}, MeterType.bytes) {m.name};"]
 
@@ -554,7 +556,7 @@ def _provenance(program: Program) -> list[str]:
                          "tests/unit/test_p4_backend.py.")
         return lines
     return [" * Generated from the model by flexnet_lab/compiler/p4.py "
-            f"(flexnet compile ... --target p4)."]
+            "(flexnet compile ... --target p4)."]
 
 
 def generate_p4(program: Program, role: str = "switch") -> str:
@@ -569,7 +571,10 @@ def generate_p4(program: Program, role: str = "switch") -> str:
     head = [f"/* FlexNet Lab: program '{program.name}' as P4_16 for bmv2 (v1model), "
             f"role {role}.", *_provenance(program),
             " * Do not edit: change the model and regenerate. */",
-            "#include <core.p4>", "#include <v1model.p4>", ""]
+            "#include <core.p4>",
+            "/* the extern signatures used here: counter, register<T>, meter indexed by bit<32> */",
+            "#define V1MODEL_VERSION 20180101",
+            "#include <v1model.p4>", ""]
     lines = head + gen.header_types() + gen.parser() + gen.ingress() + gen.tail()
     return "\n".join(lines) + "\n"
 

@@ -113,7 +113,7 @@ class Compiler:
                 "with --system-site-packages") from exc
         os.environ.setdefault("BCC_KERNEL_SOURCE", kernel_source_dir())
         try:
-            bpf = BPF(text=source, cflags=self._cflags + ["-w"])
+            bpf = BPF(text=source.encode(), cflags=self._cflags + ["-w"])
         except Exception as exc:  # bcc raises bare Exception on clang errors
             raise CompileError(f"bcc could not compile the program: {exc}") from exc
         try:

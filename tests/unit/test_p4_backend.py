@@ -28,8 +28,9 @@ def _with_vlan(program: Program) -> Program:
     """A VLAN library program plus the vlan header (parsed after ethernet)."""
     start = program.parser[0]
     tr = start.transition
+    cases = (((ETHERTYPE_VLAN,), "vlan"),) + tr.cases
     start = ParserState(start.name, start.extract, start.sets,
-                        Transition(tr.select, (((ETHERTYPE_VLAN,), "vlan"),) + tr.cases, tr.default))
+                        Transition(tr.select, cases, tr.default))
     vlan = ParserState("vlan", "vlan", transition=Transition(
         ("vlan.ethertype",), (((ETHERTYPE_IPV4,), "ipv4"),)))
     headers = (program.headers[0], VLAN) + program.headers[1:]
@@ -45,7 +46,8 @@ def kitchen_sink() -> Program:
         ParserState("ipv4", "ipv4",
                     sets=(("meta.l3_dst", "ipv4.dst"), ("meta.ip_proto", "ipv4.protocol")),
                     transition=Transition(("ipv4.ihl", "ipv4.protocol"),
-                                          (((5, IPPROTO_UDP), "udp"), ((6, IPPROTO_UDP), "reject")))),
+                                          (((5, IPPROTO_UDP), "udp"),
+                                           ((6, IPPROTO_UDP), "reject")))),
         ParserState("udp", "udp", sets=(("meta.l4_sport", "udp.sport"),
                                         ("meta.l4_dport", "udp.dport"))),
     )
@@ -282,7 +284,7 @@ def test_host_programs_hash_fields():
     assert ("hash(flexnet_idx_tmp3, HashAlgorithm.crc32, 32w0, { flexnet_key_tmp1, "
             "flexnet_key_tmp2, meta.ip_proto, meta.l4_sport, meta.l4_dport }, 32w4096);") in text
     text = generate_p4(library.rate_limiter())
-    assert "CIR = PIR = 12500000 bytes/s" in text      # rates come from the control plane
+    assert "cir = pir = 12500000 bytes/s" in text      # rates come from the control plane
 
 
 # -- (c) structure: every transition goes to a declared state --------------------------------

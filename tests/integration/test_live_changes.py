@@ -19,9 +19,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.root,
-              # bcc 0.26 warns about every str source it compiles
-              pytest.mark.filterwarnings("ignore:not a bytes object:DeprecationWarning")]
+pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
 TOPOLOGIES = REPO / "topologies"
@@ -78,6 +76,7 @@ def _run(lab, specs, during=None):
     from flexnet_lab.verify.traffic import Traffic
 
     traffic = Traffic(lab, list(specs))
+    before = _counters(lab, specs)
     try:
         t0 = traffic.start()
         if during is not None:
@@ -85,16 +84,40 @@ def _run(lab, specs, during=None):
         results = traffic.results()
     finally:
         traffic.stop()
+    time.sleep(0.1)
+    after = _counters(lab, specs)
+    diag = {k: after[k] - before[k] for k in after}
+    for r in results:
+        r.diag = diag  # where packets went, for failure messages
     for r in results:
         assert r.error is None, f"flow {r.spec.name}: iperf3: {r.error}"
         assert r.sent > 0 and r.received > 0, f"flow {r.spec.name}: {r.to_json()}"
     return results
 
 
+def _counters(lab, specs) -> dict[str, int]:
+    """Counters along the flows' paths: switch drops, what the switch in front of each
+    receiver sent it, what the receiver's UDP stack took in or refused."""
+    out = {}
+    for name, sw in lab.switches.items():
+        pc = sw.port_counters()
+        out[f"{name}.dropped"] = pc[0]["dropped_packets"]
+        for dst in {spec.dst for spec in specs}:
+            if lab.topology.host_link(dst)[0] == name:
+                out[f"{name}.tx_to_{dst}"] = pc[lab.topology.host_link(dst)[1]]["tx_packets"]
+    for dst in {spec.dst for spec in specs}:
+        lines = [ln.split() for ln in lab.host(dst).cmd("grep Udp: /proc/net/snmp").splitlines()]
+        udp = dict(zip(lines[0][1:], lines[1][1:]))
+        for key in ("InDatagrams", "RcvbufErrors", "InErrors"):
+            out[f"{dst}.udp.{key}"] = int(udp[key])
+    return out
+
+
 def _loss(r) -> str:
     bad = [(round(i.start, 1), i.lost) for i in r.intervals if i.lost]
     return (f"flow {r.spec.name}: {r.lost} lost of {r.sent} sent ({r.received} received); "
-            f"intervals with loss (start s, lost): {bad[:20]}")
+            f"intervals with loss (start s, lost): {bad[:20]}; counters during the run: "
+            f"{getattr(r, 'diag', {})}")
 
 
 def _sleep_until(t: float) -> None:

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topology", default="fat-tree-k4", help="name in topologies/ or a path")
     p.add_argument("--runs", type=int, default=3, help="bring-ups with eBPF switches")
     p.add_argument("--seconds", type=int, default=5, help="length of one iperf3 test")
-    p.add_argument("--repeats", type=int, default=3, help="iperf3 tests per switch kind")
+    p.add_argument("--repeats", type=int, default=5, help="iperf3 tests per switch kind")
     p.add_argument("--src", default="h1")
     p.add_argument("--dst", default="h16")
     p.add_argument("--output", help="also write the JSON here")

@@ -24,6 +24,7 @@ from .layout import MAX_ARGS, key_words, map_c_name, table_layout
 ROLES = ("switch", "host")
 HOOKS = ("tc", "xdp")
 PIPE_MAP = "flx_pipe"        # root program's tail-call slots (slot 0 = running pipeline)
+SLOT_MAP = "flx_slot"        # root program: which flx_pipe slot runs (0)
 PORTS_MAP = "flx_ports"      # switch: logical port -> {ifindex, peer-mode}
 INPORT_MAP = "flx_inport"    # switch: ifindex -> logical port
 # ops each hook can run; the placement and the delta checks read this
@@ -63,11 +64,17 @@ struct flx_std { u64 ingress_port; u64 egress_port; u64 pkt_len; u32 drop; };
 
 
 def root_source(hook: str) -> str:
-    """The program attached to the interface. It never changes: it jumps into slot 0 of
-    flx_pipe, so replacing the pipeline is one map write, atomic for every packet."""
+    """The program attached to the interface. It never changes: it jumps into the slot of
+    flx_pipe that flx_slot names (always 0), so replacing the pipeline is one map write,
+    atomic for every packet. The slot number is read from a map on purpose: with a constant
+    key the kernel would patch the root's JIT code on every update (text poke, IPIs to all
+    CPUs: milliseconds under load); a key it cannot predict makes the update a plain
+    pointer exchange."""
     ctx, fail = _ctx(hook), ("TC_ACT_SHOT" if hook == "tc" else "XDP_DROP")
-    return (_PRELUDE + f"BPF_PROG_ARRAY({PIPE_MAP}, 2);\n\n"
-            f"int root({ctx} *ctx) {{\n    {PIPE_MAP}.call(ctx, 0);\n"
+    return (_PRELUDE + f"BPF_PROG_ARRAY({PIPE_MAP}, 2);\nBPF_ARRAY({SLOT_MAP}, u32, 1);\n\n"
+            f"int root({ctx} *ctx) {{\n"
+            f"    u32 zero = 0; u32 *slot = {SLOT_MAP}.lookup(&zero);\n"
+            f"    {PIPE_MAP}.call(ctx, slot ? *slot : 0);\n"
             f"    return {fail};  /* empty slot: never reached once a pipeline is set */\n}}\n")
 
 

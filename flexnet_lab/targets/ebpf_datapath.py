@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
-from ..compiler.ebpf import INPORT_MAP, PIPE_MAP, PORTS_MAP, generate, root_source
+from ..compiler.ebpf import PIPE_MAP, PORTS_MAP, INPORT_MAP, SLOT_MAP, generate, root_source
 from ..compiler.layout import COUNTER, METER, TableLayout, key_words, map_c_name, table_layout
 from ..errors import CompileError, TargetError, VerifierError
 from ..program.model import Program, action_id
@@ -69,6 +69,7 @@ class EbpfDatapath:
         self._compiler, self._bpf, self._pin_dir = compiler, bpf, pin_dir
         self._root_fd = -1
         self._pipe_fd = -1
+        self._slot_fd = -1
         self._attached: list[int] = []
         self._running: _Running | None = None
 
@@ -84,7 +85,9 @@ class EbpfDatapath:
         prepared = self.prepare(program)
         root = self._compiler.compile(root_source(self.hook), ["root"])
         self._pipe_fd = self._bpf.map_create(root.maps[PIPE_MAP])
-        self._root_fd = self._load(root, "root", {PIPE_MAP: self._pipe_fd})
+        self._slot_fd = self._bpf.map_create(root.maps[SLOT_MAP])
+        self._root_fd = self._load(root, "root", {PIPE_MAP: self._pipe_fd,
+                                                  SLOT_MAP: self._slot_fd})
         self._pin(self._pipe_fd, PIPE_MAP)
         self._pin(self._root_fd, "root")
         self._commit_slot(prepared)
@@ -104,14 +107,14 @@ class EbpfDatapath:
             except Exception:  # the interface may already be gone with its namespace
                 pass
         self._attached.clear()
-        fds = [self._root_fd, self._pipe_fd]
+        fds = [self._root_fd, self._pipe_fd, self._slot_fd]
         if self._running:
             fds += [self._running.prog_fd] + list(self._running.maps.values())
         for fd in fds:
             if fd >= 0:
                 self._bpf.close(fd)
         self._running = None
-        self._root_fd = self._pipe_fd = -1
+        self._root_fd = self._pipe_fd = self._slot_fd = -1
         if self._pin_dir:
             shutil.rmtree(os.path.join(self._pin_dir, self.device), ignore_errors=True)
 

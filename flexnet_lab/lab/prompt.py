@@ -28,6 +28,7 @@ class LabCLI(CLI):
 
     def __init__(self, lab, **kwargs):
         self.lab = lab
+        self.undo_stack: list = []
         super().__init__(lab.net, **kwargs)
 
     def _guard(self, fn, *args):
@@ -54,7 +55,7 @@ class LabCLI(CLI):
         def show(name, table):
             for e in self.lab.switch(name).entries(table):
                 match = " ".join(_fmt_ip_match(m) for m in e.match)
-                print(f"  {match} -> {e.action}{tuple(e.args) if e.args else '()'}"
+                print(f"  {match} -> {e.action}({', '.join(str(a) for a in e.args)})"
                       + (f" prio {e.priority}" if e.priority else ""))
         parts = line.split()
         if len(parts) != 2:
@@ -78,6 +79,83 @@ class LabCLI(CLI):
         for (h, hook, direction), dp in found:
             print(f"  {h} {hook}/{direction}: {dp.program.name} "
                   f"(maps: {', '.join(m.name for m in dp.program.maps)})")
+
+    def do_delta(self, line):
+        """delta SWITCH|PATTERN FILE: apply a delta (YAML) live; `undo` reverts the last."""
+        def run(target, path):
+            from ..program.delta import load_delta
+            delta = load_delta(path)
+            if any(ch in target for ch in "*?["):
+                recs, inverses = self.lab.apply_delta_network(target, delta)
+                self.undo_stack.append(("network", inverses))
+            else:
+                rec, inverse = self.lab.apply_delta(target, delta)
+                recs = [rec]
+                self.undo_stack.append((target, inverse))
+            for rec in recs:
+                print(f"  {rec.device}: {rec.kind}, swap {rec.swap_ms:.3f} ms, "
+                      f"compile {rec.compile_ms:.0f} ms")
+                for line_ in rec.plan.explain().splitlines()[1:]:
+                    print(f"    {line_}")
+        parts = line.split()
+        if len(parts) != 2:
+            print("usage: delta SWITCH|PATTERN FILE")
+            return
+        self._guard(run, *parts)
+
+    def do_undo(self, line):
+        """undo: revert the last delta applied from this prompt."""
+        def run():
+            if not self.undo_stack:
+                print("  nothing to undo")
+                return
+            target, inverse = self.undo_stack.pop()
+            items = inverse.items() if target == "network" else [(target, inverse)]
+            for dev, inv in items:
+                rec, _ = self.lab.apply_delta(dev, inv, "undo")
+                print(f"  {dev}: {rec.kind}, swap {rec.swap_ms:.3f} ms")
+        self._guard(run)
+
+    def do_attach(self, line):
+        """attach HOST PROGRAM [xdp|tc] [ingress|egress]: run a host function (library
+        name or YAML file) on the host's interface."""
+        def run(host, prog, hook="xdp", direction="ingress"):
+            from ..verify.scenario import host_program
+            dp = self.lab.attach_host_program(host, host_program(prog, "."), hook, direction)
+            print(f"  {host} {hook}/{direction}: {dp.program.name}")
+        parts = line.split()
+        if not 2 <= len(parts) <= 4:
+            print("usage: attach HOST PROGRAM [xdp|tc] [ingress|egress]")
+            return
+        self._guard(run, *parts)
+
+    def do_swap(self, line):
+        """swap HOST PROGRAM [xdp|tc] [ingress|egress]: atomically replace a host function;
+        maps both programs have keep their contents."""
+        def run(host, prog, hook="xdp", direction="ingress"):
+            from ..verify.scenario import host_program
+            rec = self.lab.swap_host_program(host, host_program(prog, "."), hook, direction)
+            print(f"  {rec.description}: swap {rec.swap_ms:.3f} ms, compile {rec.compile_ms:.0f} ms")
+        parts = line.split()
+        if not 2 <= len(parts) <= 4:
+            print("usage: swap HOST PROGRAM [xdp|tc] [ingress|egress]")
+            return
+        self._guard(run, *parts)
+
+    def do_maps(self, line):
+        """maps DEVICE MAP: a map's contents (DEVICE: a switch, or HOST[:hook[:direction]])."""
+        def run(device, name):
+            value = self.lab.device(device).read_map(name)
+            items = enumerate(value) if isinstance(value, list) else value.items()
+            shown = [(k, v) for k, v in items if v not in (0, (0, 0))]
+            for k, v in shown[:40]:
+                print(f"  {k}: {v}")
+            print(f"  ({len(shown)} non-zero)")
+        parts = line.split()
+        if len(parts) != 2:
+            print("usage: maps DEVICE MAP")
+            return
+        self._guard(run, *parts)
 
     def do_routes(self, line):
         """routes SWITCH: the routes the lab computed for the switch."""

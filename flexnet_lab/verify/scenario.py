@@ -383,12 +383,15 @@ def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
     first_change = min([at for _, at in changes], default=sc.duration)
     bases = {n: baseline(r, 0.5, min(sc.baseline_s, first_change - 0.3)) for n, r in flows.items()}
     impact = {n: impacts(r, bases[n], changes, Window()) for n, r in flows.items()}
+    paths = {n: _flow_nodes(lab, r.spec) for n, r in flows.items()}
     # which switch dropped packets in each change window (drop counters are exact)
     for idx, (desc, at, rec, before) in enumerate(applied):
         after = applied[idx + 1][3] if idx + 1 < len(applied) else final
         where = locate(before, after, [])
+        touched = _devices_of(lab, applied[idx][2].device)
         for n in impact:
             impact[n][idx].located = where
+            impact[n][idx].on_path = bool(touched & paths[n])
     links = _switch_links(lab)
     rows = []
     for e in sc.expect:
@@ -409,6 +412,20 @@ def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
                              for sw, cs in final.items()}, final, links),
     }
     return Outcome(sc, passed, rows, report)
+
+
+def _flow_nodes(lab, spec: FlowSpec) -> set[str]:
+    """Every node a flow's packets or its acknowledgements cross."""
+    from ..topology.routes import path
+    return set(path(lab.topology, spec.src, spec.dst, lab.routes)) | \
+        set(path(lab.topology, spec.dst, spec.src, lab.routes))
+
+
+def _devices_of(lab, device: str) -> set[str]:
+    """Nodes a change touched: a switch pattern, a switch, or a host's program slot."""
+    if _is_pattern(device):
+        return {n for n in lab.switches if fnmatchcase(n, device)}
+    return {device.split(":")[0].split("-")[0]}
 
 
 def _switch_links(lab) -> list[tuple]:
@@ -437,10 +454,14 @@ def _expectation(e: dict, flows, impact, bases, reach, host_maps) -> dict:
         if r.error:
             detail += f"; iperf3: {r.error}"
         if r.spec.proto == "tcp":
-            detail = (f"{r.retransmits} retransmits; " +
-                      "; ".join(f"{i.change}: {i.retransmits} vs {i.expected_retransmits:.1f} "
-                                "expected" for i in impact[e["flow"]]))
-            ok = r.error is None and r.received > 0
+            detail = (f"{r.retransmits} retransmits in the run, baseline "
+                      f"{bases[e['flow']].retransmits}; per change (on the flow's path): " +
+                      "; ".join(f"{i.change}: {i.retransmits} vs {i.expected_retransmits:.1f}"
+                                for i in impact[e["flow"]] if i.on_path))
+            if blamed:
+                detail += "; blamed: " + "; ".join(
+                    f"{b.change} (+{b.excess_retransmits:.0f} retransmits)" for b in blamed)
+            ok = r.error is None and r.received > 0 and not blamed
         return {"expect": e, "ok": ok, "detail": detail}
     if "lost_at_least" in e:
         r = flows[e["flow"]]

@@ -581,7 +581,7 @@ def generate_p4(program: Program, role: str = "switch") -> str:
 
 def write_p4(program: Program, out_dir: str) -> list[str]:
     """Write <out_dir>/<name>.p4; with p4c-bm2-ss on PATH also compile it to <name>.json
-    and <name>.p4info.txtpb. Returns the paths written."""
+    and <name>.p4info.txt. Returns the paths written."""
     text = generate_p4(program)
     os.makedirs(out_dir, exist_ok=True)
     name = program.name
@@ -591,7 +591,7 @@ def write_p4(program: Program, out_dir: str) -> list[str]:
     p4c = shutil.which("p4c-bm2-ss")
     if p4c is None:
         return [src]
-    info, json_ = f"{name}.p4info.txtpb", f"{name}.json"
+    info, json_ = f"{name}.p4info.txt", f"{name}.json"
     res = subprocess.run([p4c, "--p4runtime-files", info, "-o", json_, f"{name}.p4"],
                          cwd=out_dir, capture_output=True, text=True)
     if res.returncode != 0:

@@ -365,15 +365,15 @@ def test_write_p4_without_p4c(tmp_path, monkeypatch):
 
 def test_write_p4_runs_p4c(tmp_path, monkeypatch):
     fake = tmp_path / "p4c-bm2-ss"
-    fake.write_text("#!/bin/sh\necho \"$@\" > args.txt\n: > infra.json\n: > infra.p4info.txtpb\n")
+    fake.write_text("#!/bin/sh\necho \"$@\" > args.txt\n: > infra.json\n: > infra.p4info.txt\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setattr(p4mod.shutil, "which", lambda name: str(fake))
     out = tmp_path / "out"
     paths = write_p4(library.infrastructure(), str(out))
     assert paths == [str(out / "infra.p4"), str(out / "infra.json"),
-                     str(out / "infra.p4info.txtpb")]
+                     str(out / "infra.p4info.txt")]
     assert (out / "args.txt").read_text().split() == [
-        "--p4runtime-files", "infra.p4info.txtpb", "-o", "infra.json", "infra.p4"]
+        "--p4runtime-files", "infra.p4info.txt", "-o", "infra.json", "infra.p4"]
 
 
 def test_write_p4_reports_p4c_failure(tmp_path, monkeypatch):

@@ -62,7 +62,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv --system-site-packages .venv
 fi
-.venv/bin/pip install -q -e '.[test]'
+.venv/bin/pip install -q -e '.[test,bmv2]'
 
 echo "checking the venv: bcc, mininet, pyroute2"
 if ! .venv/bin/python -c 'import bcc, mininet, pyroute2; print("ok: bcc, mininet, pyroute2 import from .venv")'; then

@@ -189,8 +189,10 @@ class Lab:
             self.switches[name] = sw
             sw.boot()
         elif spec.target == "bmv2":
-            raise LabError(f"switch {name}: the bmv2 target is not implemented in this version "
-                           "(set `target: ebpf`)")
+            from ..targets.bmv2_switch import Bmv2Switch
+            sw = Bmv2Switch(name, node, ports, self.tag.dir)
+            self.switches[name] = sw
+            sw.boot(self.infra)
         else:
             raise LabError(f"switch {name}: unknown target {spec.target!r}")
 
@@ -199,7 +201,8 @@ class Lab:
         for sw_name, routes in self.routes.items():
             sw = self.switches[sw_name]
             for r in routes:
-                if getattr(sw, "kind", "") == "bridge":
+                kind = getattr(sw, "kind", "")
+                if kind == "bridge":
                     sw.add_route(hosts[r.dst_ip].mac, r.port)
                 else:
                     sw.insert("l3_fwd", ((int(ipaddress.IPv4Address(r.dst_ip)), r.prefixlen),),

@@ -47,6 +47,9 @@ class ChangeRecord:
 
 
 def capabilities(device) -> set[str]:
+    if getattr(device, "kind", "") == "bmv2":
+        from ..compiler.p4 import P4_CAPABILITIES
+        return set(P4_CAPABILITIES)
     return CAPABILITIES.get(getattr(device, "hook", "tc"), set())
 
 

@@ -129,13 +129,18 @@ control ingress(inout headers hdr, inout metadata meta,
                 inout standard_metadata_t standard_metadata) {
     flexnet_std_t std;
 
-    counter(32, CounterType.packets_and_bytes) port_rx;
-    counter(32, CounterType.packets_and_bytes) port_tx;
+    /* counter port_rx: (packets, bytes) per index, as a register pair */
+    register<bit<64>>(32) port_rx_packets;
+    register<bit<64>>(32) port_rx_bytes;
+    /* counter port_tx: (packets, bytes) per index, as a register pair */
+    register<bit<64>>(32) port_tx_packets;
+    register<bit<64>>(32) port_tx_bytes;
 
     action forward(bit<16> port) {
-        standard_metadata.egress_spec = (bit<9>)port;
-        std.egress_port = port;
-        std.drop = 1w0;
+        if (std.drop == 1w0) {
+            standard_metadata.egress_spec = (bit<9>)port;
+            std.egress_port = port;
+        }
     }
 
     action drop() {
@@ -154,15 +159,27 @@ control ingress(inout headers hdr, inout metadata meta,
     }
 
     apply {
+        bit<64> flexnet_val_tmp1;
+        bit<32> flexnet_idx_tmp2;
+        bit<64> flexnet_val_tmp3;
+        bit<32> flexnet_idx_tmp4;
         if (standard_metadata.parser_error != error.NoError) {
             mark_to_drop(standard_metadata);   /* reject = drop */
         } else {
             std.ingress_port = (bit<16>)standard_metadata.ingress_port;
             std.egress_port = 16w0;
             std.drop = 1w0;
-            port_rx.count((bit<32>)std.ingress_port);
+            flexnet_idx_tmp2 = (bit<32>)std.ingress_port;
+            port_rx_packets.read(flexnet_val_tmp1, flexnet_idx_tmp2);
+            port_rx_packets.write(flexnet_idx_tmp2, flexnet_val_tmp1 + 64w1);
+            port_rx_bytes.read(flexnet_val_tmp1, flexnet_idx_tmp2);
+            port_rx_bytes.write(flexnet_idx_tmp2, flexnet_val_tmp1 + (bit<64>)standard_metadata.packet_length);
             l3_fwd.apply();
-            port_tx.count((bit<32>)std.egress_port);
+            flexnet_idx_tmp4 = (bit<32>)std.egress_port;
+            port_tx_packets.read(flexnet_val_tmp3, flexnet_idx_tmp4);
+            port_tx_packets.write(flexnet_idx_tmp4, flexnet_val_tmp3 + 64w1);
+            port_tx_bytes.read(flexnet_val_tmp3, flexnet_idx_tmp4);
+            port_tx_bytes.write(flexnet_idx_tmp4, flexnet_val_tmp3 + (bit<64>)standard_metadata.packet_length);
             /* verdict: a packet nothing forwarded (std.egress_port 0) is dropped;
              * v1model drops a packet whose egress_spec is the drop port (511) */
             if (std.drop == 1w1 || std.egress_port == 16w0) {

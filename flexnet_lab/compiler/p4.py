@@ -18,7 +18,8 @@ the generated source, so a student can follow it:
   checksum  - ipv4.checksum recomputed (csum16) when the ipv4 header is valid and was set;
   deparser  - every header emitted in parser order (an invalid header emits nothing).
 
-Maps: counter -> counter(packets_and_bytes); register -> register<bit<64>>; hash ->
+Maps: counter -> register<bit<64>> pair <map>_packets/<map>_bytes (not a P4 counter: PI's
+reconcile cannot replay counter entries); register -> register<bit<64>>; hash ->
 register<bit<64>> pair <map>_packets/<map>_bytes indexed by a crc32 hash of the key (bmv2
 has no exact-key hash map, so flows whose hashes collide share a slot); sketch -> one
 register<bit<64>> of rows x size slots (row r at r * size, the eBPF layout); meter ->
@@ -129,7 +130,8 @@ def _check_names(p: Program) -> None:
 
 def _map_objects(m: Map) -> list[str]:
     """P4 instance names of a map."""
-    return [f"{m.name}_packets", f"{m.name}_bytes"] if m.kind == "hash" else [m.name]
+    return ([f"{m.name}_packets", f"{m.name}_bytes"] if m.kind in ("hash", "counter")
+            else [m.name])
 
 
 def _lit(value: int, bits: int) -> str:
@@ -355,7 +357,12 @@ class _Gen:
 
     def map_decl(self, m: Map) -> list[str]:
         if m.kind == "counter":
-            return [f"counter({m.size}, CounterType.packets_and_bytes) {m.name};"]
+            # registers, not a P4 counter: PI's RECONCILE_AND_COMMIT reads counter entries
+            # and replays them as INSERTs, which fails, so a program with counters could
+            # never change hitlessly; registers are read and carried over by the lab
+            return [f"/* counter {m.name}: (packets, bytes) per index, as a register pair */",
+                    f"register<bit<64>>({m.size}) {m.name}_packets;",
+                    f"register<bit<64>>({m.size}) {m.name}_bytes;"]
         if m.kind == "register":
             return [f"register<bit<64>>({m.size}) {m.name};"]
         if m.kind == "hash":
@@ -430,9 +437,11 @@ class _Gen:
         """P4 statements of one op; `where` names it in errors (control[2].ops[0])."""
         a = op.args
         if op.name == "forward":
-            return [f"standard_metadata.egress_spec = {self.value(a[0], action, 9)};",
-                    f"std.egress_port = {self.value(a[0], action, 16)};",
-                    "std.drop = 1w0;"]
+            # drop is final, as on the eBPF targets: a later forward does not undo it
+            return ["if (std.drop == 1w0) {",
+                    f"    standard_metadata.egress_spec = {self.value(a[0], action, 9)};",
+                    f"    std.egress_port = {self.value(a[0], action, 16)};",
+                    "}"]
         if op.name == "drop":
             return ["mark_to_drop(standard_metadata);", "std.egress_port = 16w0;",
                     "std.drop = 1w1;"]
@@ -447,7 +456,12 @@ class _Gen:
         if op.name in ("push_vlan", "pop_vlan"):
             return self.vlan_op(op, action, where)
         if op.name == "count":
-            return [f"{a[0]}.count({self.value(a[1], action, 32)});"]
+            v, idx = temps.new("val", 64), temps.new("idx", 32)
+            return [f"{idx} = {self.value(a[1], action, 32)};",
+                    f"{a[0]}_packets.read({v}, {idx});",
+                    f"{a[0]}_packets.write({idx}, {v} + 64w1);",
+                    f"{a[0]}_bytes.read({v}, {idx});",
+                    f"{a[0]}_bytes.write({idx}, {v} + (bit<64>)standard_metadata.packet_length);"]
         if op.name == "reg_write":
             return [f"{a[0]}.write({self.value(a[1], action, 32)}, "
                     f"{self.value(a[2], action, 64)});"]

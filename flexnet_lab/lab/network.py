@@ -83,6 +83,8 @@ class Lab:
             self._install_routes()
             if any(s.target == "bridge" for s in self.topology.switches):
                 self._static_neighbours()
+            if any(s.target == "bmv2" for s in self.topology.switches):
+                self._software_checksums()
         except BaseException:
             self.stop()
             raise
@@ -207,6 +209,15 @@ class Lab:
                 else:
                     sw.insert("l3_fwd", ((int(ipaddress.IPv4Address(r.dst_ip)), r.prefixlen),),
                               "forward", (r.port,))
+
+    def _software_checksums(self) -> None:
+        """bmv2 reads and writes raw frames (pcap): a checksum left to offload would go out
+        wrong, and a TSO/GSO super-frame would not fit. Hosts finish their packets in
+        software when a bmv2 switch is in the lab."""
+        for node in self.net.hosts + [self.net.get(n) for n, sw in self.switches.items()
+                                      if getattr(sw, "kind", "") == "bmv2"]:
+            node.cmd("; ".join(f"ethtool -K {i.name} tx off tso off gso off >/dev/null 2>&1"
+                               for i in node.intfList() if i.name != "lo"))
 
     def _static_neighbours(self) -> None:
         """Bridges do not flood broadcasts (loops), so ARP is pre-resolved for them."""

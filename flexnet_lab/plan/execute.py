@@ -85,6 +85,7 @@ def apply_programs(changes: list[tuple[object, Program, str]]) -> list[ChangeRec
             rec.at = time.time()
             rec.swap_ms = dev.commit(prep)
             rec.compile_ms, rec.load_ms = prep.compile_ms, prep.load_ms
+            rec.notes += getattr(dev, "last_notes", [])
         else:
             rec.at = time.time()
             dev.adopt(prog)  # entries-only: same pipeline, new defaults below

@@ -5,11 +5,13 @@ from its own namespace); bmv2's thrift server, which always binds 0.0.0.0:9090, 
 reachable only inside the switch's namespace. The program comes from the same model as
 the eBPF switch's, compiled by the P4 backend and p4c-bm2-ss.
 
-Runtime program changes are not supported yet: PI answered "Error when reconciling
-config" to RECONCILE_AND_COMMIT of the infrastructure program plus an ACL table (bmv2
-1.15.5, PI 0.1.2), and a plain VERIFY_AND_COMMIT empties every table. prepare() therefore
-refuses a change before anything reaches the switch; finding the hitless sequence is the
-open part of the bmv2 work.
+A program change is prepare (generate P4, compile with p4c; nothing reaches the switch)
+then commit: entries of tables the new program drops are deleted first (PI cannot
+reconcile entries of a table that disappears), then RECONCILE_AND_COMMIT swaps the
+pipeline per packet and replays the surviving tables' entries. PI also replays P4 counter
+entries as INSERTs, which fails; that is why the P4 backend encodes counters as registers.
+bmv2 starts the new pipeline with registers at zero: carrying them over (thrift) is not
+done yet, and every change says so in its record.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class Bmv2Switch:
     def __init__(self, name: str, node, ports: dict[int, tuple[str, bool]], run_dir: str):
         self.device, self.node, self.ports, self.run_dir = name, node, ports, run_dir
         self.program: Program | None = None
+        self.last_notes: list[str] = []
         self._proc = None
         self._client: P4RuntimeClient | None = None
         self.log_path = os.path.join(run_dir, f"{name}.bmv2.log")
@@ -93,9 +96,6 @@ class Bmv2Switch:
 
     # --- program changes ------------------------------------------------------------------
     def prepare(self, program: Program) -> Bmv2Prepared:
-        if self.program is not None:
-            raise TargetError(self.device, "runtime program changes on bmv2 are not supported "
-                              "yet; the running program and its entries are unchanged")
         return self._compile(program)
 
     def _compile(self, program: Program) -> Bmv2Prepared:
@@ -113,7 +113,7 @@ class Bmv2Switch:
 
     def commit(self, prepared: Bmv2Prepared) -> float:
         """Delete entries of dropped tables, then reconcile-and-commit: returns ms.
-        (Unreachable while prepare() refuses changes; kept as the sequence to make work.)"""
+"""
         old = self.program
         gone = [t.name for t in old.tables if prepared.program.table(t.name) is None] if old else []
         for table in gone:
@@ -123,6 +123,9 @@ class Bmv2Switch:
         self._client.set_pipeline(prepared.p4info, prepared.device_json, "RECONCILE_AND_COMMIT")
         elapsed = (time.perf_counter() - t0) * 1e3
         self.program = prepared.program
+        maps = [m.name for m in prepared.program.maps]
+        self.last_notes = ([f"bmv2 reset the state of {', '.join(maps)} (registers are not "
+                            "carried across a pipeline change yet)"] if maps else [])
         return elapsed
 
     def abort(self, prepared: Bmv2Prepared) -> None:
@@ -178,9 +181,9 @@ class Bmv2Switch:
             match = []
             for fm in e.match:
                 kind = kinds[fm.field_id]
-                if kind == 3:      # LPM
+                if kind == 3:      # P4Info MatchType LPM
                     match.append((int.from_bytes(fm.lpm.value, "big"), fm.lpm.prefix_len))
-                elif kind == 2:    # TERNARY
+                elif kind == 4:    # TERNARY
                     match.append((int.from_bytes(fm.ternary.value, "big"),
                                   int.from_bytes(fm.ternary.mask, "big")))
                 else:

@@ -64,7 +64,7 @@ def main() -> int:
         tables=(Table("acl", (Key("meta.l4_dport", "exact"),), ("drop", "nop"), "nop", size=64),),
         control=host_a.control + (Stmt(table="acl"),))
     topo = load_topology(os.path.join(ROOT, "topologies/linear.yaml"))
-    with Lab(topo) as lab:
+    with Lab(topo, switch_kind="ebpf") as lab:
         h1, h2 = lab.host("h1"), lab.host("h2")
         dp = lab.attach_host_program("h2", host_a, "xdp")
         s1 = lab.switch("s1")

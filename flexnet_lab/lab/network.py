@@ -28,10 +28,8 @@ from .clean import release_bpffs
 from .runstate import RunTag, ensure_bpffs
 
 
-# The bmv2 target (P4Runtime) is not part of this version; until it is, "auto" resolves to
-# the eBPF switch even where simple_switch_grpc is installed, so the shipped topologies run
-# everywhere (the Vagrant VM included). topology.resolve_auto keeps the documented rule.
-BMV2_TARGET_AVAILABLE = False
+# "auto" switches become bmv2 where simple_switch_grpc is installed (topology.resolve_auto)
+BMV2_TARGET_AVAILABLE = True
 
 
 def have_bmv2() -> bool:
@@ -59,6 +57,7 @@ class Lab:
         self.infra: Program = infrastructure()
         self.bringup_s: float | None = None
         self._netns: list[str] = []
+        self._p4_compiled: dict = {}
         self._owner = os.getpid()  # a forked copy of this object must never tear down
 
     # --- life cycle -----------------------------------------------------------------------
@@ -192,7 +191,7 @@ class Lab:
             sw.boot()
         elif spec.target == "bmv2":
             from ..targets.bmv2_switch import Bmv2Switch
-            sw = Bmv2Switch(name, node, ports, self.tag.dir)
+            sw = Bmv2Switch(name, node, ports, self.tag.dir, self._p4_compiled)
             self.switches[name] = sw
             sw.boot(self.infra)
         else:

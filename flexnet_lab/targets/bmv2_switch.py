@@ -46,11 +46,13 @@ class Bmv2Switch:
     kind = "bmv2"
     hook = "p4"
 
-    def __init__(self, name: str, node, ports: dict[int, tuple[str, bool]], run_dir: str):
+    def __init__(self, name: str, node, ports: dict[int, tuple[str, bool]], run_dir: str,
+                 compiled: dict | None = None):
         self.device, self.node, self.ports, self.run_dir = name, node, ports, run_dir
         self.program: Program | None = None
         self.last_notes: list[str] = []
-        self._compiled: dict[Program, Bmv2Prepared] = {}
+        # p4c outputs per program, shared by the lab's bmv2 switches (one compile each)
+        self._compiled: dict[Program, Bmv2Prepared] = {} if compiled is None else compiled
         self._proc = None
         self._client: P4RuntimeClient | None = None
         self.log_path = os.path.join(run_dir, f"{name}.bmv2.log")

@@ -258,8 +258,11 @@ def run_scenario(path: str, topology_dir: str, results_dir: str = "results",
                  quiet: bool = False) -> Outcome:
     from ..lab.network import Lab
     from ..topology.loader import find_topology, load_topology
+    from ..topology.model import resolve_auto
     sc = load_scenario(path)
-    topo = load_topology(find_topology(sc.topology, topology_dir))
+    # scenario rates are set for the eBPF switch: `auto` switches run eBPF here; a scenario
+    # that wants bmv2 names a topology whose switches say `target: bmv2`
+    topo = resolve_auto(load_topology(find_topology(sc.topology, topology_dir)), False)
     loads = dry_run(sc, topo)
     base = os.path.dirname(os.path.abspath(path))
     with Lab(topo) as lab:

@@ -154,7 +154,7 @@ def test_bmv2_and_ebpf_switch_agree(variant, tmp_path):
     paths = write_p4(program.with_(name="dut"), str(tmp_path))
     json_path = next(p for p in paths if p.endswith(".json"))
     frames = packets()
-    with Lab(load_topology(os.path.join(ROOT, "topologies/linear.yaml"))) as lab:
+    with Lab(load_topology(os.path.join(ROOT, "topologies/linear.yaml")), switch_kind="ebpf") as lab:
         s1 = lab.switch("s1")
         if variant != "infra":
             from flexnet_lab.plan.execute import apply_program

@@ -39,7 +39,7 @@ def _sketch_total(values: list[int], rows: int, size: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def leaf_spine():
-    with Lab(load_topology(os.path.join(ROOT, "topologies/leaf-spine.yaml"))) as lab:
+    with Lab(load_topology(os.path.join(ROOT, "topologies/leaf-spine.yaml")), switch_kind="ebpf") as lab:
         yield lab
 
 

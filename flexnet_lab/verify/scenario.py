@@ -417,6 +417,9 @@ def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
     return Outcome(sc, passed, rows, report)
 
 
+TAIL_TOLERANCE = 20  # datagrams iperf3's server may leave unread when the test ends
+
+
 def _flow_nodes(lab, spec: FlowSpec) -> set[str]:
     """Every node a flow's packets or its acknowledgements cross."""
     from ..topology.routes import path
@@ -447,9 +450,14 @@ def _expectation(e: dict, flows, impact, bases, reach, host_maps) -> dict:
     if e.get("zero_loss"):
         r = flows[e["flow"]]
         blamed = [i for i in impact[e["flow"]] if i.blamed]
-        ok = not blamed and r.error is None
-        detail = (f"{r.lost} lost of {r.sent} in the run; baseline {bases[e['flow']].lost} "
-                  f"lost of {bases[e['flow']].packets}")
+        base = bases[e["flow"]]
+        # gaps anywhere in the flow beyond the baseline's rate, or a tail larger than what
+        # iperf3 leaves unread at the end of a test, fail it even outside change windows
+        allowed_gaps = base.loss_rate * max(r.sent, 1) + 0.5
+        tail_ok = r.tail_lost <= max(TAIL_TOLERANCE, r.sent // 10000)
+        ok = not blamed and r.error is None and r.gap_lost <= allowed_gaps and tail_ok
+        detail = (f"{r.lost} lost of {r.sent} in the run ({r.gap_lost} as gaps, {r.tail_lost} "
+                  f"unread at the end); baseline {base.lost} lost of {base.packets}")
         if blamed:
             detail += "; blamed: " + "; ".join(
                 f"{b.change} (+{b.excess:.0f} lost{', ' + ', '.join(b.located) if b.located else ''})"

@@ -44,11 +44,18 @@ class FlowResult:
     retransmits: int = 0
     bps: float = 0.0
     error: str | None = None
+    tail_lost: int = 0      # sent but never read, after the server's last datagram
+
+    @property
+    def gap_lost(self) -> int:
+        """Loss the receiver saw as sequence gaps (placed in time by the intervals)."""
+        return self.lost - self.tail_lost
 
     def to_json(self) -> dict:
         return {"name": self.spec.name, "src": self.spec.src, "dst": self.spec.dst,
                 "proto": self.spec.proto, "sent": self.sent, "received": self.received,
-                "lost": self.lost, "retransmits": self.retransmits,
+                "lost": self.lost, "tail_lost": self.tail_lost,
+                "retransmits": self.retransmits,
                 "mbps": round(self.bps / 1e6, 2), "error": self.error,
                 "intervals": [[round(i.start, 2), round(i.end, 2), round(i.bps / 1e6, 2),
                                i.packets, i.lost, i.retransmits] for i in self.intervals]}
@@ -141,8 +148,11 @@ def parse_iperf(spec: FlowSpec, text: str, t0: float, offset: float) -> FlowResu
         total = int(s_end.get("packets", 0))
         res.received = total - res.lost
         # the server only sees gaps before its last datagram: loss at the end of a flow
-        # (or of a whole flow) shows only as sent minus received
-        res.lost = max(res.lost, res.sent - res.received)
+        # (or of a whole flow) shows only as sent minus received. iperf3's server also stops
+        # reading at the end of the test, so a few datagrams can be left unread there: the
+        # tail is kept apart from the gaps
+        res.tail_lost = max(0, res.sent - res.received - res.lost)
+        res.lost += res.tail_lost
         res.bps = float(c_end.get("bits_per_second", 0.0)) * (res.received / total if total else 0)
         for it in server.get("intervals", []):
             s = it.get("sum", {})

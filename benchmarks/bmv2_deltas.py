@@ -25,28 +25,11 @@ from flexnet_lab.lab.network import Lab  # noqa: E402
 from flexnet_lab.plan.execute import apply_program  # noqa: E402
 from flexnet_lab.program.delta import load_delta  # noqa: E402
 from flexnet_lab.topology.loader import parse_topology  # noqa: E402
-from flexnet_lab.verify.traffic import FlowSpec, Traffic  # noqa: E402
+from flexnet_lab.verify.traffic import FlowSpec, measure_flow, percentile  # noqa: E402
 
 TOPO = {"hosts": {"h1": {}, "h2": {}}, "switches": {"s1": {"target": "bmv2"},
                                                      "s2": {"target": "ebpf"}},
         "links": [["h1", "s1"], ["h2", "s2"], ["s1", "s2"]]}
-
-
-def pct(values, q):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
-
-
-def run_flow(lab, spec, during=None):
-    traffic = Traffic(lab, [spec])
-    try:
-        traffic.start()
-        time.sleep(0.5)
-        if during:
-            during()
-        return traffic.results()[0]
-    finally:
-        traffic.stop()
 
 
 def main() -> int:
@@ -71,7 +54,7 @@ def main() -> int:
         before = s1.entries("l3_fwd")
         duration = max(5.0, args.deltas * 0.12 + 2)
         spec = FlowSpec("udp", "h1", "h2", "udp", rate, duration)
-        base = run_flow(lab, spec)
+        base = measure_flow(lab, spec)
         records, preserved = [], []
 
         def deltas():
@@ -80,12 +63,12 @@ def main() -> int:
                 preserved.append(s1.entries("l3_fwd") == before)
                 time.sleep(0.05)
 
-        live = run_flow(lab, spec, deltas)
+        live = measure_flow(lab, spec, deltas)
     swaps = [r.swap_ms for r in records]
     out = {"deltas": len(records), "rate_mbit": rate / 1e6, "duration_s": duration,
            "sent": live.sent, "lost": live.lost, "baseline_sent": base.sent,
            "baseline_lost": base.lost,
-           "delta_p50_ms": round(pct(swaps, 50), 2), "delta_p99_ms": round(pct(swaps, 99), 2),
+           "delta_p50_ms": round(percentile(swaps, 50), 2), "delta_p99_ms": round(percentile(swaps, 99), 2),
            "compile_p50_ms": round(statistics.median(compile_ms), 1),
            "entries_preserved": all(preserved),
            "register_increments_lost": "all: bmv2 resets port_rx/port_tx at every pipeline "

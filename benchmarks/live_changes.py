@@ -12,7 +12,6 @@ import gc
 import ipaddress
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -25,24 +24,7 @@ from flexnet_lab.program.model import Key, Stmt, Table  # noqa: E402
 from flexnet_lab.lab.network import Lab  # noqa: E402
 from flexnet_lab.plan.execute import apply_program  # noqa: E402
 from flexnet_lab.topology import load_topology  # noqa: E402
-from flexnet_lab.verify.traffic import FlowSpec, Traffic  # noqa: E402
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
-
-
-def run_flow(lab, spec: FlowSpec, during=None):
-    traffic = Traffic(lab, [spec])
-    try:
-        traffic.start()
-        time.sleep(0.5)  # the flow is steady before the first change
-        if during:
-            during()
-        return traffic.results()[0]
-    finally:
-        traffic.stop()
+from flexnet_lab.verify.traffic import FlowSpec, measure_flow, percentile  # noqa: E402
 
 
 def main() -> int:
@@ -78,7 +60,7 @@ def main() -> int:
         compile_s = time.perf_counter() - t
 
         spec = FlowSpec("udp", "h1", "h2", "udp", rate, duration)
-        base = run_flow(lab, spec)
+        base = measure_flow(lab, spec)
 
         records = []
 
@@ -106,7 +88,7 @@ def main() -> int:
                 time.sleep(args.interval_ms / 1000)
 
         before = _flow_count(dp, h1.IP(), h2.IP())
-        live = run_flow(lab, spec, changes)
+        live = measure_flow(lab, spec, changes)
         after = _flow_count(dp, h1.IP(), h2.IP())
 
     swaps = [r.swap_ms for r in records]
@@ -123,11 +105,11 @@ def main() -> int:
         "lost": live.lost,
         "baseline_sent": base.sent,
         "baseline_lost": base.lost,
-        "swap_p50_ms": round(pct(swaps, 50), 4),
-        "swap_p99_ms": round(pct(swaps, 99), 4),
+        "swap_p50_ms": round(percentile(swaps, 50), 4),
+        "swap_p99_ms": round(percentile(swaps, 99), 4),
         "swap_max_ms": round(max(swaps), 4),
-        "change_p50_ms": round(pct(totals, 50), 3),
-        "change_p99_ms": round(pct(totals, 99), 3),
+        "change_p50_ms": round(percentile(totals, 50), 3),
+        "change_p99_ms": round(percentile(totals, 99), 3),
         "compile_all_variants_s": round(compile_s, 3),
         "controller_sched": "SCHED_FIFO 10, GC off during changes" if args.rt else "normal",
         "flow_counter_packets": counted,

@@ -203,3 +203,22 @@ class Traffic:
     def stop(self) -> None:
         for f in self.flows:
             f.stop()
+
+
+def measure_flow(lab, spec: FlowSpec, during=None, settle_s: float = 0.5) -> FlowResult:
+    """Run one flow to its end; `during()` runs once the flow is steady (after settle_s)."""
+    traffic = Traffic(lab, [spec])
+    try:
+        traffic.start()
+        time.sleep(settle_s)
+        if during:
+            during()
+        return traffic.results()[0]
+    finally:
+        traffic.stop()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]

@@ -66,7 +66,8 @@ def main() -> int:
         live = measure_flow(lab, spec, deltas)
     swaps = [r.swap_ms for r in records]
     out = {"deltas": len(records), "rate_mbit": rate / 1e6, "duration_s": duration,
-           "sent": live.sent, "lost": live.lost, "baseline_sent": base.sent,
+           "sent": live.sent, "lost": live.lost, "tail_lost": live.tail_lost,
+           "baseline_sent": base.sent,
            "baseline_lost": base.lost,
            "delta_p50_ms": round(percentile(swaps, 50), 2), "delta_p99_ms": round(percentile(swaps, 99), 2),
            "compile_p50_ms": round(statistics.median(compile_ms), 1),

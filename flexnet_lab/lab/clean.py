@@ -81,20 +81,26 @@ def clean(base: str = BASE, run: str | None = None) -> Found:
         except ProcessLookupError:
             pass
     for ns in found.namespaces:
-        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
-                              text=True).stdout.split()
-        for pid in pids:  # untagged stragglers started inside a lab namespace by hand
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        remove_namespace(ns)
     for ifname in found.links:
         subprocess.run(["ip", "link", "del", ifname], capture_output=True)
     for d in found.pin_dirs + found.run_dirs:
         shutil.rmtree(d, ignore_errors=True)
     release_bpffs(base)
     return found
+
+
+def remove_namespace(ns: str) -> None:
+    """Kill whatever still runs in a lab namespace (also untagged stragglers started in it
+    by hand), then delete the namespace; its veths go with it."""
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                          text=True).stdout.split()
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def _stop_labs(base: str, run: str | None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-import subprocess
 import threading
 import time
 
@@ -24,7 +23,7 @@ from ..targets.netlink import Netns
 from ..topology.model import Topology, resolve_auto
 from ..topology.routes import compute_routes
 from .nodes import LabHost, LabSwitch
-from .clean import release_bpffs
+from .clean import release_bpffs, remove_namespace
 from .runstate import RunTag, ensure_bpffs
 
 
@@ -110,9 +109,7 @@ class Lab:
                 _quietly(errors, node.terminate)
             self.net = None
         for ns in self._netns:
-            subprocess.run(["ip", "netns", "pids", ns], capture_output=True)
-            _kill_netns_pids(ns)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            remove_namespace(ns)
         self._netns.clear()
         shutil.rmtree(self.tag.pin_dir, ignore_errors=True)
         shutil.rmtree(self.tag.dir, ignore_errors=True)
@@ -339,15 +336,6 @@ def _quietly(errors: list, fn) -> None:
         fn()
     except Exception as exc:  # teardown goes on; the first error is kept for the log
         errors.append(exc)
-
-
-def _kill_netns_pids(ns: str) -> None:
-    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
-    for pid in out.split():
-        try:
-            os.kill(int(pid), 9)
-        except (ProcessLookupError, ValueError):
-            pass
 
 
 __all__ = ["Lab", "have_bmv2", "FlexNetError"]

@@ -21,7 +21,6 @@ class FlowSpec:
     duration_s: float = 10.0
     port: int = 5201
     length: int = 1200             # udp datagram payload bytes
-    start_s: float = 0.0           # offset from the traffic start
 
 
 @dataclass
@@ -67,7 +66,6 @@ class Flow:
     def __init__(self, lab, spec: FlowSpec):
         self.lab, self.spec = lab, spec
         self._server = self._client = None
-        self.t0 = 0.0
 
     def start_server(self) -> None:
         dst = self.lab.host(self.spec.dst)
@@ -85,7 +83,7 @@ class Flow:
             time.sleep(0.02)
         raise LabError(f"flow {self.spec.name}: iperf3 server on {self.spec.dst} did not start")
 
-    def start_client(self, t0: float) -> None:
+    def start_client(self) -> None:
         s = self.spec
         src, dst = self.lab.host(s.src), self.lab.host(s.dst)
         cmd = ["iperf3", "-c", dst.IP(), "-p", str(s.port), "-t", str(s.duration_s), "-J",
@@ -95,7 +93,6 @@ class Flow:
             cmd += ["-u", "-b", str(s.rate_bps), "-l", str(s.length), "-w", "4M"]
         elif s.rate_bps:
             cmd += ["-b", str(s.rate_bps)]  # a TCP flow that leaves the CPUs some room
-        self.t0 = t0
         self._client = src.popen(cmd)
 
     def result(self, timeout_s: float | None = None) -> FlowResult:
@@ -108,10 +105,7 @@ class Flow:
         finally:
             self._reap_server()
         return parse_iperf(self.spec, out.decode(errors="replace") if isinstance(out, bytes)
-                           else out, self.t0, self.started_offset())
-
-    def started_offset(self) -> float:
-        return self.spec.start_s
+                           else out)
 
     def stop(self) -> None:
         for p in (self._client, self._server):
@@ -128,8 +122,9 @@ class Flow:
                 self._server.wait()
 
 
-def parse_iperf(spec: FlowSpec, text: str, t0: float, offset: float) -> FlowResult:
-    """FlowResult from iperf3 client JSON (with the server's output embedded)."""
+def parse_iperf(spec: FlowSpec, text: str) -> FlowResult:
+    """FlowResult from iperf3 client JSON (with the server's output embedded); interval
+    times are seconds since the flow started, as every flow starts with the traffic."""
     res = FlowResult(spec)
     try:
         data = json.loads(text)
@@ -156,7 +151,7 @@ def parse_iperf(spec: FlowSpec, text: str, t0: float, offset: float) -> FlowResu
         res.bps = float(c_end.get("bits_per_second", 0.0)) * (res.received / total if total else 0)
         for it in server.get("intervals", []):
             s = it.get("sum", {})
-            res.intervals.append(Interval(offset + s.get("start", 0), offset + s.get("end", 0),
+            res.intervals.append(Interval(s.get("start", 0), s.get("end", 0),
                                           s.get("bits_per_second", 0.0),
                                           int(s.get("packets", 0)),
                                           int(s.get("lost_packets", 0))))
@@ -169,7 +164,7 @@ def parse_iperf(spec: FlowSpec, text: str, t0: float, offset: float) -> FlowResu
         res.received = int(recv.get("bytes", 0))
         for it in data.get("intervals", []):
             s = it.get("sum", {})
-            res.intervals.append(Interval(offset + s.get("start", 0), offset + s.get("end", 0),
+            res.intervals.append(Interval(s.get("start", 0), s.get("end", 0),
                                           s.get("bits_per_second", 0.0),
                                           retransmits=int(s.get("retransmits", 0))))
     return res
@@ -194,7 +189,7 @@ class Traffic:
             f.wait_server()
         self.t0 = time.time()
         for f in self.flows:
-            f.start_client(self.t0)
+            f.start_client()
         return self.t0
 
     def results(self) -> list[FlowResult]:

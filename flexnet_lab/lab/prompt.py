@@ -37,6 +37,14 @@ class LabCLI(CLI):
         except FlexNetError as exc:
             print(f"error: {exc}")
 
+    def _with_args(self, line: str, usage: str, fn, least: int, most: int) -> None:
+        """Run fn on the line's words when there are least..most of them, else show usage."""
+        parts = line.split()
+        if not least <= len(parts) <= most:
+            print(f"usage: {usage}")
+            return
+        self._guard(fn, *parts)
+
     def do_tables(self, line):
         """tables SWITCH: the switch's program, its tables and parser states."""
         def show(name):
@@ -57,11 +65,7 @@ class LabCLI(CLI):
                 match = " ".join(_fmt_ip_match(m) for m in e.match)
                 print(f"  {match} -> {e.action}({', '.join(str(a) for a in e.args)})"
                       + (f" prio {e.priority}" if e.priority else ""))
-        parts = line.split()
-        if len(parts) != 2:
-            print("usage: entries SWITCH TABLE")
-            return
-        self._guard(show, *parts)
+        self._with_args(line, "entries SWITCH TABLE", show, 2, 2)
 
     def do_counters(self, line):
         """counters SWITCH: per-port packets in/out and packets dropped."""
@@ -97,11 +101,7 @@ class LabCLI(CLI):
                       f"compile {rec.compile_ms:.0f} ms")
                 for line_ in rec.plan.explain().splitlines()[1:]:
                     print(f"    {line_}")
-        parts = line.split()
-        if len(parts) != 2:
-            print("usage: delta SWITCH|PATTERN FILE")
-            return
-        self._guard(run, *parts)
+        self._with_args(line, "delta SWITCH|PATTERN FILE", run, 2, 2)
 
     def do_undo(self, line):
         """undo: revert the last delta applied from this prompt."""
@@ -123,11 +123,7 @@ class LabCLI(CLI):
             from ..verify.scenario import host_program
             dp = self.lab.attach_host_program(host, host_program(prog, "."), hook, direction)
             print(f"  {host} {hook}/{direction}: {dp.program.name}")
-        parts = line.split()
-        if not 2 <= len(parts) <= 4:
-            print("usage: attach HOST PROGRAM [xdp|tc] [ingress|egress]")
-            return
-        self._guard(run, *parts)
+        self._with_args(line, "attach HOST PROGRAM [xdp|tc] [ingress|egress]", run, 2, 4)
 
     def do_swap(self, line):
         """swap HOST PROGRAM [xdp|tc] [ingress|egress]: atomically replace a host function;
@@ -136,11 +132,7 @@ class LabCLI(CLI):
             from ..verify.scenario import host_program
             rec = self.lab.swap_host_program(host, host_program(prog, "."), hook, direction)
             print(f"  {rec.description}: swap {rec.swap_ms:.3f} ms, compile {rec.compile_ms:.0f} ms")
-        parts = line.split()
-        if not 2 <= len(parts) <= 4:
-            print("usage: swap HOST PROGRAM [xdp|tc] [ingress|egress]")
-            return
-        self._guard(run, *parts)
+        self._with_args(line, "swap HOST PROGRAM [xdp|tc] [ingress|egress]", run, 2, 4)
 
     def do_maps(self, line):
         """maps DEVICE MAP: a map's contents (DEVICE: a switch, or HOST[:hook[:direction]])."""
@@ -151,11 +143,7 @@ class LabCLI(CLI):
             for k, v in shown[:40]:
                 print(f"  {k}: {v}")
             print(f"  ({len(shown)} non-zero)")
-        parts = line.split()
-        if len(parts) != 2:
-            print("usage: maps DEVICE MAP")
-            return
-        self._guard(run, *parts)
+        self._with_args(line, "maps DEVICE MAP", run, 2, 2)
 
     def do_routes(self, line):
         """routes SWITCH: the routes the lab computed for the switch."""

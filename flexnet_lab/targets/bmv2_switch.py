@@ -156,12 +156,8 @@ class Bmv2Switch:
 
     def delete(self, table: str, match: tuple, priority: int = 0) -> None:
         self._check(table)
-        t = self.program.table(table)
-        entry = self._client.table_entry(f"{CONTROL}.{table}", match, f"{CONTROL}.{t.actions[0]}",
-                                         (0,) * len(self.program.action(t.actions[0]).params),
-                                         priority)
-        entry.ClearField("action")
-        self._client.write([("DELETE", entry)])
+        self._client.write([("DELETE", self._client.table_entry(f"{CONTROL}.{table}", match,
+                                                                priority=priority))])
 
     def set_default(self, table: str, action: str, args: tuple = ()) -> None:
         self._check(table)

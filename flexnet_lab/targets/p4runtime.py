@@ -98,11 +98,11 @@ class P4RuntimeClient:
                 return a
         raise TargetError(self.name, f"no action {name!r} in the switch's P4Info")
 
-    def table_entry(self, table: str, match: tuple, action: str, args: tuple = (),
-                    priority: int = 0):
+    def table_entry(self, table: str, match: tuple, action: str | None = None,
+                    args: tuple = (), priority: int = 0):
         """A TableEntry message; match values per key: int (exact), (value, prefixlen) (lpm),
-        (value, mask) (ternary)."""
-        t, a = self._table(table), self._action(action)
+        (value, mask) (ternary). Without an action (a DELETE names only the match)."""
+        t = self._table(table)
         entry = self._pb.TableEntry(table_id=t.preamble.id)
         for mf, value in zip(t.match_fields, match):
             width = (mf.bitwidth + 7) // 8
@@ -116,12 +116,15 @@ class P4RuntimeClient:
                 fm.ternary.mask = int(value[1]).to_bytes(width, "big")
             else:
                 fm.exact.value = int(value).to_bytes(width, "big")
+        if priority:
+            entry.priority = priority
+        if action is None:
+            return entry
+        a = self._action(action)
         entry.action.action.action_id = a.preamble.id
         for p, v in zip(a.params, args):
             entry.action.action.params.add(param_id=p.id,
                                            value=int(v).to_bytes((p.bitwidth + 7) // 8, "big"))
-        if priority:
-            entry.priority = priority
         return entry
 
     def write(self, updates: list[tuple[str, object]]) -> None:

@@ -52,8 +52,9 @@ from flexnet_lab.errors import DeltaError, ProgramError
 
 from .model import Action, Header, Map, Op, ParserState, Program, Stmt, Table, Transition
 from .validate import ARG_ROLES, show, validate
-from .yaml_form import (action_from_dict, header_from_dict, map_from_dict, read_yaml,
-                        state_from_dict, table_from_dict)
+# the YAML structure checks raise ProgramError; delta_from_dict turns it into DeltaError
+from .yaml_form import (_keys, _list, _mapping, action_from_dict, header_from_dict, map_from_dict,
+                        read_yaml, state_from_dict, table_from_dict)
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -770,28 +771,5 @@ _PARSERS: Mapping[str, Parser] = MappingProxyType({
 })
 
 
-def _mapping(value: Any, path: str, optional: bool = False) -> dict:
-    if value is None and optional:
-        return {}
-    if not isinstance(value, dict):
-        _fail(path, f"expected a mapping, got {type(value).__name__}")
-    return value
-
-
 def _tuple(value: Any, path: str) -> tuple:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        _fail(path, f"expected a list, got {type(value).__name__}")
-    return tuple(value)
-
-
-def _keys(data: dict, allowed: tuple[str, ...], path: str,
-          required: tuple[str, ...] = ()) -> None:
-    prefix = f"{path}." if path else ""
-    for key in data:
-        if key not in allowed:
-            _fail(f"{prefix}{key}", f"unknown key {show(key)}; allowed: {', '.join(allowed)}")
-    for key in required:
-        if key not in data:
-            _fail(f"{prefix}{key}", "missing")
+    return tuple(_list(value, path))

@@ -63,6 +63,44 @@ struct flx_std { u64 ingress_port; u64 egress_port; u64 pkt_len; u32 drop; };
 """
 
 
+_TC_WIRE_VIEW = """\
+/* The kernel hands tc a frame's outer 802.1Q/802.1ad tag out of band (skb->vlan_*), not in
+ * the frame. The parser and deparser work on the frame as it is on the wire: with a tag out
+ * of band (vl), wire bytes 12..15 are that tag (tag[]) and wire byte n >= 16 is frame byte
+ * n - 4. push_vlan/pop_vlan change the out-of-band tag and leave the frame bytes alone. */
+static __always_inline int flx_load(struct __sk_buff *ctx, u32 off, u8 *to, u32 len,
+                                    const u8 *tag, int vl)
+{
+    if (!vl || off >= 16)
+        return bpf_skb_load_bytes(ctx, vl ? off - 4 : off, to, len);
+    for (u32 i = 0; i < len; i++) {
+        u32 w = off + i;
+        if (w >= 12 && w < 16)
+            to[i] = tag[w - 12];
+        else if (bpf_skb_load_bytes(ctx, w < 12 ? w : w - 4, to + i, 1) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static __always_inline void flx_store(struct __sk_buff *ctx, u32 off, const u8 *from,
+                                      u32 len, u8 *tag, int vl)
+{
+    if (!vl || off >= 16) {
+        bpf_skb_store_bytes(ctx, vl ? off - 4 : off, from, len, 0);
+        return;
+    }
+    for (u32 i = 0; i < len; i++) {
+        u32 w = off + i;
+        if (w >= 12 && w < 16)
+            tag[w - 12] = from[i];
+        else
+            bpf_skb_store_bytes(ctx, w < 12 ? w : w - 4, from + i, 1, 0);
+    }
+}
+"""
+
+
 def root_source(hook: str) -> str:
     """The program attached to the interface. It never changes: it jumps into the slot of
     flx_pipe that flx_slot names (always 0), so replacing the pipeline is one map write,
@@ -183,13 +221,15 @@ class _Gen:
 
     # --- parser ------------------------------------------------------------------------
     def parser(self) -> list[str]:
-        load = "bpf_skb_load_bytes" if self.hook == "tc" else "bpf_xdp_load_bytes"
         out = [f"    goto st_{self.p.parser[0].name};"]
         for st in self.p.parser:
             out.append(f"st_{st.name}:")
             if st.extract:
                 h = self.p.header(st.extract)
-                out += [f"    if ({load}(ctx, off, h_{h.name}, {h.size}) < 0) goto reject;",
+                load = (f"flx_load(ctx, off, h_{h.name}, {h.size}, flx_tag, flx_vl)"
+                        if self.hook == "tc" else
+                        f"bpf_xdp_load_bytes(ctx, off, h_{h.name}, {h.size})")
+                out += [f"    if ({load} < 0) goto reject;",
                         f"    off_{h.name} = off; valid_{h.name} = 1; off += {h.size};"]
             for dst, src in st.sets:
                 out.append(f"    meta.{dst.split('.', 1)[1]} = {self.field_get(src)};")
@@ -333,8 +373,6 @@ class _Gen:
 
     # --- deparser and verdict -----------------------------------------------------------
     def deparser(self) -> list[str]:
-        store = "bpf_skb_store_bytes" if self.hook == "tc" else "bpf_xdp_store_bytes"
-        flags = ", 0" if self.hook == "tc" else ""
         out = []
         for h in self.p.headers:
             out.append(f"    if (dirty_{h.name}) {{")
@@ -343,7 +381,17 @@ class _Gen:
                         "        for (int i = 0; i < 20; i += 2) s += ((u32)h_ipv4[i] << 8) | h_ipv4[i + 1];",
                         "        s = (s & 0xffff) + (s >> 16); s = (s & 0xffff) + (s >> 16); s = ~s & 0xffff;",
                         "        h_ipv4[10] = s >> 8; h_ipv4[11] = s & 0xff;"]
-            out += [f"        {store}(ctx, off_{h.name}, h_{h.name}, {h.size}{flags});", "    }"]
+            out += [f"        flx_store(ctx, off_{h.name}, h_{h.name}, {h.size}, flx_tag, flx_vl);"
+                    if self.hook == "tc" else
+                    f"        bpf_xdp_store_bytes(ctx, off_{h.name}, h_{h.name}, {h.size});",
+                    "    }"]
+        if self.hook == "tc":   # a field of the out-of-band tag was set: re-tag
+            out += ["    if (flx_vl && ctx->vlan_present && "
+                    "__builtin_memcmp(flx_tag, flx_tag0, 4) != 0) {",
+                    "        bpf_skb_vlan_pop(ctx);",
+                    "        bpf_skb_vlan_push(ctx, bpf_htons(((u16)flx_tag[0] << 8) | flx_tag[1]), "
+                    "((u16)flx_tag[2] << 8) | flx_tag[3]);",
+                    "    }"]
         return out
 
     def verdict(self) -> list[str]:
@@ -366,7 +414,14 @@ class _Gen:
         out = [f"int pipeline({ctx} *ctx) {{",
                "    struct flx_std std = {}; struct flx_meta meta = {}; u32 off = 0;"]
         if self.hook == "tc":
-            out.append("    std.pkt_len = ctx->len;")
+            out += ["    u8 flx_tag[4] = {}, flx_tag0[4] = {}; int flx_vl = ctx->vlan_present;",
+                    "    if (flx_vl) {",
+                    "        u16 tpid = bpf_ntohs(ctx->vlan_proto), tci = ctx->vlan_tci;",
+                    "        flx_tag[0] = tpid >> 8; flx_tag[1] = tpid; "
+                    "flx_tag[2] = tci >> 8; flx_tag[3] = tci;",
+                    "        __builtin_memcpy(flx_tag0, flx_tag, 4);",
+                    "    }",
+                    "    std.pkt_len = ctx->len + (flx_vl ? 4 : 0);   /* as on the wire */"]
         else:
             out.append("    std.pkt_len = (u64)((long)ctx->data_end - (long)ctx->data);")
         if self.role == "switch":
@@ -391,5 +446,6 @@ def generate(program: Program, hook: str = "tc", role: str = "switch") -> EbpfSo
     gen = _Gen(program, hook, role)
     text = "\n".join([f"/* FlexNet Lab: program '{program.name}' for {hook} ({role}). "
                       "Generated from the model; do not edit. */"]
-                     + gen.declarations() + [""] + gen.function()) + "\n"
+                     + gen.declarations() + [""] + ([_TC_WIRE_VIEW] if hook == "tc" else [])
+                     + gen.function()) + "\n"
     return EbpfSource(program.name, hook, role, text)

@@ -9,6 +9,7 @@ import pytest
 
 from flexnet_lab.lab.network import Lab
 from flexnet_lab.program import library
+from flexnet_lab.program.delta import load_delta
 from flexnet_lab.topology import load_topology
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -71,8 +72,19 @@ def test_vlan_tag_and_untag_work_as_a_pair(leaf_spine):
     lab = leaf_spine
     h1, h2 = lab.host("h1"), lab.host("h2")
     lab.attach_host_program("h1", library.vlan_tag(100), "tc", "egress")
-    # tagged frames reach h2 but its kernel has no VLAN 100 device: nothing answers
+    # l1's program has no vlan parser state: it drops tagged frames, as bmv2 would
     assert " 0 received" in h1.cmd("ping -c 2 -W 1 -i 0.2 10.0.0.2")
-    untag = lab.attach_host_program("h2", library.vlan_untag(), "tc", "ingress")
-    assert " 0% packet loss" in h1.cmd("ping -c 3 -i 0.2 10.0.0.2")
-    assert untag.read_map("pkts")[0][0] >= 3
+    l1 = lab.switch("l1")
+    dropped = l1.port_counters()[0]["dropped_packets"]
+    assert dropped >= 2
+    _, inverse = lab.apply_delta("l1", load_delta(
+        os.path.join(ROOT, "scenarios/deltas/vlan-parser.yaml")))
+    try:
+        # now l1 forwards them, tag kept; h2's kernel has no VLAN 100 device: no answer
+        assert " 0 received" in h1.cmd("ping -c 2 -W 1 -i 0.2 10.0.0.2")
+        untag = lab.attach_host_program("h2", library.vlan_untag(), "tc", "ingress")
+        h1.cmd("ping -c 1 -W 2 10.0.0.2")        # h1 re-learns h2's address (ARP, tagged)
+        assert " 0% packet loss" in h1.cmd("ping -c 3 -i 0.2 10.0.0.2")
+        assert untag.read_map("pkts")[0][0] >= 4
+    finally:
+        lab.apply_delta("l1", inverse)

@@ -46,6 +46,14 @@ class TargetError(FlexNetError):
         super().__init__(f"{device}: {message}")
 
 
+class EntryError(TargetError):
+    """A device refused a table entry; names the device, the table and the entry."""
+
+    def __init__(self, device: str, table: str, entry: str, message: str):
+        self.table, self.entry = table, entry
+        super().__init__(device, f"table {table}, entry {entry}: {message}")
+
+
 class VerifierError(TargetError):
     """The kernel's BPF verifier rejected a program; carries the verifier log."""
 

@@ -24,4 +24,4 @@ apt-get install -y --no-install-recommends p4lang-bmv2 p4lang-p4c p4lang-pi
 
 bash "$REPO/scripts/setup.sh"
 
-command -v simple_switch_grpc p4c-bm2-ss
+command -v simple_switch_grpc simple_switch p4c-bm2-ss

@@ -115,7 +115,7 @@ def _check_names(p: Program) -> None:
     control: dict[str, str] = {}
     objects = ([(f"tables.{t.name}", t.name) for t in p.tables]
                + [(f"actions.{a.name}", a.name) for a in p.actions]
-               + [(f"maps.{m.name}", n) for m in p.maps for n in _map_objects(m)])
+               + [(f"maps.{m.name}", n) for m in p.maps for n in map_objects(m)])
     for element, name in objects:
         if name in taken or name in header_types:
             bad(element, name, "is reserved")
@@ -128,7 +128,7 @@ def _check_names(p: Program) -> None:
                 bad(f"actions.{a.name}.params[{i}]", pname, "hides another name")
 
 
-def _map_objects(m: Map) -> list[str]:
+def map_objects(m: Map) -> list[str]:
     """P4 instance names of a map."""
     return ([f"{m.name}_packets", f"{m.name}_bytes"] if m.kind in ("hash", "counter")
             else [m.name])

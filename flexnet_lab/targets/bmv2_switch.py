@@ -1,33 +1,51 @@
 """A bmv2 switch: simple_switch_grpc in the switch's own namespace, driven over P4Runtime.
 
 Its gRPC server listens on a unix socket in the run's folder (the controller reaches it
-from its own namespace); bmv2's thrift server, which always binds 0.0.0.0:9090, is then
-reachable only inside the switch's namespace. The program comes from the same model as
-the eBPF switch's, compiled by the P4 backend and p4c-bm2-ss.
+from its own namespace); bmv2's thrift server, which always binds 0.0.0.0, is then
+reachable only inside the switch's namespace, where the controller opens its register
+connection. The program comes from the same model as the eBPF switch's, compiled by the
+P4 backend and p4c-bm2-ss.
 
 A program change is prepare (generate P4, compile with p4c; nothing reaches the switch)
-then commit: entries of tables the new program drops are deleted first (PI cannot
-reconcile entries of a table that disappears), then RECONCILE_AND_COMMIT swaps the
-pipeline per packet and replays the surviving tables' entries. PI also replays P4 counter
-entries as INSERTs, which fails; that is why the P4 backend encodes counters as registers.
-bmv2 starts the new pipeline with registers at zero: carrying them over (thrift) is not
-done yet, and every change says so in its record.
+then commit, a sequence that puts every surviving entry and register value in the new
+pipeline before it carries a packet:
+  1. read the surviving tables' entries (P4Runtime) and build them for the new P4Info —
+     an entry the new pipeline cannot hold fails here, with nothing touched;
+  2. read the surviving maps' registers (thrift; P4Runtime cannot);
+  3. VERIFY_AND_SAVE: bmv2 loads the new pipeline beside the running one. bmv2 1.15 does
+     not recover from a pipeline it cannot load here (the half-built one stays "saved" and
+     wedges its runtime interface), so each new pipeline is first loaded by a scratch
+     `simple_switch` in the switch's namespace: what bmv2 refuses is refused there, with
+     its message, and the running switch is never touched;
+  4. write the entries (P4Runtime) and register values (thrift) — both land in the saved
+     pipeline, since bmv2's runtime calls address the saved one until the commit;
+  5. COMMIT: bmv2 swaps pipelines between packets (it drains the packets in flight).
+Register increments the old pipeline counts between steps 2 and 5 are not carried; each
+change records that window. (RECONCILE_AND_COMMIT does 3-5 for entries alone, and PI
+replays P4 counter entries as INSERTs, which fails: so maps are registers on bmv2.)
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
 
-from ..compiler.p4 import write_p4
+from ..compiler.p4 import map_objects, write_p4
 from ..errors import EnvironmentMissing, TargetError
-from ..program.model import Program
+from ..program.model import Map, Program
+from .bmv2_thrift import Bmv2Thrift
 from .ebpf_datapath import Entry
+from .netlink import in_namespace
 from .p4runtime import P4RuntimeClient
+from .port_counters import read_port_counters
 
 CONTROL = "ingress"
+THRIFT_PORT = 9090      # inside the switch's own namespace only
+SCRATCH_THRIFT_PORT = 9091
 
 
 @dataclass
@@ -38,6 +56,7 @@ class Bmv2Prepared:
     compile_ms: float
     load_ms: float = 0.0
     created: tuple = ()
+    info: object = None          # the parsed P4Info, filled on first use
 
 
 class Bmv2Switch:
@@ -55,6 +74,8 @@ class Bmv2Switch:
         self._compiled: dict[Program, Bmv2Prepared] = {} if compiled is None else compiled
         self._proc = None
         self._client: P4RuntimeClient | None = None
+        self._thrift: Bmv2Thrift | None = None
+        self._loadable: set[bytes] = set()     # digests of pipelines bmv2 has loaded
         self.log_path = os.path.join(run_dir, f"{name}.bmv2.log")
 
     # --- life cycle -----------------------------------------------------------------------
@@ -62,9 +83,9 @@ class Bmv2Switch:
         exe = shutil.which("simple_switch_grpc")
         if exe is None:
             raise EnvironmentMissing("simple_switch_grpc not found: install p4lang-bmv2")
-        prepared = self.prepare(program)
+        prepared = self._compiled_copy(program)   # a fresh switch: nothing to protect
         sock = os.path.join(self.run_dir, f"{self.device}.grpc")
-        args = [exe, "--no-p4", "--device-id", "0"]
+        args = [exe, "--no-p4", "--device-id", "0", "--thrift-port", str(THRIFT_PORT)]
         for number, (ifname, _) in sorted(self.ports.items()):
             args += ["-i", f"{number}@{ifname}"]
         args += ["--", "--grpc-server-addr", f"unix:{sock}"]
@@ -75,9 +96,34 @@ class Bmv2Switch:
         except TargetError as exc:
             raise TargetError(self.device, f"simple_switch_grpc did not come up: {exc.message}; "
                               f"log ends: {self._log_tail()}") from exc
-        self._client.set_pipeline(prepared.p4info, prepared.device_json, "VERIFY_AND_COMMIT")
+        self._thrift = self._connect_thrift(timeout_s)
+        self._client.set_pipeline(self._info(prepared), prepared.device_json,
+                                  "VERIFY_AND_COMMIT")
         # default actions come with the P4 source (declared from the model, not const)
         self.program = program
+
+    def _connect_thrift(self, timeout_s: float) -> Bmv2Thrift:
+        """bmv2's register interface, a TCP connection opened in the switch's namespace."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                sock = in_namespace(self.node.netns_path, lambda: socket.create_connection(
+                    ("127.0.0.1", THRIFT_PORT), timeout=timeout_s))
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return Bmv2Thrift(self.device, sock)
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise TargetError(self.device, f"bmv2's thrift port {THRIFT_PORT} did not "
+                                      f"open: {exc}; log ends: {self._log_tail()}") from exc
+                time.sleep(0.05)
+
+    def _info(self, prepared: Bmv2Prepared):
+        if prepared.info is None:
+            prepared.info = self._client.parse_p4info(prepared.p4info)
+            cached = self._compiled.get(prepared.program)
+            if cached is not None:
+                cached.info = prepared.info
+        return prepared.info
 
     def _log_tail(self) -> str:
         try:
@@ -87,6 +133,9 @@ class Bmv2Switch:
             return "(no log)"
 
     def close(self) -> None:
+        if self._thrift is not None:
+            self._thrift.close()
+            self._thrift = None
         if self._client is not None:
             try:
                 self._client.close()
@@ -99,11 +148,17 @@ class Bmv2Switch:
 
     # --- program changes ------------------------------------------------------------------
     def prepare(self, program: Program) -> Bmv2Prepared:
-        """Compile (p4c, ~1 s; cached per program) — nothing reaches the switch."""
+        """Compile (p4c, ~1 s; cached per program) and check that bmv2 loads the result
+        (a scratch simple_switch, ~30 ms once per pipeline) — nothing reaches the switch."""
+        prepared = self._compiled_copy(program)
+        prepared.load_ms = self._check_loadable(prepared)
+        return prepared
+
+    def _compiled_copy(self, program: Program) -> Bmv2Prepared:
         if program not in self._compiled:
             self._compiled[program] = self._compile(program)
         cached = self._compiled[program]
-        return Bmv2Prepared(program, cached.p4info, cached.device_json, 0.0)
+        return Bmv2Prepared(program, cached.p4info, cached.device_json, 0.0, info=cached.info)
 
     def _compile(self, program: Program) -> Bmv2Prepared:
         t0 = time.perf_counter()
@@ -119,21 +174,119 @@ class Bmv2Switch:
         return prepared
 
     def commit(self, prepared: Bmv2Prepared) -> float:
-        """Delete entries of dropped tables, then reconcile-and-commit: returns ms.
-"""
-        old = self.program
-        gone = [t.name for t in old.tables if prepared.program.table(t.name) is None] if old else []
-        for table in gone:
-            for e in self._client.read_entries(f"{CONTROL}.{table}"):
-                self._client.write([("DELETE", e)])
+        """Steps 1-5 of the module's sequence; returns ms from reading the entries to the
+        new pipeline carrying traffic."""
+        new, info = prepared.program, self._info(prepared)
+        self._check_loadable(prepared)     # done by prepare() unless the pipeline changed
         t0 = time.perf_counter()
-        self._client.set_pipeline(prepared.p4info, prepared.device_json, "RECONCILE_AND_COMMIT")
-        elapsed = (time.perf_counter() - t0) * 1e3
-        self.program = prepared.program
-        maps = [m.name for m in prepared.program.maps]
-        self.last_notes = ([f"bmv2 reset the state of {', '.join(maps)} (registers are not "
-                            "carried across a pipeline change yet)"] if maps else [])
+        updates, dropped = self._entries_for(new, info)
+        registers = self._carried_registers(new)
+        t_read = time.perf_counter()
+        values = self._thrift.read_registers(registers) if registers else {}
+        self._client.set_pipeline(info, prepared.device_json, "VERIFY_AND_SAVE")
+        try:
+            if updates:
+                self._client.write(updates)
+            carried = self._thrift.write_registers(
+                {n: {i: v for i, v in enumerate(vals) if v} for n, vals in values.items()})
+        except TargetError as exc:
+            # bmv2 cannot drop a saved pipeline: commit it and put the old one back
+            self._client.set_pipeline(None, None, "COMMIT")
+            self._restore(exc)
+            raise
+        self._client.set_pipeline(None, None, "COMMIT")
+        t_swap = time.perf_counter()
+        elapsed, window = (t_swap - t0) * 1e3, (t_swap - t_read) * 1e3
+        self.program = new
+        self.last_notes = []
+        if dropped:
+            self.last_notes.append(f"{dropped} entries not carried (their table or action "
+                                   "is gone)")
+        if registers:
+            self.last_notes.append(
+                f"registers carried: {len(registers)} arrays, {carried} non-zero slots; "
+                f"increments in the last {window:.1f} ms before the swap (after the read) "
+                "are not carried")
         return elapsed
+
+    def _check_loadable(self, prepared: Bmv2Prepared, timeout_s: float = 10.0) -> float:
+        """Load the pipeline in a scratch simple_switch (no ports; its thrift port inside
+        this switch's namespace); TargetError quoting bmv2 when it cannot. Returns ms."""
+        digest = hashlib.sha256(prepared.device_json).digest()
+        exe = shutil.which("simple_switch")
+        if digest in self._loadable or exe is None:
+            return 0.0
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(dir=self.run_dir) as tmp:
+            path = os.path.join(tmp, "pipeline.json")
+            with open(path, "wb") as fh:
+                fh.write(prepared.device_json)
+            log_path = os.path.join(tmp, "scratch.log")
+            with open(log_path, "w") as log:
+                proc = self.node.popen([exe, "--device-id", "99", "--thrift-port",
+                                        str(SCRATCH_THRIFT_PORT), path], stdout=log, stderr=log)
+            try:
+                deadline = time.monotonic() + timeout_s
+                while proc.poll() is None and time.monotonic() < deadline:
+                    if self._scratch_listening():
+                        break
+                    time.sleep(0.01)
+                else:
+                    with open(log_path, errors="replace") as fh:
+                        tail = " ".join(fh.read().split())[-300:] or "(no output)"
+                    raise TargetError(self.device, f"bmv2 refuses the pipeline of "
+                                      f"{prepared.program.name} (nothing was changed): {tail}")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+        self._loadable.add(digest)
+        return (time.perf_counter() - t0) * 1e3
+
+    def _scratch_listening(self) -> bool:
+        try:
+            in_namespace(self.node.netns_path, lambda: socket.create_connection(
+                ("127.0.0.1", SCRATCH_THRIFT_PORT), timeout=0.2)).close()
+            return True
+        except OSError:
+            return False
+
+    def _entries_for(self, new: Program, info) -> tuple[list, int]:
+        """INSERTs rebuilding every surviving entry for the new P4Info; how many cannot."""
+        updates, dropped = [], 0
+        for t in (self.program.tables if self.program else ()):
+            nt = new.table(t.name)
+            for e in self.entries(t.name):
+                if nt is None or e.action not in nt.actions:
+                    dropped += 1
+                    continue
+                updates.append(("INSERT", self._client.table_entry(
+                    f"{CONTROL}.{t.name}", e.match, f"{CONTROL}.{e.action}", e.args,
+                    e.priority, p4info=info)))
+        return updates, dropped
+
+    def _carried_registers(self, new: Program) -> list[str]:
+        """Register arrays of maps both programs hold with the same shape."""
+        out = []
+        for m in new.maps:
+            old = self.program.map(m.name) if self.program else None
+            if old is not None and _shape(old) == _shape(m) and m.kind != "meter":
+                out += [f"{CONTROL}.{n}" for n in map_objects(m)]
+        return out
+
+    def _restore(self, cause: TargetError) -> None:
+        """After a failed step 4: load the old program again with its entries (not
+        hitless; only a switch failing mid-change gets here)."""
+        old = self.program
+        try:
+            self.program = None
+            prepared = self.prepare(old)
+            self._client.set_pipeline(self._info(prepared), prepared.device_json,
+                                      "VERIFY_AND_COMMIT")
+            self.program = old
+        except TargetError as exc:
+            raise TargetError(self.device, f"{cause.message}; restoring {old.name} failed "
+                              f"too: {exc.message}") from exc
 
     def abort(self, prepared: Bmv2Prepared) -> None:
         """Nothing was loaded on the device by prepare()."""
@@ -197,6 +350,42 @@ class Bmv2Switch:
                              e.priority))
         return sorted(out, key=lambda x: repr(x.match))
 
-    def port_counters(self) -> dict:
-        """Not read from bmv2 yet (P4Runtime counter reads): empty."""
-        return {}
+    # --- state ----------------------------------------------------------------------------
+    def read_map(self, name: str):
+        """A map's contents, shaped as on the eBPF targets: counter -> [(packets, bytes)],
+        register/sketch -> [int]; hash -> {slot: (packets, bytes)} for used slots (bmv2
+        keeps slots, not keys)."""
+        m = self._map(name)
+        if m.kind == "meter":
+            raise TargetError(self.device, f"map {name}: bmv2 meter state is not readable")
+        names = [f"{CONTROL}.{n}" for n in map_objects(m)]
+        values = self._thrift.read_registers(names)
+        if m.kind in ("counter", "hash"):
+            pairs = list(zip(values[names[0]], values[names[1]]))
+            if m.kind == "counter":
+                return pairs
+            return {i: p for i, p in enumerate(pairs) if p != (0, 0)}
+        return values[names[0]]
+
+    def write_map(self, name: str, index: int, value: int) -> None:
+        """Set a register slot (state carried by a migration uses this)."""
+        m = self._map(name)
+        if m.kind not in ("register", "sketch"):
+            raise TargetError(self.device, f"no register or sketch map {name!r}")
+        size = m.size * (m.rows if m.kind == "sketch" else 1)
+        if not 0 <= index < size:
+            raise TargetError(self.device, f"map {name}: index {index} outside 0..{size - 1}")
+        self._thrift.write_registers({f"{CONTROL}.{name}": {index: value}})
+
+    def _map(self, name: str) -> Map:
+        m = self.program.map(name) if self.program else None
+        if m is None:
+            raise TargetError(self.device, f"no map {name!r}")
+        return m
+
+    def port_counters(self) -> dict[int, dict[str, int]]:
+        return read_port_counters(self)
+
+
+def _shape(m: Map) -> tuple:
+    return (m.kind, m.size, m.rows, m.key_bits)

@@ -12,6 +12,7 @@ from .bcc_compile import Compiler
 from .bpf_syscall import Bpf
 from .ebpf_datapath import EbpfDatapath
 from .netlink import Netns
+from .port_counters import read_port_counters
 
 
 class EbpfSwitch(EbpfDatapath):
@@ -35,12 +36,7 @@ class EbpfSwitch(EbpfDatapath):
         self._set_ports(self._running.maps, {port: self.ports[port]})
 
     def port_counters(self) -> dict[int, dict[str, int]]:
-        """Per port: packets/bytes received and sent; port 0 of tx = dropped."""
-        rx, tx = self.read_map("port_rx"), self.read_map("port_tx")
-        out = {p: {"rx_packets": rx[p][0], "rx_bytes": rx[p][1], "tx_packets": tx[p][0],
-                   "tx_bytes": tx[p][1]} for p in sorted(self.ports)}
-        out[0] = {"dropped_packets": tx[0][0], "dropped_bytes": tx[0][1]}
-        return out
+        return read_port_counters(self)
 
     def close(self) -> None:
         self.stop(detach=False)  # the switch's namespace is deleted right after

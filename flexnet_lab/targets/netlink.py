@@ -19,12 +19,12 @@ def _setns(libc, fd: int) -> None:
         raise OSError(ctypes.get_errno(), "setns")
 
 
-def socket_in_namespace(path: str) -> IPRoute:
-    """An IPRoute whose socket lives in the namespace at `path`.
+def in_namespace(path: str, make):
+    """Call `make()` with the calling thread inside the namespace at `path`: a socket it
+    opens (netlink, TCP) stays bound to that namespace after the thread returns home.
 
-    The calling thread enters the namespace just long enough to open the socket (a netlink
-    socket stays bound to the namespace it was made in). pyroute2's own netns= option forks
-    a child for this, and a forked copy of a lab must never run the lab's teardown code."""
+    pyroute2's own netns= option forks a child for this, and a forked copy of a lab must
+    never run the lab's teardown code."""
     libc = ctypes.CDLL(None, use_errno=True)
     home = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
     try:
@@ -32,13 +32,18 @@ def socket_in_namespace(path: str) -> IPRoute:
         try:
             _setns(libc, target)
             try:
-                return IPRoute()
+                return make()
             finally:
                 _setns(libc, home)
         finally:
             os.close(target)
     finally:
         os.close(home)
+
+
+def socket_in_namespace(path: str) -> IPRoute:
+    """An IPRoute whose socket lives in the namespace at `path`."""
+    return in_namespace(path, IPRoute)
 
 
 class Netns:

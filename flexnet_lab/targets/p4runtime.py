@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from ..errors import EnvironmentMissing, TargetError
+from ..errors import EntryError, EnvironmentMissing, TargetError
 
 
 def _protos():
@@ -73,36 +73,45 @@ class P4RuntimeClient:
             raise TargetError(self.name, f"{what}: {exc.code().name}: {exc.details()}") from exc
 
     # --- pipeline -------------------------------------------------------------------------
-    def set_pipeline(self, p4info_text: str, device_json: bytes,
-                     action: str = "VERIFY_AND_COMMIT") -> None:
+    def parse_p4info(self, p4info_text: str):
+        """A P4Info message from its text form (done once per compiled program)."""
         from google.protobuf import text_format
-        info = text_format.Parse(p4info_text, self._info_pb.P4Info())
+        return text_format.Parse(p4info_text, self._info_pb.P4Info())
+
+    def set_pipeline(self, p4info, device_json: bytes | None,
+                     action: str = "VERIFY_AND_COMMIT") -> None:
+        """SetForwardingPipelineConfig. p4info: a P4Info message or its text; COMMIT takes
+        neither (it commits the pipeline saved by VERIFY_AND_SAVE)."""
         req = self._pb.SetForwardingPipelineConfigRequest(device_id=self.device_id,
                                                           election_id=self.election)
         req.action = getattr(self._pb.SetForwardingPipelineConfigRequest, action)
-        req.config.p4info.CopyFrom(info)
-        req.config.p4_device_config = device_json
+        if p4info is not None:
+            info = self.parse_p4info(p4info) if isinstance(p4info, str) else p4info
+            req.config.p4info.CopyFrom(info)
+            req.config.p4_device_config = device_json
         self._call(f"pipeline {action}", self._stub.SetForwardingPipelineConfig, req)
-        self.p4info = info
+        if p4info is not None:
+            self.p4info = info
 
     # --- tables ---------------------------------------------------------------------------
-    def _table(self, name: str):
-        for t in self.p4info.tables:
+    def _table(self, name: str, p4info=None):
+        for t in (p4info or self.p4info).tables:
             if name in (t.preamble.name, t.preamble.alias):
                 return t
         raise TargetError(self.name, f"no table {name!r} in the switch's P4Info")
 
-    def _action(self, name: str):
-        for a in self.p4info.actions:
+    def _action(self, name: str, p4info=None):
+        for a in (p4info or self.p4info).actions:
             if name in (a.preamble.name, a.preamble.alias):
                 return a
         raise TargetError(self.name, f"no action {name!r} in the switch's P4Info")
 
     def table_entry(self, table: str, match: tuple, action: str | None = None,
-                    args: tuple = (), priority: int = 0):
+                    args: tuple = (), priority: int = 0, p4info=None):
         """A TableEntry message; match values per key: int (exact), (value, prefixlen) (lpm),
-        (value, mask) (ternary). Without an action (a DELETE names only the match)."""
-        t = self._table(table)
+        (value, mask) (ternary). Without an action (a DELETE names only the match).
+        p4info: build it for that pipeline instead of the running one."""
+        t = self._table(table, p4info)
         entry = self._pb.TableEntry(table_id=t.preamble.id)
         for mf, value in zip(t.match_fields, match):
             width = (mf.bitwidth + 7) // 8
@@ -120,7 +129,7 @@ class P4RuntimeClient:
             entry.priority = priority
         if action is None:
             return entry
-        a = self._action(action)
+        a = self._action(action, p4info)
         entry.action.action.action_id = a.preamble.id
         for p, v in zip(a.params, args):
             entry.action.action.params.add(param_id=p.id,
@@ -133,7 +142,45 @@ class P4RuntimeClient:
         for kind, entry in updates:
             u = req.updates.add(type=getattr(self._pb.Update, kind))
             u.entity.table_entry.CopyFrom(entry)
-        self._call("write", self._stub.Write, req)
+        try:
+            self._stub.Write(req)
+        except self._grpc.RpcError as exc:
+            raise self._write_error(exc, updates) from exc
+
+    def _write_error(self, exc, updates: list[tuple[str, object]]) -> TargetError:
+        """The first refused update as an EntryError naming its table and entry (P4Runtime
+        puts one p4.v1.Error per update in the status details)."""
+        statuses = [None] * len(updates)
+        try:
+            from google.rpc import status_pb2
+            for key, value in exc.trailing_metadata() or ():
+                if key == "grpc-status-details-bin":
+                    st = status_pb2.Status.FromString(value)
+                    for i, detail in enumerate(st.details[:len(updates)]):
+                        err = self._pb.Error()
+                        detail.Unpack(err)
+                        statuses[i] = err
+        except Exception:  # details are optional: fall back to the overall status
+            pass
+        for i, (kind, entry) in enumerate(updates):
+            err = statuses[i]
+            if err is None and len(updates) > 1:
+                continue
+            if err is not None and err.canonical_code == 0:
+                continue
+            message = (f"{kind} refused: {err.message or self._grpc.StatusCode(err.canonical_code)}"
+                       if err is not None else f"{kind} refused: {exc.code().name}: "
+                       f"{exc.details()}")
+            return EntryError(self.name, self.table_name(entry.table_id), describe_entry(entry),
+                              message)
+        return TargetError(self.name, f"write of {len(updates)} updates: {exc.code().name}: "
+                                      f"{exc.details()}")
+
+    def table_name(self, table_id: int) -> str:
+        for t in (self.p4info.tables if self.p4info else ()):
+            if t.preamble.id == table_id:
+                return t.preamble.name
+        return str(table_id)
 
     def read_entries(self, table: str | None = None) -> list:
         """Table entries read back from the device (all tables, or one)."""
@@ -151,3 +198,21 @@ class P4RuntimeClient:
     def close(self) -> None:
         self._requests.put(None)
         self._channel.close()
+
+
+def describe_entry(entry) -> str:
+    """A table entry's match (and priority) in one readable line."""
+    parts = []
+    for fm in entry.match:
+        kind = fm.WhichOneof("field_match_type")
+        m = getattr(fm, kind)
+        if kind == "lpm":
+            parts.append(f"0x{m.value.hex()}/{m.prefix_len}")
+        elif kind == "ternary":
+            parts.append(f"0x{m.value.hex()}&&&0x{m.mask.hex()}")
+        elif kind == "exact":
+            parts.append(f"0x{m.value.hex()}")
+        else:
+            parts.append(kind)
+    text = "(" + ", ".join(parts) + ")" if parts else "(default)"
+    return text + (f" priority {entry.priority}" if entry.priority else "")

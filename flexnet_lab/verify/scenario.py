@@ -3,6 +3,7 @@
 ```yaml
 name: default
 topology: leaf-spine
+targets: {l1: bmv2}                      # optional: switch (or pattern) -> ebpf | bmv2
 setup:                                   # before the traffic starts
   - {host: h8, attach: flow_counter, hook: xdp}            # library name or a YAML path
 traffic:
@@ -77,6 +78,21 @@ class Scenario:
     baseline_s: float
     changes: tuple[Change, ...]
     expect: tuple[dict, ...]
+    targets: tuple[tuple[str, str], ...] = ()     # (switch name or pattern, target)
+
+    def topology_for(self, topo):
+        """The topology with this scenario's switch targets; `auto` becomes ebpf, since
+        scenario rates are set for it (a scenario that wants bmv2 says so in targets)."""
+        def target(spec) -> str:
+            for pattern, t in self.targets:
+                if fnmatchcase(spec.name, pattern):
+                    return t
+            return "ebpf" if spec.target == "auto" else spec.target
+        for pattern, _ in self.targets:
+            if not any(fnmatchcase(s.name, pattern) for s in topo.switches):
+                raise ScenarioError(self.source, f"targets.{pattern}",
+                                    f"no switch of {topo.name} matches")
+        return topo.with_targets(target)
 
 
 def _rate(value, where: str, src: str) -> int:
@@ -116,8 +132,14 @@ def load_scenario(path: str) -> Scenario:
 def parse_scenario(data, src: str) -> Scenario:
     if not isinstance(data, dict):
         raise ScenarioError(src, "<root>", "a scenario is a mapping")
-    _known(data, {"name", "topology", "setup", "traffic", "changes", "expect", "description"},
-           src, "scenario")
+    _known(data, {"name", "topology", "targets", "setup", "traffic", "changes", "expect",
+                  "description"}, src, "scenario")
+    targets = data.get("targets") or {}
+    if not isinstance(targets, dict):
+        raise ScenarioError(src, "targets", "a mapping of switch name (or pattern) to target")
+    for pattern, t in targets.items():
+        if t not in ("ebpf", "bmv2"):
+            raise ScenarioError(src, f"targets.{pattern}", f"{t!r}: ebpf or bmv2")
     base = os.path.dirname(os.path.abspath(src))
     traffic = data.get("traffic") or {}
     _known(traffic, {"duration", "baseline", "flows"}, src, "traffic")
@@ -147,7 +169,8 @@ def parse_scenario(data, src: str) -> Scenario:
                     str(_need(data, "topology", src, "scenario")),
                     tuple(data.get("setup") or ()), tuple(flows), duration,
                     float(traffic.get("baseline", 2)), changes,
-                    tuple(data.get("expect") or ()))
+                    tuple(data.get("expect") or ()),
+                    tuple((str(k), str(v)) for k, v in targets.items()))
 
 
 def _change(c, i: int, src: str, base: str) -> Change:
@@ -203,11 +226,11 @@ class Outcome:
     report: dict = field(default_factory=dict)
 
 
-def dry_run(sc: Scenario, topo) -> list[tuple[Program, str, str]]:
+def dry_run(sc: Scenario, topo) -> list[tuple[Program, str, str, str]]:
     """Apply the timeline to the program models only: a bad delta fails before any lab.
-    Returns every program the timeline will load, as (program, hook, role)."""
+    Returns every program the timeline will load, as (program, hook, role, device)."""
     programs = {s.name: library.infrastructure() for s in topo.switches}
-    loads: list[tuple[Program, str, str]] = []
+    loads: list[tuple[Program, str, str, str]] = []
     inverses: dict[tuple[int, str], Delta] = {}
     nodes = set(topo.node_names())
     for f in sc.flows:
@@ -229,10 +252,10 @@ def dry_run(sc: Scenario, topo) -> list[tuple[Program, str, str]]:
                     programs[t], inv = delta.apply(programs[t])
                     if c.kind == "delta":
                         inverses[(i, t)] = inv
-                    loads.append((programs[t], "tc", "switch"))
+                    loads.append((programs[t], "tc", "switch", t))
             elif c.kind == "swap":
                 loads.append((host_program(c.program, os.path.dirname(sc.source), c.params),
-                              c.hook, "host"))
+                              c.hook, "host", c.device))
             elif c.kind == "entry":
                 table = dict(c.entry).get("table")
                 for t in targets:
@@ -244,13 +267,17 @@ def dry_run(sc: Scenario, topo) -> list[tuple[Program, str, str]]:
     return loads
 
 
-def precompile(lab, loads: list[tuple[Program, str, str]]) -> float:
+def precompile(lab, loads: list[tuple[Program, str, str, str]]) -> float:
     """Compile every program of the timeline before the traffic starts (bcc/clang takes
-    0.3-0.6 s of CPU each): during the run a change is only load + atomic swap."""
+    0.3-0.6 s of CPU each, p4c about 1 s): during the run a change is only load + swap."""
     from ..compiler.ebpf import generate
     t0 = time.perf_counter()
-    for program, hook, role in loads:
-        lab.compiler.compile(generate(program, hook, role).text, ["pipeline"])
+    for program, hook, role, device in loads:
+        switch = lab.switches.get(device)
+        if getattr(switch, "kind", "") == "bmv2":
+            switch.prepare(program)       # p4c, cached for every bmv2 switch of the lab
+        else:
+            lab.compiler.compile(generate(program, hook, role).text, ["pipeline"])
     return time.perf_counter() - t0
 
 
@@ -258,11 +285,8 @@ def run_scenario(path: str, topology_dir: str, results_dir: str = "results",
                  quiet: bool = False) -> Outcome:
     from ..lab.network import Lab
     from ..topology.loader import find_topology, load_topology
-    from ..topology.model import resolve_auto
     sc = load_scenario(path)
-    # scenario rates are set for the eBPF switch: `auto` switches run eBPF here; a scenario
-    # that wants bmv2 names a topology whose switches say `target: bmv2`
-    topo = resolve_auto(load_topology(find_topology(sc.topology, topology_dir)), False)
+    topo = sc.topology_for(load_topology(find_topology(sc.topology, topology_dir)))
     loads = dry_run(sc, topo)
     base = os.path.dirname(os.path.abspath(path))
     with Lab(topo) as lab:

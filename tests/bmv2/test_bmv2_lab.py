@@ -5,10 +5,12 @@ import os
 
 import pytest
 
-from flexnet_lab.errors import TargetError
+from flexnet_lab.errors import EntryError, TargetError
 from flexnet_lab.lab.network import Lab
+from flexnet_lab.plan.execute import apply_program
 from flexnet_lab.program.delta import load_delta
 from flexnet_lab.topology.loader import parse_topology
+from flexnet_lab.verify.traffic import FlowSpec, measure_flow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = [pytest.mark.root, pytest.mark.bmv2, pytest.mark.p4c]
@@ -36,7 +38,7 @@ def test_table_delta_on_bmv2_keeps_entries_and_the_acl_works():
         before = s1.entries("l3_fwd")
         delta = load_delta(os.path.join(ROOT, "scenarios/deltas/acl-udp-9999.yaml"))
         rec, inverse = lab.apply_delta("s1", delta)
-        assert rec.kind == "pipeline" and any("registers" in n for n in rec.notes)
+        assert rec.kind == "pipeline" and any("registers carried" in n for n in rec.notes)
         assert s1.entries("l3_fwd") == before          # reconciled, read back identical
         s1.insert("acl", (17, 9999), "drop")
         assert [(e.match, e.action) for e in s1.entries("acl")] == [((17, 9999), "drop")]
@@ -58,9 +60,74 @@ def test_table_delta_on_bmv2_keeps_entries_and_the_acl_works():
         assert lab.ping_all()["loss_pct"] == 0.0
 
 
-def test_a_change_the_switch_refuses_leaves_it_untouched():
+def test_an_entry_the_switch_refuses_names_table_and_entry_and_changes_nothing():
     with Lab(parse_topology(MIXED, "mixed.yaml")) as lab:
         before = lab.switch("s1").entries("l3_fwd")
-        with pytest.raises(TargetError):
+        with pytest.raises(EntryError) as err:
             lab.switch("s1").insert("l3_fwd", ((0x0A000009, 40),), "forward", (1,))
+        assert err.value.device == "s1" and err.value.table == "ingress.l3_fwd"
+        assert "0x0a000009/40" in str(err.value), str(err.value)
         assert lab.switch("s1").entries("l3_fwd") == before
+
+
+def test_a_pipeline_the_switch_refuses_leaves_pipeline_entries_and_counters_untouched():
+    delta = load_delta(os.path.join(ROOT, "scenarios/deltas/acl-udp-9999.yaml"))
+    with Lab(parse_topology(MIXED, "mixed.yaml")) as lab:
+        s1 = lab.switch("s1")
+        assert lab.ping_all()["loss_pct"] == 0.0
+        program, before, counters = s1.program, s1.entries("l3_fwd"), s1.port_counters()
+        prepared = s1.prepare(delta.apply(program)[0])
+        prepared.device_json = prepared.device_json[:len(prepared.device_json) // 2]  # cut
+        with pytest.raises(TargetError) as err:
+            s1.commit(prepared)
+        assert "refuses the pipeline" in str(err.value) and "Json" in str(err.value), err.value
+        assert s1.program is program and s1.entries("l3_fwd") == before
+        assert s1.port_counters() == counters
+        assert lab.ping_all()["loss_pct"] == 0.0
+
+
+def test_registers_are_carried_across_a_pipeline_change():
+    """Quiet switch: the port counters read back identical after each delta; a packet
+    counted afterwards adds to them."""
+    acl = load_delta(os.path.join(ROOT, "scenarios/deltas/acl-udp-9999.yaml"))
+    with Lab(parse_topology(MIXED, "mixed.yaml")) as lab:
+        s1 = lab.switch("s1")
+        assert lab.ping_all()["loss_pct"] == 0.0
+        counters = s1.port_counters()
+        assert counters[1]["rx_packets"] > 0
+        rec, inverse = lab.apply_delta("s1", acl)
+        assert s1.port_counters() == counters, rec.notes
+        lab.apply_delta("s1", inverse)
+        assert s1.port_counters() == counters
+        lab.host("h1").cmd("ping -c 3 -i 0.05 10.0.0.2")
+        after = s1.port_counters()
+        assert after[1]["rx_packets"] >= counters[1]["rx_packets"] + 3
+
+
+def test_each_delta_kind_under_udp_load_loses_nothing_and_keeps_entries_and_counters():
+    """ACL table add, its actions changed (new action + counter map) and back, the table
+    removed, a parser state added and removed — on bmv2 s1 while UDP h1 -> h3 crosses it."""
+    deltas = {n: load_delta(os.path.join(ROOT, f"scenarios/deltas/{n}.yaml"))
+              for n in ("acl-udp-9999", "acl-count", "shim-parser")}
+    with Lab(parse_topology(MIXED, "mixed.yaml")) as lab:
+        s1 = lab.switch("s1")
+        base = s1.program
+        with_acl = deltas["acl-udp-9999"].apply(base)[0]
+        with_count = deltas["acl-count"].apply(with_acl)[0]
+        with_shim = deltas["shim-parser"].apply(base)[0]
+        steps = [with_acl, with_count, with_acl, base, with_shim, base]
+        for prog in set(steps):
+            s1.prepare(prog)                  # p4c runs before the flow, not during it
+        before = s1.entries("l3_fwd")
+        kept, rx = [], []
+
+        def changes():
+            for prog in steps:
+                rec = apply_program(s1, prog, prog.name)
+                assert rec.kind in ("pipeline", "full_swap"), rec.kind
+                kept.append(s1.entries("l3_fwd") == before)
+                rx.append(s1.port_counters()[1]["rx_packets"])
+        flow = measure_flow(lab, FlowSpec("udp", "h1", "h3", "udp", 20_000_000, 4.0), changes)
+    assert flow.sent > 5000 and flow.lost == 0, (flow.sent, flow.lost)
+    assert all(kept) and len(kept) == len(steps)
+    assert rx == sorted(rx) and rx[0] > 0, rx    # carried: never back to zero

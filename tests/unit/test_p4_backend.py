@@ -200,7 +200,7 @@ def test_generated_program_has_every_element(name):
         assert f"header {h.name}_t {{" in text
         assert f"packet.emit(hdr.{h.name});" in text
     for m in program.maps:
-        assert any(re.search(rf"\b{re.escape(n)};", text) for n in p4mod._map_objects(m))
+        assert any(re.search(rf"\b{re.escape(n)};", text) for n in p4mod.map_objects(m))
     for f in program.metadata:
         assert f"bit<{f.bits}> {f.name};" in text
     assert toks.count("apply") >= 5            # five controls (+ table applies)

@@ -64,11 +64,25 @@ def test_default_scenario_parses_and_its_timeline_applies_to_the_models():
      "traffic.flows[0].rate"),
     ({"topology": "linear", "changes": [{"at": 1, "switch": "s1", "undo": 0}]}, "changes[0].undo"),
     ({"changes": []}, "scenario"),
+    ({"topology": "linear", "targets": {"s1": "tofino"}}, "targets.s1"),
+    ({"topology": "linear", "targets": ["s1"]}, "targets"),
 ])
 def test_malformed_scenarios_name_the_field(data, field):
     with pytest.raises(ScenarioError) as err:
         parse_scenario(data, "x.yaml")
     assert err.value.field == field
+
+
+def test_scenario_targets_pick_switch_kinds_and_auto_runs_ebpf():
+    sc = load_scenario(os.path.join(ROOT, "scenarios/bmv2-mixed.yaml"))
+    topo = sc.topology_for(load_topology(os.path.join(ROOT, "topologies/leaf-spine.yaml")))
+    assert {s.name: s.target for s in topo.switches} == {
+        "sp1": "ebpf", "sp2": "ebpf", "l1": "bmv2", "l2": "ebpf", "l3": "ebpf", "l4": "ebpf"}
+    assert {d for *_, d in dry_run(sc, topo)} == {"sp1", "sp2", "l1", "l2", "l3", "l4"}
+    bad = parse_scenario({"topology": "leaf-spine", "targets": {"x*": "bmv2"}}, "x.yaml")
+    with pytest.raises(ScenarioError) as err:
+        bad.topology_for(topo)
+    assert err.value.field == "targets.x*"
 
 
 def test_unknown_table_in_a_timeline_fails_before_any_lab(tmp_path):

@@ -1,0 +1,153 @@
+"""bmv2's thrift runtime interface, the few register calls the lab needs.
+
+P4Runtime (PI) cannot read or write bmv2 registers; bmv2's thrift server can. It speaks
+thrift's binary protocol over a plain TCP stream, multiplexed by service name
+("standard:<call>"), so a small encoder does instead of bmv2's generated Python modules
+(which the p4lang packages do not always install). Calls may be pipelined: requests go
+out back to back and replies come back in order on the one connection.
+
+The server binds 0.0.0.0 in the switch's own namespace; the caller hands us a connected
+socket opened inside that namespace.
+
+Note (bmv2 context.cpp): register calls act on the *runtime* configuration — after a
+pipeline is saved and before it is committed, that is the saved one, not the one
+carrying packets.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+
+from ..errors import TargetError
+
+_CALL, _REPLY, _EXCEPTION = 1, 2, 3
+_VERSION_1 = 0x80010000
+# thrift type ids
+_STOP, _BOOL, _BYTE, _DOUBLE, _I16, _I32, _I64, _STRING, _STRUCT, _MAP, _SET, _LIST = (
+    0, 2, 3, 4, 6, 8, 10, 11, 12, 13, 14, 15)
+_FIXED = {_BOOL: 1, _BYTE: 1, _DOUBLE: 8, _I16: 2, _I32: 4, _I64: 8}
+_MASK64 = (1 << 64) - 1
+_REGISTER_ERRORS = {1: "invalid register name", 2: "invalid index", 3: "error"}
+
+
+class _Reader:
+    """Reads thrift binary values from a socket."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock, self._buf = sock, b""
+
+    def take(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("thrift server closed the connection")
+            self._buf += chunk
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def i32(self) -> int:
+        return struct.unpack("!i", self.take(4))[0]
+
+    def i64(self) -> int:
+        return struct.unpack("!q", self.take(8))[0]
+
+    def string(self) -> bytes:
+        return self.take(self.i32())
+
+    def value(self, ttype: int):
+        """One value of `ttype`; structs come back as {field id: value}."""
+        if ttype == _I32:
+            return self.i32()
+        if ttype == _I64:
+            return self.i64()
+        if ttype == _STRING:
+            return self.string()
+        if ttype in _FIXED:
+            return self.take(_FIXED[ttype])
+        if ttype == _STRUCT:
+            fields = {}
+            while True:
+                ftype = self.take(1)[0]
+                if ftype == _STOP:
+                    return fields
+                fid = struct.unpack("!h", self.take(2))[0]
+                fields[fid] = self.value(ftype)
+        if ttype in (_LIST, _SET):
+            etype, n = self.take(1)[0], self.i32()
+            return [self.value(etype) for _ in range(n)]
+        if ttype == _MAP:
+            kt, vt, n = self.take(1)[0], self.take(1)[0], self.i32()
+            return {self.value(kt): self.value(vt) for _ in range(n)}
+        raise ConnectionError(f"thrift: unknown type {ttype}")
+
+
+def _field(ttype: int, fid: int, payload: bytes) -> bytes:
+    return struct.pack("!bh", ttype, fid) + payload
+
+
+def _str(s: str) -> bytes:
+    b = s.encode()
+    return struct.pack("!i", len(b)) + b
+
+
+class Bmv2Thrift:
+    """Register access on one bmv2 switch (context 0) over a connected thrift socket."""
+
+    def __init__(self, device: str, sock: socket.socket):
+        self.device, self._sock = device, sock
+        self._reader = _Reader(sock)
+        self._seq = 0
+
+    def _request(self, call: str, args: bytes) -> bytes:
+        self._seq += 1
+        return (struct.pack("!I", _VERSION_1 | _CALL) + _str(f"standard:{call}")
+                + struct.pack("!i", self._seq) + args + bytes([_STOP]))
+
+    def _reply(self, call: str, what: str):
+        head = self._reader.i32() & 0xFF
+        self._reader.string()
+        self._reader.i32()
+        body = self._reader.value(_STRUCT)
+        if head == _EXCEPTION:
+            raise TargetError(self.device, f"thrift {call} ({what}): "
+                              f"{body.get(1, b'').decode(errors='replace')}")
+        if 1 in body:   # the declared InvalidRegisterOperation
+            code = body[1].get(1, 3)
+            raise TargetError(self.device, f"{what}: {_REGISTER_ERRORS.get(code, code)}")
+        return body.get(0)
+
+    def _calls(self, calls: list[tuple[str, bytes, str]]) -> list:
+        """Send every request, then read every reply (pipelined, in order)."""
+        try:
+            self._sock.sendall(b"".join(self._request(c, a) for c, a, _ in calls))
+            return [self._reply(c, what) for c, _, what in calls]
+        except (OSError, ConnectionError) as exc:
+            raise TargetError(self.device, f"thrift: {exc}") from exc
+
+    def read_registers(self, names: list[str]) -> dict[str, list[int]]:
+        """Every slot of each named register array (one round trip for all)."""
+        calls = [("bm_register_read_all", _field(_I32, 1, struct.pack("!i", 0))
+                  + _field(_STRING, 2, _str(n)), f"register {n}") for n in names]
+        replies = self._calls(calls)
+        return {n: [v & _MASK64 for v in (r or [])] for n, r in zip(names, replies)}
+
+    def write_registers(self, values: dict[str, dict[int, int]]) -> int:
+        """Set register slots {name: {index: value}} (one round trip); returns how many."""
+        calls = []
+        for name, slots in values.items():
+            for index, value in sorted(slots.items()):
+                args = (_field(_I32, 1, struct.pack("!i", 0)) + _field(_STRING, 2, _str(name))
+                        + _field(_I32, 3, struct.pack("!i", index))
+                        + _field(_I64, 4, struct.pack("!q", _i64(value))))
+                calls.append(("bm_register_write", args, f"register {name}[{index}]"))
+        self._calls(calls)
+        return len(calls)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def _i64(value: int) -> int:
+    """bmv2 carries register values as thrift i64: a bit<64> above 2^63 wraps."""
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value

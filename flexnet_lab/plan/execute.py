@@ -3,8 +3,10 @@
 Order of a change, so that bad input changes nothing:
   1. the new program is validated and checked against the device's capabilities;
   2. the planner classifies the change (entries only / pipeline / full swap);
-  3. every device prepares (compiles, loads; the kernel verifier runs here) — a failure
-     aborts all prepared devices and no device has changed;
+  3. every device prepares (compiles, loads; the kernel verifier runs here), then every
+     device that stages (bmv2: the new pipeline saved beside the running one, filled with
+     entries and registers) stages — a failure aborts all prepared devices and no device
+     has changed;
   4. every device commits (the atomic step), back to back;
   5. clean-up: default actions of kept tables are updated, entries of actions that no
      longer exist are deleted.
@@ -29,6 +31,7 @@ class ChangeRecord:
     description: str
     kind: str
     at: float = 0.0                  # wall clock when the atomic step ran
+    done: float = 0.0                # wall clock when it had run
     compile_ms: float = 0.0
     load_ms: float = 0.0
     swap_ms: float = 0.0
@@ -73,6 +76,9 @@ def apply_programs(changes: list[tuple[object, Program, str]]) -> list[ChangeRec
         for (dev, prog, _), plan in zip(changes, plans):
             prepared.append(dev.prepare(prog) if plan.kind in ("pipeline", "full_swap")
                             else None)
+        for (dev, _, _), prep in zip(changes, prepared):
+            if prep is not None and hasattr(dev, "stage"):
+                dev.stage(prep)
     except BaseException:
         for (dev, _, _), prep in zip(changes, prepared):
             if prep is not None:
@@ -84,6 +90,7 @@ def apply_programs(changes: list[tuple[object, Program, str]]) -> list[ChangeRec
         if prep is not None:
             rec.at = time.time()
             rec.swap_ms = dev.commit(prep)
+            rec.done = time.time()
             rec.compile_ms, rec.load_ms = prep.compile_ms, prep.load_ms
             rec.notes += getattr(dev, "last_notes", [])
         else:

@@ -6,9 +6,10 @@ reachable only inside the switch's namespace, where the controller opens its reg
 connection. The program comes from the same model as the eBPF switch's, compiled by the
 P4 backend and p4c-bm2-ss.
 
-A program change is prepare (generate P4, compile with p4c; nothing reaches the switch)
-then commit, a sequence that puts every surviving entry and register value in the new
-pipeline before it carries a packet:
+A program change is prepare (generate P4, compile with p4c; nothing reaches the switch),
+stage (steps 1-4) and commit (step 5): every surviving entry and register value is in the
+new pipeline before it carries a packet. A change of several switches stages all of them,
+then commits them back to back.
   1. read the surviving tables' entries (P4Runtime) and build them for the new P4Info —
      an entry the new pipeline cannot hold fails here, with nothing touched;
   2. read the surviving maps' registers (thrift; P4Runtime cannot);
@@ -57,6 +58,19 @@ class Bmv2Prepared:
     load_ms: float = 0.0
     created: tuple = ()
     info: object = None          # the parsed P4Info, filled on first use
+    staged: _Staged | None = None
+
+
+@dataclass
+class _Staged:
+    """What stage() did, for commit() and abort()."""
+    t0: float
+    t_read: float
+    entries: list                # the running pipeline's entries
+    values: dict                 # its register values, read at t_read
+    dropped: int
+    carried: int
+    arrays: int
 
 
 class Bmv2Switch:
@@ -173,41 +187,89 @@ class Bmv2Switch:
         prepared.compile_ms = (time.perf_counter() - t0) * 1e3
         return prepared
 
-    def commit(self, prepared: Bmv2Prepared) -> float:
-        """Steps 1-5 of the module's sequence; returns ms from reading the entries to the
-        new pipeline carrying traffic."""
+    def stage(self, prepared: Bmv2Prepared) -> None:
+        """Steps 1-4: the new pipeline saved beside the running one, holding every
+        surviving entry and register value; the running one still carries traffic. A
+        change of several switches stages them all, then commits them back to back."""
         new, info = prepared.program, self._info(prepared)
         self._check_loadable(prepared)     # done by prepare() unless the pipeline changed
         t0 = time.perf_counter()
-        updates, dropped = self._entries_for(new, info)
+        entries = [e for t in self.program.tables for e in self.entries(t.name)]
+        updates, dropped = self._inserts(entries, new, info)   # unbuildable: nothing touched
         registers = self._carried_registers(new)
         t_read = time.perf_counter()
         values = self._thrift.read_registers(registers) if registers else {}
         self._client.set_pipeline(info, prepared.device_json, "VERIFY_AND_SAVE")
         try:
-            if updates:
-                self._client.write(updates)
-            carried = self._thrift.write_registers(
-                {n: {i: v for i, v in enumerate(vals) if v} for n, vals in values.items()})
+            carried = self._fill(updates, values)
         except TargetError as exc:
-            # bmv2 cannot drop a saved pipeline: commit it and put the old one back
-            self._client.set_pipeline(None, None, "COMMIT")
-            self._restore(exc)
+            self._revert(entries, values, exc)
             raise
+        prepared.staged = _Staged(t0, t_read, entries, values, dropped, carried,
+                                  len(registers))
+
+    def commit(self, prepared: Bmv2Prepared) -> float:
+        """Step 5 (staging first if that was not done); returns ms from reading the
+        entries to the new pipeline carrying traffic."""
+        if prepared.staged is None:
+            self.stage(prepared)
+        st, prepared.staged = prepared.staged, None
         self._client.set_pipeline(None, None, "COMMIT")
         t_swap = time.perf_counter()
-        elapsed, window = (t_swap - t0) * 1e3, (t_swap - t_read) * 1e3
-        self.program = new
+        self.program = prepared.program
         self.last_notes = []
-        if dropped:
-            self.last_notes.append(f"{dropped} entries not carried (their table or action "
+        if st.dropped:
+            self.last_notes.append(f"{st.dropped} entries not carried (their table or action "
                                    "is gone)")
-        if registers:
+        if st.arrays:
             self.last_notes.append(
-                f"registers carried: {len(registers)} arrays, {carried} non-zero slots; "
-                f"increments in the last {window:.1f} ms before the swap (after the read) "
-                "are not carried")
-        return elapsed
+                f"registers carried: {st.arrays} arrays, {st.carried} non-zero slots; "
+                f"increments in the last {(t_swap - st.t_read) * 1e3:.1f} ms before the swap "
+                "(after the read) are not carried")
+        return (t_swap - st.t0) * 1e3
+
+    def abort(self, prepared: Bmv2Prepared) -> None:
+        """Undo prepare() (nothing on the device) or stage(): bmv2 cannot drop a saved
+        pipeline, so it is committed and the old program put back the same hitless way."""
+        st, prepared.staged = prepared.staged, None
+        if st is not None:
+            self._revert(st.entries, st.values, None)
+
+    def _fill(self, updates: list, values: dict[str, list[int]]) -> int:
+        """Entries and register values into the saved pipeline; register slots written."""
+        if updates:
+            self._client.write(updates)
+        return self._thrift.write_registers(
+            {n: {i: v for i, v in enumerate(vals) if v} for n, vals in values.items()})
+
+    def _inserts(self, entries: list[Entry], program: Program, info) -> tuple[list, int]:
+        """INSERTs of the entries `program` can hold, built for its P4Info; how many not."""
+        updates, dropped = [], 0
+        for e in entries:
+            t = program.table(e.table)
+            if t is None or e.action not in t.actions:
+                dropped += 1
+                continue
+            updates.append(("INSERT", self._client.table_entry(
+                f"{CONTROL}.{e.table}", e.match, f"{CONTROL}.{e.action}", e.args, e.priority,
+                p4info=info)))
+        return updates, dropped
+
+    def _revert(self, entries: list[Entry], values: dict, cause: TargetError | None) -> None:
+        """A pipeline is saved: commit it, then the running program again with its entries
+        and register values (save, fill, commit)."""
+        old = self.program
+        try:
+            self._client.set_pipeline(None, None, "COMMIT")
+            back = self._compiled_copy(old)
+            updates, _ = self._inserts(entries, old, self._info(back))
+            self._client.set_pipeline(self._info(back), back.device_json, "VERIFY_AND_SAVE")
+            self._fill(updates, values)
+            self._client.set_pipeline(None, None, "COMMIT")
+        except TargetError as exc:
+            what = f"{cause.message}; " if cause else ""
+            raise TargetError(self.device, f"{what}putting {old.name} back failed too: "
+                              f"{exc.message}") from exc
 
     def _check_loadable(self, prepared: Bmv2Prepared, timeout_s: float = 10.0) -> float:
         """Load the pipeline in a scratch simple_switch (no ports; its thrift port inside
@@ -251,20 +313,6 @@ class Bmv2Switch:
         except OSError:
             return False
 
-    def _entries_for(self, new: Program, info) -> tuple[list, int]:
-        """INSERTs rebuilding every surviving entry for the new P4Info; how many cannot."""
-        updates, dropped = [], 0
-        for t in (self.program.tables if self.program else ()):
-            nt = new.table(t.name)
-            for e in self.entries(t.name):
-                if nt is None or e.action not in nt.actions:
-                    dropped += 1
-                    continue
-                updates.append(("INSERT", self._client.table_entry(
-                    f"{CONTROL}.{t.name}", e.match, f"{CONTROL}.{e.action}", e.args,
-                    e.priority, p4info=info)))
-        return updates, dropped
-
     def _carried_registers(self, new: Program) -> list[str]:
         """Register arrays of maps both programs hold with the same shape."""
         out = []
@@ -273,23 +321,6 @@ class Bmv2Switch:
             if old is not None and _shape(old) == _shape(m) and m.kind != "meter":
                 out += [f"{CONTROL}.{n}" for n in map_objects(m)]
         return out
-
-    def _restore(self, cause: TargetError) -> None:
-        """After a failed step 4: load the old program again with its entries (not
-        hitless; only a switch failing mid-change gets here)."""
-        old = self.program
-        try:
-            self.program = None
-            prepared = self.prepare(old)
-            self._client.set_pipeline(self._info(prepared), prepared.device_json,
-                                      "VERIFY_AND_COMMIT")
-            self.program = old
-        except TargetError as exc:
-            raise TargetError(self.device, f"{cause.message}; restoring {old.name} failed "
-                              f"too: {exc.message}") from exc
-
-    def abort(self, prepared: Bmv2Prepared) -> None:
-        """Nothing was loaded on the device by prepare()."""
 
     def adopt(self, program: Program) -> None:
         self.program = program

@@ -347,15 +347,19 @@ def _is_pattern(device: str) -> bool:
 
 
 def _combined(records, device: str, desc: str):
-    """One record for a change that hit several switches at once."""
+    """One record for a change that hit several switches at once: the slowest switch's
+    times, and how far apart the first and the last commit were."""
     from ..plan.execute import ChangeRecord
     first = records[0]
+    spread = (max(r.done or r.at for r in records) - first.at) * 1e3
+    notes = [f"{len(records)} switches: {', '.join(r.device for r in records)}; all "
+             f"prepared first, then committed within {spread:.2f} ms"]
+    notes += [f"{r.device}: {n}" for r in records for n in r.notes]
     return ChangeRecord(device, desc, first.kind, at=first.at,
                         compile_ms=max(r.compile_ms for r in records),
                         load_ms=max(r.load_ms for r in records),
-                        swap_ms=sum(r.swap_ms for r in records), total_ms=first.total_ms,
-                        plan=first.plan,
-                        notes=[f"{len(records)} switches: {', '.join(r.device for r in records)}"])
+                        swap_ms=max(r.swap_ms for r in records), total_ms=first.total_ms,
+                        plan=first.plan, notes=notes)
 
 
 def _apply(lab, c: Change, i: int, inverses: dict, base: str):

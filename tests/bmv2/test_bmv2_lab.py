@@ -7,7 +7,7 @@ import pytest
 
 from flexnet_lab.errors import EntryError, TargetError
 from flexnet_lab.lab.network import Lab
-from flexnet_lab.plan.execute import apply_program
+from flexnet_lab.plan.execute import apply_program, apply_programs
 from flexnet_lab.program.delta import load_delta
 from flexnet_lab.topology.loader import parse_topology
 from flexnet_lab.verify.traffic import FlowSpec, measure_flow
@@ -84,6 +84,35 @@ def test_a_pipeline_the_switch_refuses_leaves_pipeline_entries_and_counters_unto
         assert s1.program is program and s1.entries("l3_fwd") == before
         assert s1.port_counters() == counters
         assert lab.ping_all()["loss_pct"] == 0.0
+
+
+def test_a_change_of_two_switches_one_refusing_leaves_both_as_they_were():
+    """s1 and s3 change as one: s1 stages (its new pipeline saved and filled), s3's is
+    refused; s1 is put back (its saved pipeline cannot be dropped: committed, then the old
+    program staged and committed again) with its entries and counters, and still works."""
+    acl = load_delta(os.path.join(ROOT, "scenarios/deltas/acl-udp-9999.yaml"))
+    with Lab(parse_topology(MIXED, "mixed.yaml")) as lab:
+        s1, s3 = lab.switch("s1"), lab.switch("s3")
+        assert lab.ping_all()["loss_pct"] == 0.0
+        old = s1.program
+        before = {n: (lab.switch(n).entries("l3_fwd"), lab.switch(n).port_counters())
+                  for n in ("s1", "s3")}
+        good_prepare = s3.prepare
+
+        def refused(program):
+            prepared = good_prepare(program)
+            prepared.device_json = b"{" + prepared.device_json[:100]
+            return prepared
+        s3.prepare = refused
+        with pytest.raises(TargetError, match="refuses the pipeline"):
+            apply_programs([(s1, acl.apply(old)[0], "acl"), (s3, acl.apply(old)[0], "acl")])
+        s3.prepare = good_prepare
+        assert s1.program is old and s3.program is old
+        assert {n: (lab.switch(n).entries("l3_fwd"), lab.switch(n).port_counters())
+                for n in ("s1", "s3")} == before
+        assert lab.ping_all()["loss_pct"] == 0.0
+        rec = lab.apply_delta("s1", acl)[0]                # not wedged: changes again
+        assert s1.program.table("acl") is not None and rec.kind == "pipeline"
 
 
 def test_registers_are_carried_across_a_pipeline_change():

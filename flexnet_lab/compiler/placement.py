@@ -135,13 +135,15 @@ def as_switch_delta(fn: Program, before: str = "l3_fwd"):
 def lab_devices(lab, names: list[str], switch_state: int = SWITCH_STATE_BUDGET) -> list[Device]:
     """Devices of a running lab, in the given order, with what they already use."""
     from .ebpf import CAPABILITIES
+    from ..plan.execute import capabilities
     from ..program.library import infrastructure
     base = state_bytes(infrastructure())
     out = []
     for name in names:
         if name in lab.switches:
             prog = lab.switches[name].program
-            out.append(Device(name, "switch", frozenset(CAPABILITIES["tc"]), switch_state,
+            out.append(Device(name, "switch", frozenset(capabilities(lab.switches[name])),
+                              switch_state,
                               WORK_BUDGET, max(0, state_bytes(prog) - base),
                               per_packet_work(prog)))
         else:

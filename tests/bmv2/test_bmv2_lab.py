@@ -160,3 +160,25 @@ def test_each_delta_kind_under_udp_load_loses_nothing_and_keeps_entries_and_coun
     assert flow.sent > 5000 and flow.lost == 0, (flow.sent, flow.lost)
     assert all(kept) and len(kept) == len(steps)
     assert rx == sorted(rx) and rx[0] > 0, rx    # carried: never back to zero
+
+
+def test_a_sketch_placed_on_bmv2_is_read_and_written_through_the_map_api():
+    """count_min placed on bmv2 s1: the same read_map/write_map as on the eBPF targets
+    (registers over thrift); the routes survive the change."""
+    from flexnet_lab.program import library
+    with Lab(parse_topology(MIXED, "mixed.yaml")) as lab:
+        s1 = lab.switch("s1")
+        routes = s1.entries("l3_fwd")
+        where = lab.place_function(library.count_min(), ["s1", "h1"], switch_state=1 << 20)
+        assert where.device == "s1" and s1.program.table("count_min_fn") is not None
+        assert s1.entries("l3_fwd") == routes
+        lab.host("h1").cmd("ping -c 20 -i 0.01 -q 10.0.0.2")
+        cms = s1.program.map("cms")
+        values = s1.read_map("cms")
+        assert len(values) == cms.rows * cms.size
+        rows = [sum(values[r * cms.size:(r + 1) * cms.size]) for r in range(cms.rows)]
+        assert all(r >= 40 for r in rows), rows       # requests in, replies out
+        s1.write_map("cms", 0, 12345)
+        assert s1.read_map("cms")[0] == 12345
+        with pytest.raises(TargetError, match="outside"):
+            s1.write_map("cms", cms.rows * cms.size, 1)

@@ -165,15 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", help="bring up, ping all pairs, tear down; exit 0 on 0%% loss")
     s.add_argument("topology")
     s.set_defaults(func=cmd_check)
-    s = sub.add_parser("down", help="stop running labs (SIGTERM, then clean)")
-    s.add_argument("--run", help="only this run id")
-    s.set_defaults(func=cmd_down)
-    s = sub.add_parser("clean", help="remove every object carrying the lab's tag")
-    s.add_argument("--run", help="only this run id")
-    s.set_defaults(func=cmd_clean)
-    s = sub.add_parser("status", help="runs and tagged objects on this machine")
-    s.add_argument("--run", help="only this run id")
-    s.set_defaults(func=cmd_status)
+    for name, what, func in (("down", "stop running labs (SIGTERM, then clean)", cmd_down),
+                             ("clean", "remove every object carrying the lab's tag", cmd_clean),
+                             ("status", "runs and tagged objects on this machine", cmd_status)):
+        s = sub.add_parser(name, help=what)
+        s.add_argument("--run", help="only this run id")
+        s.set_defaults(func=func)
     s = sub.add_parser("compile", help="write the generated sources of a program")
     s.add_argument("program", help="YAML file or a library program name (infra, acl, ...)")
     s.add_argument("--target", choices=("ebpf", "p4"), required=True)

@@ -22,9 +22,9 @@ import warnings
 
 import pytest
 
-NETNS_PREFIX = "flexnet-"  # flexnet_lab.lab.runstate.NETNS_PREFIX
-ALIAS_PREFIX = "flexnet:"  # flexnet_lab.lab.runstate.ALIAS_PREFIX
-RUNS_DIR = "/run/flexnet/runs"  # flexnet_lab.lab.runstate.runs_dir()
+from flexnet_lab.lab.runstate import ALIAS_PREFIX, NETNS_PREFIX, proc_starttime, runs_dir
+
+RUNS_DIR = runs_dir()
 
 # Inherited by every process a test starts (and by every lab node's shell, whose
 # environment is a copy of ours): tells this session's processes from anyone else's.
@@ -104,7 +104,7 @@ def _foreign(run: str, marker: str) -> bool:
         return False
     if pid == os.getpid():
         return False
-    if state.get("pid_start") is not None and _starttime(pid) != state["pid_start"]:
+    if state.get("pid_start") is not None and proc_starttime(pid) != state["pid_start"]:
         return False  # the owner is gone and its pid was reused
     try:
         with open(f"/proc/{pid}/environ", "rb") as fh:
@@ -112,14 +112,6 @@ def _foreign(run: str, marker: str) -> bool:
     except OSError:  # the owner is gone: the run was left behind
         return False
     return f"{SESSION_ENV}={marker}".encode() not in env
-
-
-def _starttime(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -122,6 +122,15 @@ def _position(index: Any, length: int, element: str) -> int:
     return index
 
 
+def _slot(program: Program, field: str, item: Any, cls: type, index: Any) -> tuple[str, int]:
+    """Name of the new `item` (a `cls`) and its position in program.<field>; refused when
+    it is not a named `cls`, the name is taken or the index is out of range."""
+    items = getattr(program, field)
+    name = _instance(item, cls, field).name
+    _absent(items, name, field)
+    return name, _position(index, len(items), f"{field}.{name}")
+
+
 def _insert(items: tuple, index: int, item: Any) -> tuple:
     return items[:index] + (item,) + items[index:]
 
@@ -195,9 +204,7 @@ class AddTable:
     kind: ClassVar[str] = "add_table"
 
     def apply(self, program: Program) -> tuple[Program, tuple]:
-        name = _instance(self.table, Table, "tables").name
-        _absent(program.tables, name, "tables")
-        at = _position(self.index, len(program.tables), f"tables.{name}")
+        name, at = _slot(program, "tables", self.table, Table, self.index)
         stmt_at = self._stmt_position(program)
         actions, added = _merge_actions(program, self.actions)
         new = program.with_(tables=_insert(program.tables, at, self.table), actions=actions,
@@ -329,9 +336,7 @@ class AddAction:
     kind: ClassVar[str] = "add_action"
 
     def apply(self, program: Program) -> tuple[Program, tuple]:
-        name = _instance(self.action, Action, "actions").name
-        _absent(program.actions, name, "actions")
-        at = _position(self.index, len(program.actions), f"actions.{name}")
+        name, at = _slot(program, "actions", self.action, Action, self.index)
         new = program.with_(actions=_insert(program.actions, at, self.action))
         return new, (RemoveActions(_literal(name)),)
 
@@ -529,9 +534,7 @@ class AddMap:
     kind: ClassVar[str] = "add_map"
 
     def apply(self, program: Program) -> tuple[Program, tuple]:
-        name = _instance(self.map, Map, "maps").name
-        _absent(program.maps, name, "maps")
-        at = _position(self.index, len(program.maps), f"maps.{name}")
+        name, at = _slot(program, "maps", self.map, Map, self.index)
         new = program.with_(maps=_insert(program.maps, at, self.map))
         return new, (RemoveMaps(_literal(name)),)
 
@@ -571,9 +574,7 @@ class AddHeader:
     kind: ClassVar[str] = "add_header"
 
     def apply(self, program: Program) -> tuple[Program, tuple]:
-        name = _instance(self.header, Header, "headers").name
-        _absent(program.headers, name, "headers")
-        at = _position(self.index, len(program.headers), f"headers.{name}")
+        name, at = _slot(program, "headers", self.header, Header, self.index)
         new = program.with_(headers=_insert(program.headers, at, self.header))
         return new, (RemoveHeader(name),)
 

@@ -74,6 +74,7 @@ def main() -> int:
         base = measure_flow(lab, spec)
         k1, r1 = _rx_counts(lab, s1)
         records, preserved = [], []
+        kept = {"l3_fwd": before}
 
         def deltas():
             for i in range(args.deltas):
@@ -83,7 +84,6 @@ def main() -> int:
                                      for t in prog.tables if t.name in kept))
                 time.sleep(0.05)
 
-        kept = {"l3_fwd": before}
         live = measure_flow(lab, spec, deltas)
         k2, r2 = _rx_counts(lab, s1)
     swaps = [r.swap_ms for r in records]

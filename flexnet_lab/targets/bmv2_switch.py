@@ -194,7 +194,7 @@ class Bmv2Switch:
         new, info = prepared.program, self._info(prepared)
         self._check_loadable(prepared)     # done by prepare() unless the pipeline changed
         t0 = time.perf_counter()
-        entries = [e for t in self.program.tables for e in self.entries(t.name)]
+        entries = self._read_entries()     # every table's, one Read
         updates, dropped = self._inserts(entries, new, info)   # unbuildable: nothing touched
         registers = self._carried_registers(new)
         t_read = time.perf_counter()
@@ -357,29 +357,33 @@ class Bmv2Switch:
     def entries(self, table: str) -> list[Entry]:
         """Entries read back from the switch over P4Runtime."""
         self._check(table)
+        return self._read_entries(table)
+
+    def _read_entries(self, table: str | None = None) -> list[Entry]:
+        """One table's entries, or every table's in one Read, as the model's Entry."""
         info = self._client.p4info
-        tinfo = next(t for t in info.tables if t.preamble.name == f"{CONTROL}.{table}")
-        kinds = {mf.id: mf.match_type for mf in tinfo.match_fields}
+        tables = {t.preamble.id: t.preamble.name.split(".", 1)[-1] for t in info.tables}
         actions = {a.preamble.id: a.preamble.name.split(".", 1)[-1] for a in info.actions}
         out = []
-        for e in self._client.read_entries(f"{CONTROL}.{table}"):
+        for e in self._client.read_entries(f"{CONTROL}.{table}" if table else None):
             if e.is_default_action:
                 continue
             match = []
             for fm in e.match:
-                kind = kinds[fm.field_id]
-                if kind == 3:      # P4Info MatchType LPM
+                kind = fm.WhichOneof("field_match_type")
+                if kind == "lpm":
                     match.append((int.from_bytes(fm.lpm.value, "big"), fm.lpm.prefix_len))
-                elif kind == 4:    # TERNARY
+                elif kind == "ternary":
                     match.append((int.from_bytes(fm.ternary.value, "big"),
                                   int.from_bytes(fm.ternary.mask, "big")))
                 else:
                     match.append(int.from_bytes(fm.exact.value, "big"))
             act = e.action.action
-            out.append(Entry(table, tuple(match), actions.get(act.action_id, str(act.action_id)),
+            out.append(Entry(tables[e.table_id], tuple(match),
+                             actions.get(act.action_id, str(act.action_id)),
                              tuple(int.from_bytes(p.value, "big") for p in act.params),
                              e.priority))
-        return sorted(out, key=lambda x: repr(x.match))
+        return sorted(out, key=lambda x: (x.table, repr(x.match)))
 
     # --- state ----------------------------------------------------------------------------
     def read_map(self, name: str):

@@ -78,3 +78,20 @@ class ScenarioError(FlexNetError):
         self.field = field
         self.message = message
         super().__init__(f"{source}: {field}: {message}")
+
+
+class AppError(FlexNetError):
+    """An app operation is refused (malformed URI, unknown app, no room); names the app."""
+
+    def __init__(self, app: str, message: str):
+        self.app = app
+        self.message = message
+        super().__init__(f"{app}: {message}")
+
+
+class ControlError(FlexNetError):
+    """The controller cannot be reached or answered with an error of its own."""
+
+
+class StoreError(FlexNetError):
+    """The intent store cannot be opened or written."""

@@ -17,11 +17,10 @@ from ..program.library import infrastructure
 from ..program.model import Program
 from ..targets.bcc_compile import Compiler
 from ..targets.bpf_syscall import Bpf
-from ..targets.ebpf_datapath import EbpfDatapath
 from ..targets.ebpf_switch import EbpfSwitch
-from ..targets.netlink import Netns
 from ..topology.model import Topology, resolve_auto
 from ..topology.routes import compute_routes
+from .fabric import Fabric, HostDesc, SwitchDesc
 from .nodes import LabHost, LabSwitch
 from .clean import release_bpffs, remove_namespace
 from .runstate import RunTag, ensure_bpffs
@@ -51,7 +50,6 @@ class Lab:
         self.bpf = Bpf()
         self.net: Mininet | None = None
         self.switches: dict[str, object] = {}
-        self.host_programs: dict[tuple[str, str, str], EbpfDatapath] = {}
         self.routes = compute_routes(self.topology)
         self.infra: Program = infrastructure()
         self.bringup_s: float | None = None
@@ -87,6 +85,7 @@ class Lab:
             self.stop()
             raise
         self.bringup_s = time.perf_counter() - t0
+        self.fabric().save()
         self.tag.write_state(pid=os.getpid(), topology=self.topology.name,
                              source=self.topology.source, status="up", started=time.time(),
                              namespaces=self._netns, bringup_s=self.bringup_s)
@@ -97,10 +96,6 @@ class Lab:
         if os.getpid() != self._owner:
             return
         errors = []
-        for dp in list(self.host_programs.values()):
-            _quietly(errors, dp.stop)
-            _quietly(errors, dp.netns.close)
-        self.host_programs.clear()
         for sw in list(self.switches.values()):
             _quietly(errors, sw.close)
         self.switches.clear()
@@ -255,80 +250,34 @@ class Lab:
         loss = 100.0 * (sent - received) / sent if sent else 100.0
         return {"sent": sent, "received": received, "loss_pct": loss, "failed": failed}
 
-    def attach_host_program(self, host: str, program: Program, hook: str = "xdp",
-                            direction: str = "ingress") -> EbpfDatapath:
-        """Attach a host function to the host's interface (root program + pipeline)."""
-        node = self.host(host)
-        key = (host, hook, direction)
-        if key in self.host_programs:
-            raise LabError(f"{host} already runs {self.host_programs[key].program.name} on "
-                           f"{hook}/{direction}: swap it instead")
-        dp = EbpfDatapath(f"{host}-{hook}-{direction}", Netns(node.netns_path), hook, "host",
-                          self.compiler, self.bpf, self.tag.pin_dir, direction)
-        dp.start(program, [node.defaultIntf().name])
-        self.host_programs[key] = dp
-        if hook == "xdp":
-            self._host_port_mode(host, peer=False)
-        return dp
+    def fabric(self) -> Fabric:
+        """What a controller needs to drive this network (also written to the run folder
+        as fabric.json, for a controller in another process)."""
+        hosts = {}
+        for h in self.topology.hosts:
+            sw, port = self.topology.host_link(h.name)
+            node = self.net.get(h.name)
+            hosts[h.name] = HostDesc(h.name, node.netns_path, node.defaultIntf().name, h.ip,
+                                     h.mac, sw, port)
+        switches = {}
+        for spec in self.topology.switches:
+            sw = self.switches[spec.name]
+            node = self.net.get(spec.name)
+            ports = {p.number: (p.intf, True) for p in self.topology.ports(spec.name)}
+            peers = {p.number: p.peer_node for p in self.topology.ports(spec.name)}
+            extra = sw.descriptor()
+            switches[spec.name] = SwitchDesc(spec.name, spec.target, node.netns_path, ports,
+                                             peers=peers, **extra)
+        routes = {sw: [[r.dst_ip, r.prefixlen, r.port] for r in rs]
+                  for sw, rs in self.routes.items()}
+        return Fabric(self.tag.run, self.tag.dir, self.tag.pin_dir, self.topology.source or "",
+                      switches, hosts, routes)
 
-    def _host_port_mode(self, host: str, peer: bool) -> None:
-        sw_name, port = self.topology.host_link(host)
-        sw = self.switches.get(sw_name)
-        if isinstance(sw, EbpfSwitch):
-            sw.set_port_mode(port, peer)
-
-    def device(self, name: str):
-        """A switch by name, or a host's program slot as HOST[:hook[:direction]]."""
-        if name in self.switches:
-            return self.switches[name]
-        host, _, rest = name.partition(":")
-        hook, _, direction = rest.partition(":")
-        return self.host_program(host, hook or "xdp", direction or "ingress")
-
-    def apply_delta(self, device: str, delta, description: str = ""):
-        """Apply a delta to one device's running program; (record, inverse delta)."""
-        from ..plan.execute import apply_delta
-        return apply_delta(self.device(device), delta, description)
-
-    def apply_delta_network(self, pattern: str, delta, description: str = ""):
-        """Apply one delta to every switch whose name matches `pattern`, as one change:
-        all devices prepare (compile, load, verify) before any commits, so a refusal
-        anywhere changes nothing anywhere. Returns (records, {switch: inverse})."""
-        from fnmatch import fnmatchcase
-
-        from ..plan.execute import apply_programs
-        names = [n for n in self.switches if fnmatchcase(n, pattern)]
-        if not names:
-            raise LabError(f"no switch matches {pattern!r}")
-        changes, inverses = [], {}
-        for n in names:
-            new, inverses[n] = delta.apply(self.switches[n].program)
-            changes.append((self.switches[n], new, description or delta.name or "delta"))
-        return apply_programs(changes), inverses
-
-    def swap_host_program(self, host: str, program: Program, hook: str = "xdp",
-                          direction: str = "ingress"):
-        """Atomically replace a host's program; maps it shares with the old one survive."""
-        from ..plan.execute import apply_program
-        dp = self.host_program(host, hook, direction)
-        return apply_program(dp, program, f"{host}: {dp.program.name} -> {program.name}")
-
-    def place_function(self, fn: Program, candidates: list[str], switch_state: int | None = None):
-        """Run tenant function `fn` on the first candidate that can (see placement);
-        returns the Placement with its explanation."""
-        from ..compiler.placement import SWITCH_STATE_BUDGET, as_switch_delta, lab_devices, place
-        where = place(fn, lab_devices(self, candidates, switch_state or SWITCH_STATE_BUDGET))
-        if where.kind == "switch":
-            self.apply_delta(where.device, as_switch_delta(fn), f"place {fn.name}")
-        else:
-            self.attach_host_program(where.device, fn, "xdp")
-        return where
-
-    def host_program(self, host: str, hook: str = "xdp", direction: str = "ingress"):
-        try:
-            return self.host_programs[(host, hook, direction)]
-        except KeyError:
-            raise LabError(f"{host} has no program on {hook}/{direction}") from None
+    def release_devices(self) -> None:
+        """Hand the devices over: close this process's handles (fds, P4Runtime sessions)
+        without stopping anything; a controller adopts them. stop() still removes it all."""
+        for sw in self.switches.values():
+            sw.release()
 
 
 def _quietly(errors: list, fn) -> None:

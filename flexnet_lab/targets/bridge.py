@@ -24,5 +24,11 @@ class BridgeSwitch:
     def add_route(self, mac: str, port: int) -> None:
         self.node.cmd(f"bridge fdb replace {mac} dev {self.ports[port][0]} master static")
 
+    def descriptor(self) -> dict:
+        return {}
+
+    def release(self) -> None:
+        pass  # nothing held: the bridge lives in the kernel
+
     def close(self) -> None:
         pass  # the bridge dies with the switch's namespace

@@ -1,0 +1,558 @@
+"""The controller: decides and pilots what runs on the network the lab realised.
+
+It owns the intent (intent.py) and keeps it in an IntentStore. Every operation — a delta,
+a table entry, a host function attached or swapped, an app deployed, removed, migrated or
+scaled — is computed first as new device intents (nothing touched; bad input refused here),
+written to the store as a pending change, applied to the devices as one transaction
+(programs prepared everywhere before any commits; whatever fails, what was applied is
+undone), then committed in the store. A change still pending when a controller starts was
+cut short by a crash: it is rolled back (its before-state is the intent) and reconciliation
+brings the devices there.
+
+Reconciliation compares every device with the intent and repairs what differs: a root
+program detached, a tail-call slot holding another program, a pin gone, a pipeline other
+than the intended one, table entries missing or extra, a bmv2 process dead."""
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from dataclasses import replace
+from fnmatch import fnmatchcase
+
+from ..errors import AppError, DeltaError, FlexNetError, LabError, TargetError
+from ..plan.execute import ChangeRecord, check_change
+from ..program.delta import Delta
+from ..program.library import infrastructure
+from ..program.model import Program
+from ..targets.ebpf_datapath import Entry
+from .apps import AppPlanner
+from ..lab.fabric import Fabric
+from .intent import AppRecord, DeviceIntent, Intent, slot_name, split_slot
+from .store import IntentStore
+from .target import Target
+from .uri import excerpt, parse_uri
+
+
+class Controller:
+    """The network's controller. `handles` are the device targets by intent name (switches
+    by name, host hooks as HOST:HOOK:DIRECTION); `attach` makes a new host-hook target
+    (see devices.Devices)."""
+
+    def __init__(self, fabric: Fabric, store: IntentStore, devices):
+        self.fabric = fabric
+        self.store = store
+        self.devices = devices
+        self.intent = Intent()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+        self.apps = AppPlanner(self)
+
+    # --- start ----------------------------------------------------------------------------
+    def start(self) -> list[str]:
+        """Load the intent (or take the devices' state as the intent on a first start),
+        roll back changes cut short, adopt the devices; returns what was done."""
+        with self._lock:
+            notes = []
+            self.intent = self.store.load()
+            if not self.intent.devices:
+                self.devices.adopt(Intent({n: DeviceIntent(n, s.kind, infrastructure())
+                                           for n, s in self.fabric.switches.items()
+                                           if s.kind in ("ebpf", "bmv2")}))
+                first = [self._observed_intent(n, h) for n, h in self.devices.handles.items()]
+                self.store.put_devices(first)
+                self.intent = self.store.load()
+                self.store.log("start", "*", f"first start: intent taken from "
+                               f"{len(first)} devices")
+                return ["first start"]
+            for ch in self.store.pending():
+                detail = (f"change #{ch.id} ({ch.op}) was cut short; rolled back to its "
+                          "before-state")
+                self.store.abort(ch.id, "controller restarted mid-change: rolled back")
+                self.store.log("recover", ",".join(sorted(ch.after["devices"])) or "*", detail)
+                notes.append(detail)
+            self.devices.adopt(self.intent)
+            for name in self.devices.orphans:
+                self.devices.detach(name)
+                detail = "detached a host program no intent holds (a change cut short)"
+                self.store.log("recover", name, detail)
+                notes.append(f"{name}: {detail}")
+            self.devices.orphans.clear()
+            self.store.log("start", "*", f"restarted: adopted {len(self.devices.handles)} "
+                           f"devices, {len(self.intent.apps)} apps")
+            return notes
+
+    def _observed_intent(self, name: str, h: Target) -> DeviceIntent:
+        prog = h.program
+        entries = frozenset(e for t in (prog.tables if prog else ()) for e in h.entries(t.name))
+        return DeviceIntent(name, h.kind, prog, entries, _prog_id(h))
+
+    # --- reconciliation -------------------------------------------------------------------
+    def start_reconciler(self, interval_s: float = 0.5) -> None:
+        def loop():
+            while not self._stop.wait(interval_s):
+                try:
+                    self.reconcile()
+                except Exception as exc:  # a pass that fails is logged; the next one retries
+                    self.store.log("error", "*", f"reconcile pass failed: {exc}"[:300])
+        self._thread = threading.Thread(target=loop, name="reconcile", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def close(self) -> None:
+        """Stop reconciling and close this process's host-hook handles (the lab's own
+        switch handles are the lab's to close). The devices keep running."""
+        self.stop()
+        with self._lock:
+            for name in [n for n, h in self.devices.handles.items() if h.kind == "host"]:
+                self.devices.handles.pop(name).release()
+
+    def reconcile(self) -> list[str]:
+        """One pass: compare every device with the intent, repair, log each repair."""
+        done: list[str] = []
+        with self._lock:
+            self.passes += 1
+            for name, want in list(self.intent.devices.items()):
+                try:
+                    done += self._reconcile_device(name, want)
+                except FlexNetError as exc:
+                    self.store.log("error", name, f"repair failed: {exc}"[:300])
+            self.devices.snapshot(self.store, self.intent, self.passes)
+        return done
+
+    def _reconcile_device(self, name: str, want: DeviceIntent) -> list[str]:
+        h = self.devices.handles.get(name)
+        repairs: list[str] = []
+        if want.program is None:
+            return repairs
+        if h is None:  # a host hook whose program is gone entirely
+            self.devices.attach(name, want.program)
+            h = self.devices.handles[name]
+            repairs.append(f"attached {want.program.name} again (it was gone)")
+            self._set_prog_id(name)
+        problems = h.health()
+        if problems:
+            repairs += h.heal(problems)
+            if "dead" in problems:
+                repairs += self.devices.restore_registers(name, self.store)
+        if want.prog_id and _prog_id(h) != want.prog_id:
+            h.commit(h.prepare(want.program))
+            self._set_prog_id(name)
+            repairs.append(f"slot 0 ran another pipeline: {want.program.name} loaded again")
+        elif h.program != want.program:
+            h.commit(h.prepare(want.program))
+            self._set_prog_id(name)
+            repairs.append(f"program {want.program.name} loaded again")
+        for t in want.program.tables:
+            have = set(h.entries(t.name))
+            wanted = want.table_entries(t.name)
+            for e in sorted(have - wanted, key=repr):
+                h.delete(t.name, e.match, e.priority)
+                repairs.append(f"deleted an entry nobody asked for: {t.name} {_fmt(e)}")
+            for e in sorted(wanted - have, key=repr):
+                stale = [x for x in have if x.match == e.match and x.priority == e.priority]
+                h.insert(t.name, e.match, e.action, e.args, e.priority, modify=bool(stale))
+                repairs.append(f"{'restored' if stale else 're-inserted'} entry {t.name} {_fmt(e)}")
+        for r in repairs:
+            self.store.log("repair", name, r)
+        return [f"{name}: {r}" for r in repairs]
+
+    def _set_prog_id(self, name: str) -> None:
+        want = self.intent.devices[name]
+        pid = _prog_id(self.devices.handles[name])
+        if pid != want.prog_id:
+            self.intent.devices[name] = replace(want, prog_id=pid)
+            self.store.put_devices([self.intent.devices[name]])
+
+    # --- the one way a change happens -----------------------------------------------------
+    def change(self, op: str, after: dict[str, DeviceIntent | None],
+               apps: dict[str, AppRecord | None] | None = None) -> list[ChangeRecord]:
+        """Make `after` the intent of its devices (None: a host hook emptied) and apply it
+        as one transaction: all devices or none."""
+        with self._lock:
+            before = {n: self.intent.devices.get(n) for n in after}
+            apps = apps or {}
+            for n, a in after.items():
+                if a is not None and a.program is not None:
+                    h = self.devices.handles.get(n)
+                    if h is not None:
+                        check_change(h, a.program)  # validation + target capabilities
+            cid = self.store.begin(op, Intent(before, {u: self.intent.apps.get(u) for u in apps}),
+                                   Intent(after, apps))
+            try:
+                records = self._apply(op, before, after)
+            except FlexNetError as exc:
+                self.store.abort(cid, str(exc)[:500])
+                raise
+            final = {n: (replace(a, prog_id=_prog_id(self.devices.handles[n]))
+                         if a is not None and n in self.devices.handles else a)
+                     for n, a in after.items()}
+            self.store.commit(cid, Intent(final, apps), "; ".join(r.kind for r in records))
+            for n, a in final.items():
+                if a is None:
+                    self.intent.devices.pop(n, None)
+                else:
+                    self.intent.devices[n] = a
+            for u, rec in apps.items():
+                if rec is None:
+                    self.intent.apps.pop(u, None)
+                else:
+                    self.intent.apps[u] = rec
+            self.store.log("change", ",".join(sorted(after)) or "*", f"#{cid} {op}")
+            return records
+
+    def _apply(self, op: str, before: dict, after: dict) -> list[ChangeRecord]:
+        undo: list = []
+        records: list[ChangeRecord] = []
+        try:
+            swaps = [(n, a.program) for n, a in after.items() if a is not None
+                     and before.get(n) is not None and a.program != before[n].program]
+            records += self._swap_programs(op, swaps, undo)
+            for n, a in after.items():
+                if a is not None and before.get(n) is None:
+                    self.devices.attach(n, a.program)
+                    undo.append((f"{n}: detached {a.program.name}", lambda n=n: self.devices.detach(n)))
+                    records.append(ChangeRecord(n, op, "attach", at=time.time()))
+            for n, a in after.items():
+                if a is not None:
+                    self._entries(n, before.get(n), a, undo)
+            for n, a in after.items():
+                if a is None and before.get(n) is not None:
+                    self.devices.detach(n)
+                    records.append(ChangeRecord(n, op, "detach", at=time.time()))
+        except FlexNetError as exc:
+            undone = []
+            for what, fn in reversed(undo):
+                try:
+                    fn()
+                    undone.append(what)
+                except Exception as exc2:  # keep undoing the rest; say what could not be
+                    undone.append(f"{what} FAILED: {exc2}")
+            msg = str(exc) + (f" — undone: {'; '.join(undone)}" if undone else
+                              " — nothing had been applied")
+            raise type(exc)(*_args_with(exc, msg)) from exc
+        return records
+
+    def _swap_programs(self, op: str, swaps: list, undo: list) -> list[ChangeRecord]:
+        """Programs of several devices as one change: all prepare (compile, load, verify;
+        bmv2 also stages), then all commit back to back; a refusal anywhere before the
+        commits changes nothing, a commit that fails has the committed ones put back."""
+        if not swaps:
+            return []
+        t0 = time.perf_counter()
+        items = []
+        for n, prog in swaps:
+            h = self.devices.handles[n]
+            items.append((n, h, prog, check_change(h, prog)))
+        prepared = []
+        try:
+            for n, h, prog, plan in items:
+                prepared.append(h.prepare(prog) if plan.kind in ("pipeline", "full_swap")
+                                else None)
+            for (n, h, prog, plan), prep in zip(items, prepared):
+                if prep is not None:
+                    h.stage(prep)
+        except BaseException:
+            for (n, h, prog, plan), prep in zip(items, prepared):
+                if prep is not None:
+                    h.abort(prep)
+            raise
+        records = []
+        for (n, h, prog, plan), prep in zip(items, prepared):
+            old = h.program
+            rec = ChangeRecord(n, op, plan.kind, plan=plan)
+            rec.at = time.time()
+            if prep is not None:
+                rec.swap_ms = h.commit(prep)
+                rec.compile_ms, rec.load_ms = prep.compile_ms, prep.load_ms
+                rec.notes += getattr(h, "last_notes", [])
+            else:
+                h.adopt(prog)
+            rec.done = time.time()
+            for t in prog.tables:
+                if t.name in plan.tables_kept and \
+                        h.default(t.name) != (t.default_action, tuple(t.default_args)):
+                    h.set_default(t.name, t.default_action, tuple(t.default_args))
+            undo.append((f"{n}: {old.name} back", lambda h=h, old=old: _reload(h, old)))
+            records.append(rec)
+        total = (time.perf_counter() - t0) * 1e3
+        for rec in records:
+            rec.total_ms = total
+        return records
+
+    def _entries(self, name: str, before: DeviceIntent | None, after: DeviceIntent,
+                 undo: list) -> None:
+        h = self.devices.handles[name]
+        old = before.entries if before is not None else frozenset()
+        prog = after.program
+        # entries whose table or action is gone went with the program change
+        old = frozenset(e for e in old if prog.table(e.table) is not None
+                        and e.action in prog.table(e.table).actions)
+        for e in sorted(old - after.entries, key=repr):
+            h.delete(e.table, e.match, e.priority)
+            undo.append((f"{name}: entry {e.table} {_fmt(e)} back",
+                         lambda e=e: h.insert(e.table, e.match, e.action, e.args, e.priority)))
+        for e in sorted(after.entries - old, key=repr):
+            h.insert(e.table, e.match, e.action, e.args, e.priority)
+            undo.append((f"{name}: entry {e.table} {_fmt(e)} removed",
+                         lambda e=e: h.delete(e.table, e.match, e.priority)))
+
+    # --- operations on switches and hosts -------------------------------------------------
+    def switches(self, pattern: str) -> list[str]:
+        names = [n for n, d in self.intent.devices.items() if d.kind in ("ebpf", "bmv2")]
+        found = [n for n in names if fnmatchcase(n, pattern)]
+        if not found:
+            raise LabError(f"no switch matches {excerpt(pattern)} (have {', '.join(sorted(names))})")
+        return found
+
+    def device_intent(self, name: str) -> DeviceIntent:
+        if name in self.intent.devices:
+            return self.intent.devices[name]
+        if ":" not in name and name in self.fabric.hosts:
+            name = slot_name(name, "xdp", "ingress")
+            if name in self.intent.devices:
+                return self.intent.devices[name]
+        raise LabError(f"no device {excerpt(name)}: a switch, or HOST[:xdp|tc[:ingress|egress]] "
+                       "with a program attached")
+
+    def handle(self, name: str) -> Target:
+        return self.devices.handles[self.device_intent(name).name]
+
+    def apply_delta(self, pattern: str, delta: Delta, description: str = "",
+                    ) -> tuple[list[ChangeRecord], dict[str, Delta]]:
+        """Apply `delta` to every device `pattern` names (a switch, a pattern of switches,
+        or a host hook) as one change. Returns the records and each device's inverse."""
+        names = (self.switches(pattern) if any(c in pattern for c in "*?[")
+                 else [self.device_intent(pattern).name])
+        after, inverses = {}, {}
+        for n in names:
+            cur = self.intent.devices[n]
+            try:
+                new, inverses[n] = delta.apply(cur.program)
+            except DeltaError:
+                raise
+            except FlexNetError as exc:
+                raise DeltaError(delta.name or "delta", str(exc)) from exc
+            after[n] = cur.with_program(new)
+        return self.change(description or delta.name or "delta", after), inverses
+
+    def apply_inverses(self, inverses: dict[str, Delta], description: str = "undo"):
+        after = {}
+        for n, inv in inverses.items():
+            cur = self.intent.devices[n]
+            new, _ = inv.apply(cur.program)
+            after[n] = cur.with_program(new)
+        return self.change(description, after)
+
+    def insert_entry(self, pattern: str, table: str, match: tuple, action: str,
+                     args: tuple = (), priority: int = 0) -> list[ChangeRecord]:
+        """Insert one entry on every switch `pattern` names: on all of them or none."""
+        names = self.switches(pattern) if any(c in pattern for c in "*?[") else \
+            [self.device_intent(pattern).name]
+        after = {}
+        for n in names:
+            cur = self.intent.devices[n]
+            e = _checked_entry(n, cur.program, table, match, action, args, priority)
+            if any(x.table == table and x.match == e.match and x.priority == e.priority
+                   for x in cur.entries):
+                raise TargetError(n, f"table {table}: an entry for {_fmt(e)} exists")
+            after[n] = replace(cur, entries=cur.entries | {e})
+        return self.change(f"entry {table} {action}", after)
+
+    def delete_entry(self, pattern: str, table: str, match: tuple, priority: int = 0):
+        names = self.switches(pattern) if any(c in pattern for c in "*?[") else \
+            [self.device_intent(pattern).name]
+        after = {}
+        for n in names:
+            cur = self.intent.devices[n]
+            m = _match(match)
+            gone = {x for x in cur.entries if x.table == table and x.match == m
+                    and x.priority == priority}
+            if not gone:
+                raise TargetError(n, f"table {table}: no entry {excerpt(str(match))}")
+            after[n] = replace(cur, entries=cur.entries - gone)
+        return self.change(f"delete entry {table}", after)
+
+    def attach(self, host: str, program: Program, hook: str = "xdp",
+               direction: str = "ingress") -> list[ChangeRecord]:
+        name = self._slot(host, hook, direction)
+        if self.intent.devices.get(name) is not None:
+            raise LabError(f"{host} already runs {self.intent.devices[name].program.name} on "
+                           f"{hook}/{direction}: swap it instead")
+        self.devices.check_host_program(name, program)
+        return self.change(f"attach {program.name} to {name}",
+                           {name: DeviceIntent(name, "host", program)})
+
+    def swap(self, host: str, program: Program, hook: str = "xdp",
+             direction: str = "ingress") -> list[ChangeRecord]:
+        name = self._slot(host, hook, direction)
+        cur = self.intent.devices.get(name)
+        if cur is None:
+            raise LabError(f"{host} has no program on {hook}/{direction}: attach one first")
+        return self.change(f"{name}: {cur.program.name} -> {program.name}",
+                           {name: cur.with_program(program)})
+
+    def detach(self, host: str, hook: str = "xdp", direction: str = "ingress"):
+        name = self._slot(host, hook, direction)
+        if name not in self.intent.devices:
+            raise LabError(f"{host} has no program on {hook}/{direction}")
+        return self.change(f"detach {name}", {name: None})
+
+    def _slot(self, host: str, hook: str, direction: str) -> str:
+        if host not in self.fabric.hosts:
+            raise LabError(f"no host {excerpt(host)}")
+        if hook not in ("xdp", "tc") or direction not in ("ingress", "egress") or \
+                (hook == "xdp" and direction != "ingress"):
+            raise LabError(f"hook {excerpt(hook)}/{excerpt(direction)}: use xdp, tc ingress "
+                           "or tc egress")
+        return slot_name(host, hook, direction)
+
+    # --- reading the devices --------------------------------------------------------------
+    def describe(self, name: str) -> dict:
+        """A device's program, parser, tables with entry counts read from the device."""
+        di = self.device_intent(name)
+        h = self.devices.handles[di.name]
+        prog = h.program
+        return {"device": di.name, "kind": di.kind, "program": prog.name,
+                "parser": [s.name for s in prog.parser],
+                "tables": [{"name": t.name, "keys": [f"{k.field}:{k.kind}" for k in t.keys],
+                            "actions": list(t.actions), "default": t.default_action,
+                            "size": t.size, "entries": len(h.entries(t.name))}
+                           for t in prog.tables],
+                "maps": [m.name for m in prog.maps]}
+
+    def entries(self, name: str, table: str) -> list[Entry]:
+        h = self.handle(name)
+        if h.program.table(table) is None:
+            raise TargetError(name, f"no table {excerpt(table)}")
+        return h.entries(table)
+
+    def read_map(self, name: str, map_name: str):
+        return self.handle(name).read_map(map_name)
+
+    def counters(self, name: str) -> dict:
+        h = self.handle(name)
+        if h.kind not in ("ebpf", "bmv2"):
+            raise TargetError(name, "counters are per switch port")
+        return h.port_counters()
+
+    def host_programs(self) -> dict[str, str]:
+        return {n: d.program.name for n, d in self.intent.devices.items()
+                if d.kind == "host" and d.program is not None}
+
+    def status(self) -> dict:
+        return {"run": self.fabric.run, "devices": len(self.intent.devices),
+                "apps": sorted(self.intent.apps), "passes": self.passes,
+                "host_programs": self.host_programs(),
+                "last_events": [e.to_json() for e in self.store.events(limit=10)]}
+
+    def events(self, since: int = 0, limit: int = 200) -> list[dict]:
+        return [e.to_json() for e in self.store.events(since, limit)]
+
+    # --- apps -----------------------------------------------------------------------------
+    def deploy(self, uri: str, spec: dict) -> dict:
+        return self.apps.deploy(parse_uri(uri), spec)
+
+    def remove(self, uri: str) -> dict:
+        return self.apps.remove(parse_uri(uri))
+
+    def show(self, uri: str) -> dict:
+        return self.apps.show(parse_uri(uri))
+
+    def list_apps(self) -> list[dict]:
+        return [{"uri": u, "devices": list(a.devices), "kind": a.spec.get("kind", "function")}
+                for u, a in sorted(self.intent.apps.items())]
+
+    def migrate(self, uri: str, to: str) -> dict:
+        return self.apps.migrate(parse_uri(uri), to)
+
+    def scale(self, uri: str, to: int) -> dict:
+        return self.apps.scale(parse_uri(uri), to)
+
+    def app(self, uri) -> AppRecord:
+        rec = self.intent.apps.get(str(uri))
+        if rec is None:
+            raise AppError(str(uri), "no such app (flexnet app list shows the deployed ones)")
+        return rec
+
+
+def _reload(h: Target, program: Program) -> None:
+    prep = h.prepare(program)
+    h.stage(prep)
+    h.commit(prep)
+
+
+def _prog_id(h: Target) -> int:
+    fn = getattr(type(h), "running_prog_id", None)  # eBPF only: bmv2 has no kernel id
+    return fn(h) if fn else 0
+
+
+def _args_with(exc: FlexNetError, msg: str) -> tuple:
+    """Constructor arguments to re-raise `exc`'s type with a longer message."""
+    if isinstance(exc, TargetError):
+        prefix = f"{exc.device}: "
+        return (exc.device, msg[len(prefix):] if msg.startswith(prefix) else msg)
+    if isinstance(exc, (DeltaError,)):
+        return (exc.element, msg[len(exc.element) + 2:])
+    if isinstance(exc, AppError):
+        return (exc.app, msg[len(exc.app) + 2:])
+    return (msg,)
+
+
+def _match(match) -> tuple:
+    return tuple(tuple(m) if isinstance(m, (list, tuple)) else m for m in match)
+
+
+def _fmt(e: Entry) -> str:
+    parts = []
+    for m in e.match:
+        if isinstance(m, tuple) and m[1] <= 32 and m[0] < 1 << 32 and m[0] > 255:
+            parts.append(f"{ipaddress.IPv4Address(m[0])}/{m[1]}")
+        else:
+            parts.append(str(m))
+    return f"[{', '.join(parts)}] -> {e.action}({', '.join(map(str, e.args))})"
+
+
+def _checked_entry(device: str, prog: Program, table: str, match, action: str, args,
+                   priority: int) -> Entry:
+    """An entry checked against the program before anything is touched."""
+    t = prog.table(table) if prog else None
+    if t is None:
+        raise TargetError(device, f"no table {excerpt(table)} in program {prog.name}")
+    if action not in t.actions:
+        raise TargetError(device, f"table {table}: no action {excerpt(action)} "
+                          f"(has {', '.join(t.actions)})")
+    params = prog.action(action).params
+    args = tuple(int(a) for a in args)
+    if len(args) != len(params):
+        raise TargetError(device, f"table {table}: action {action} takes {len(params)} "
+                          f"arguments, got {len(args)}")
+    m = _match(match)
+    if len(m) != len(t.keys):
+        raise TargetError(device, f"table {table}: {len(t.keys)} key fields, got {len(m)}")
+    return Entry(table, m, action, args, int(priority))
+
+
+def controller_for(lab, store_path: str | None = None, reconcile_s: float | None = None
+                   ) -> Controller:
+    """A controller in this process over a running lab's own device handles (scenarios,
+    benchmarks, tests). The intent goes to the run folder's intent.db unless told."""
+    import os
+
+    from .devices import Devices
+    from .store import SqliteStore
+    fabric = lab.fabric()
+    handles = {n: sw for n, sw in lab.switches.items() if sw.kind in ("ebpf", "bmv2")}
+    store = SqliteStore(store_path or os.path.join(fabric.run_dir, "intent.db"))
+    ctl = Controller(fabric, store, Devices(fabric, lab.compiler, lab.bpf, handles))
+    ctl.start()
+    if reconcile_s:
+        ctl.start_reconciler(reconcile_s)
+    return ctl

@@ -33,19 +33,84 @@ def _terminate_on_sigterm() -> None:
 
 
 def cmd_up(args) -> int:
+    if args.resume:
+        return _resume(args.resume)
+    if not args.topology:
+        raise FlexNetError("up: name a topology (or --resume RUN)")
+    from .control.channel import ControlClient, socket_path
+    from .control.daemon import Supervisor
     from .lab.network import Lab
     from .lab.prompt import LabCLI
     topo = _load_topology(args.topology)
     _terminate_on_sigterm()
     with Lab(topo) as lab:
-        print(f"*** {topo.name}: {len(topo.hosts)} hosts, {len(topo.switches)} switches "
-              f"({', '.join(sorted({s.target for s in lab.topology.switches}))}) up in "
-              f"{lab.bringup_s:.2f} s, run {lab.tag.run}")
-        if args.no_cli:
-            print("*** running; stop with `flexnet down` or Ctrl-C")
-            while True:
-                time.sleep(3600)
-        LabCLI(lab)
+        lab.release_devices()          # the controller process drives them from now on
+        sup = Supervisor(lab.tag.dir, lab.tag.env())
+        try:
+            sup.start()
+            print(f"*** {topo.name}: {len(topo.hosts)} hosts, {len(topo.switches)} switches "
+                  f"({', '.join(sorted({s.target for s in lab.topology.switches}))}) up in "
+                  f"{lab.bringup_s:.2f} s, run {lab.tag.run}; controller on "
+                  f"{socket_path(lab.tag.dir)}")
+            if args.no_cli:
+                print("*** running; `flexnet app ...` from another terminal; stop with "
+                      "`flexnet down` or Ctrl-C", flush=True)
+                while True:
+                    time.sleep(3600)
+            LabCLI(lab, ControlClient(socket_path(lab.tag.dir)))
+        finally:
+            sup.stop()
+    return 0
+
+
+def _run_dir(run: str | None) -> str:
+    """The folder of a running lab: the one named, or the only one."""
+    from .lab.runstate import pid_alive, read_states, runs_dir
+    states = [st for st in read_states() if st.get("pid") and pid_alive(int(st["pid"]))]
+    if run:
+        if not any(st.get("run") == run for st in read_states()):
+            raise FlexNetError(f"--run: no run {run[:12]!r} on this machine (`flexnet status`)")
+        return os.path.join(runs_dir(), run)
+    if len(states) != 1:
+        raise FlexNetError("no lab is running (`flexnet up TOPOLOGY --no-cli`)" if not states
+                           else f"{len(states)} labs are running: say which with --run "
+                           f"({', '.join(st['run'] for st in states)})")
+    return os.path.join(runs_dir(), states[0]["run"])
+
+
+def _resume(run: str) -> int:
+    """Run the controller of a lab whose controller is not running (in the foreground)."""
+    from .control.channel import ControlClient, socket_path
+    from .control.daemon import serve
+    from .errors import ControlError
+    run_dir = _run_dir(run)
+    try:
+        ControlClient(socket_path(run_dir), timeout_s=2).call("ping")
+        raise FlexNetError(f"run {run}: its controller is running already")
+    except ControlError:
+        pass
+    print(f"*** resuming the controller of run {run}; Ctrl-C stops it (the lab stays up)",
+          flush=True)
+    return serve(run_dir)
+
+
+def cmd_app(args) -> int:
+    from .control.channel import ControlClient, socket_path
+    from .lab.appcmd import AppCommandError, app_request
+    try:
+        op, call_args = app_request(args.words)
+    except AppCommandError as exc:
+        print(f"usage: flexnet {exc}", file=sys.stderr)
+        return 2
+    client = ControlClient(socket_path(_run_dir(args.run)))
+    result = client.call(op, **call_args)
+    if op == "events":
+        for e in result:
+            print(f"{e['id']:6d} {time.strftime('%H:%M:%S', time.localtime(e['at']))}"
+                  f".{int(e['at'] * 1000) % 1000:03d} {e['kind']:8s} {e['device']:16s} "
+                  f"{e['detail']}")
+        return 0
+    print(json.dumps(result, indent=1, default=str))
     return 0
 
 
@@ -87,9 +152,30 @@ def cmd_status(args) -> int:
         print(f"run {st.get('run')}: topology {st.get('topology', '?')}, "
               f"{st.get('status', '?')}, pid {st.get('pid', '?')} "
               f"({'alive' if alive else 'gone: `flexnet clean` removes what it left'})")
+    for st in states:
+        _controller_status(st)
     found = find_tagged(run=args.run)
     print("tagged objects: " + ", ".join(f"{v} {k}" for k, v in found.summary().items()))
     return 0
+
+
+def _controller_status(st: dict) -> None:
+    from .control.channel import ControlClient, socket_path
+    from .errors import ControlError
+    from .lab.runstate import runs_dir
+    path = socket_path(os.path.join(runs_dir(), str(st.get("run"))))
+    if not os.path.exists(path):
+        return
+    try:
+        s = ControlClient(path, timeout_s=3).call("status")
+    except ControlError as exc:
+        print(f"  controller: not answering ({exc})")
+        return
+    print(f"  controller: {s['devices']} devices, apps {', '.join(s['apps']) or 'none'}, "
+          f"{s['passes']} reconcile passes")
+    for e in s["last_events"][-5:]:
+        print(f"    {time.strftime('%H:%M:%S', time.localtime(e['at']))} {e['kind']} "
+              f"{e['device']}: {e['detail']}")
 
 
 def cmd_down(args) -> int:
@@ -159,9 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 "network of eBPF/P4 switches and hosts while it carries traffic")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("up", help="bring a topology up and open the lab prompt")
-    s.add_argument("topology", help="name under topologies/ or a YAML path")
+    s.add_argument("topology", nargs="?", help="name under topologies/ or a YAML path")
     s.add_argument("--no-cli", action="store_true", help="no prompt: run until `flexnet down`")
+    s.add_argument("--resume", metavar="RUN", help="run the controller of a running lab "
+                   "whose controller is not running (it adopts the devices as they are)")
     s.set_defaults(func=cmd_up)
+    s = sub.add_parser("app", help="apps by URI on a running lab: deploy|remove|show|list|"
+                       "migrate|scale|events")
+    s.add_argument("--run", help="the run (when several labs are up); before the verb")
+    s.add_argument("words", nargs=argparse.REMAINDER,
+                   help="e.g. deploy flexnet://acme/cm count_min --on l1,h8")
+    s.set_defaults(func=cmd_app)
     s = sub.add_parser("check", help="bring up, ping all pairs, tear down; exit 0 on 0%% loss")
     s.add_argument("topology")
     s.set_defaults(func=cmd_check)

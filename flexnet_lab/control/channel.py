@@ -24,8 +24,10 @@ def socket_path(run_dir: str) -> str:
     return os.path.join(run_dir, SOCKET_NAME)
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+class _Server(socketserver.UnixStreamServer):
+    # one request at a time, on one thread: the controller serialises changes anyway, and
+    # netlink sockets are per thread (targets/netlink.py), so a thread per request would
+    # open new ones each time
     allow_reuse_address = True
 
 

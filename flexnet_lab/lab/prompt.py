@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 
 from mininet.cli import CLI
 
@@ -22,13 +24,15 @@ def _fmt_ip_match(m) -> str:
 
 
 class LabCLI(CLI):
-    """Mininet's commands (pingall, h1 ping h2, h1 iperf3 ...) and the lab's own."""
+    """Mininet's commands (pingall, h1 ping h2, h1 iperf3 ...) and the lab's own. Every
+    lab command goes to the run's controller over its control channel (`control`: an
+    object with call(op, **args), e.g. control.channel.ControlClient)."""
 
     prompt = "flexnet> "
 
-    def __init__(self, lab, **kwargs):
+    def __init__(self, lab, control, **kwargs):
         self.lab = lab
-        self.undo_stack: list = []
+        self.control = control
         super().__init__(lab.net, **kwargs)
 
     def _guard(self, fn, *args):
@@ -45,101 +49,96 @@ class LabCLI(CLI):
             return
         self._guard(fn, *parts)
 
+    def _call(self, op: str, **args):
+        return self.control.call(op, **args)
+
     def do_tables(self, line):
         """tables SWITCH: the switch's program, its tables and parser states."""
         def show(name):
-            sw = self.lab.switch(name)
-            prog = sw.program
-            print(f"{name} ({sw.kind}) runs program '{prog.name}'")
-            print("  parser: " + " -> ".join(s.name for s in prog.parser))
-            for t in prog.tables:
-                keys = ", ".join(f"{k.field}:{k.kind}" for k in t.keys)
-                print(f"  table {t.name} [{keys}] actions {', '.join(t.actions)} "
-                      f"default {t.default_action} size {t.size}: {len(sw.entries(t.name))} entries")
-        self._guard(show, line.strip())
+            d = self._call("tables", device=name)
+            print(f"{d['device']} ({d['kind']}) runs program '{d['program']}'")
+            print("  parser: " + " -> ".join(d["parser"]))
+            for t in d["tables"]:
+                print(f"  table {t['name']} [{', '.join(t['keys'])}] actions "
+                      f"{', '.join(t['actions'])} default {t['default']} size {t['size']}: "
+                      f"{t['entries']} entries")
+        self._with_args(line, "tables SWITCH", show, 1, 1)
 
     def do_entries(self, line):
         """entries SWITCH TABLE: the table's entries, read back from the device."""
         def show(name, table):
-            for e in self.lab.switch(name).entries(table):
-                match = " ".join(_fmt_ip_match(m) for m in e.match)
-                print(f"  {match} -> {e.action}({', '.join(str(a) for a in e.args)})"
-                      + (f" prio {e.priority}" if e.priority else ""))
+            for e in self._call("entries", device=name, table=table):
+                match = " ".join(_fmt_ip_match(tuple(m) if isinstance(m, list) else m)
+                                 for m in e["match"])
+                print(f"  {match} -> {e['action']}({', '.join(str(a) for a in e['args'])})"
+                      + (f" prio {e['priority']}" if e["priority"] else ""))
         self._with_args(line, "entries SWITCH TABLE", show, 2, 2)
 
     def do_counters(self, line):
         """counters SWITCH: per-port packets in/out and packets dropped."""
         def show(name):
-            for port, c in self.lab.switch(name).port_counters().items():
+            for port, c in self._call("counters", device=name).items():
                 print(f"  port {port}: {c}")
-        self._guard(show, line.strip())
+        self._with_args(line, "counters SWITCH", show, 1, 1)
 
     def do_programs(self, line):
         """programs HOST: the eBPF programs attached to the host."""
-        host = line.strip()
-        found = [(k, dp) for k, dp in self.lab.host_programs.items() if k[0] == host]
-        if not found:
-            print(f"  {host}: no programs attached")
-        for (h, hook, direction), dp in found:
-            print(f"  {h} {hook}/{direction}: {dp.program.name} "
-                  f"(maps: {', '.join(m.name for m in dp.program.maps)})")
+        def show(host):
+            found = self._call("programs", host=host)
+            if not found:
+                print(f"  {host}: no programs attached")
+            for slot, prog in sorted(found.items()):
+                print(f"  {slot}: {prog}")
+        self._with_args(line, "programs HOST", show, 1, 1)
 
     def do_delta(self, line):
         """delta SWITCH|PATTERN FILE: apply a delta (YAML) live; `undo` reverts the last."""
         def run(target, path):
-            from ..program.delta import load_delta
-            delta = load_delta(path)
-            if any(ch in target for ch in "*?["):
-                recs, inverses = self.lab.apply_delta_network(target, delta)
-                self.undo_stack.append(("network", inverses))
-            else:
-                rec, inverse = self.lab.apply_delta(target, delta)
-                recs = [rec]
-                self.undo_stack.append((target, inverse))
-            for rec in recs:
-                print(f"  {rec.device}: {rec.kind}, swap {rec.swap_ms:.3f} ms, "
-                      f"compile {rec.compile_ms:.0f} ms")
-                for line_ in rec.plan.explain().splitlines()[1:]:
+            for rec in self._call("delta", target=target, path=os.path.abspath(path)):
+                print(f"  {rec['device']}: {rec['kind']}, swap {rec['swap_ms']:.3f} ms, "
+                      f"compile {rec['compile_ms']:.0f} ms")
+                for line_ in rec["plan"][1:]:
                     print(f"    {line_}")
         self._with_args(line, "delta SWITCH|PATTERN FILE", run, 2, 2)
 
     def do_undo(self, line):
-        """undo: revert the last delta applied from this prompt."""
+        """undo: revert the last delta applied through the controller."""
         def run():
-            if not self.undo_stack:
+            recs = self._call("undo")
+            if not recs:
                 print("  nothing to undo")
-                return
-            target, inverse = self.undo_stack.pop()
-            items = inverse.items() if target == "network" else [(target, inverse)]
-            for dev, inv in items:
-                rec, _ = self.lab.apply_delta(dev, inv, "undo")
-                print(f"  {dev}: {rec.kind}, swap {rec.swap_ms:.3f} ms")
+            for rec in recs:
+                print(f"  {rec['device']}: {rec['kind']}, swap {rec['swap_ms']:.3f} ms")
         self._guard(run)
 
     def do_attach(self, line):
         """attach HOST PROGRAM [xdp|tc] [ingress|egress]: run a host function (library
         name or YAML file) on the host's interface."""
         def run(host, prog, hook="xdp", direction="ingress"):
-            from ..verify.scenario import host_program
-            dp = self.lab.attach_host_program(host, host_program(prog, "."), hook, direction)
-            print(f"  {host} {hook}/{direction}: {dp.program.name}")
+            prog = prog if "/" not in prog and not prog.endswith(".yaml") else os.path.abspath(prog)
+            self._call("attach", host=host, program=prog, hook=hook, direction=direction)
+            print(f"  {host} {hook}/{direction}: {os.path.basename(prog)}")
         self._with_args(line, "attach HOST PROGRAM [xdp|tc] [ingress|egress]", run, 2, 4)
 
     def do_swap(self, line):
         """swap HOST PROGRAM [xdp|tc] [ingress|egress]: atomically replace a host function;
         maps both programs have keep their contents."""
         def run(host, prog, hook="xdp", direction="ingress"):
-            from ..verify.scenario import host_program
-            rec = self.lab.swap_host_program(host, host_program(prog, "."), hook, direction)
-            print(f"  {rec.description}: swap {rec.swap_ms:.3f} ms, compile {rec.compile_ms:.0f} ms")
+            prog = prog if "/" not in prog and not prog.endswith(".yaml") else os.path.abspath(prog)
+            for rec in self._call("swap", host=host, program=prog, hook=hook,
+                                  direction=direction):
+                print(f"  {rec['description']}: swap {rec['swap_ms']:.3f} ms, "
+                      f"compile {rec['compile_ms']:.0f} ms")
         self._with_args(line, "swap HOST PROGRAM [xdp|tc] [ingress|egress]", run, 2, 4)
 
     def do_maps(self, line):
         """maps DEVICE MAP: a map's contents (DEVICE: a switch, or HOST[:hook[:direction]])."""
         def run(device, name):
-            value = self.lab.device(device).read_map(name)
-            items = enumerate(value) if isinstance(value, list) else value.items()
-            shown = [(k, v) for k, v in items if v not in (0, (0, 0))]
+            value = self._call("maps", device=device, map=name)
+            items = (enumerate(value["items"]) if value["kind"] == "array"
+                     else [(tuple(k) if isinstance(k, list) else k, tuple(v))
+                           for k, v in value["items"]])
+            shown = [(k, v) for k, v in items if v not in (0, [0, 0], (0, 0))]
             for k, v in shown[:40]:
                 print(f"  {k}: {v}")
             print(f"  ({len(shown)} non-zero)")
@@ -147,5 +146,21 @@ class LabCLI(CLI):
 
     def do_routes(self, line):
         """routes SWITCH: the routes the lab computed for the switch."""
-        for r in self.lab.routes.get(line.strip(), []):
-            print(f"  {r.dst_ip}/{r.prefixlen} -> port {r.port}")
+        def run(name):
+            for ip, plen, port in self._call("routes", switch=name):
+                print(f"  {ip}/{plen} -> port {port}")
+        self._with_args(line, "routes SWITCH", run, 1, 1)
+
+    def do_app(self, line):
+        """app deploy URI FUNCTION|--delta FILE [--on DEVICES] [--serves SRC,DST]
+        [--replicas N] | app remove|show URI | app list | app migrate URI --to DEVICE |
+        app scale URI --to N | app events: apps by URI, through the controller."""
+        from .appcmd import AppCommandError, app_request
+        def run(*words):
+            try:
+                op, args = app_request(list(words))
+            except AppCommandError as exc:
+                print(f"usage: {exc}")
+                return
+            print(json.dumps(self._call(op, **args), indent=1, default=str))
+        self._guard(run, *line.split())

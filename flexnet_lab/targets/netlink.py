@@ -51,12 +51,21 @@ class Netns:
 
     def __init__(self, path: str | None):
         self.path = path
-        self._ipr: IPRoute | None = None
+        self._iprs: dict[int, IPRoute] = {}
+        self._lock = threading.Lock()
 
     def ipr(self) -> IPRoute:
-        if self._ipr is None:
-            self._ipr = socket_in_namespace(self.path) if self.path else IPRoute()
-        return self._ipr
+        """This thread's netlink socket in the namespace. One per thread: pyroute2 0.9
+        opens a socket per thread behind one IPRoute object, and one opened by another
+        thread than the one that entered the namespace lands in the root namespace."""
+        tid = threading.get_ident()
+        with self._lock:
+            ipr = self._iprs.get(tid)
+        if ipr is None:
+            ipr = socket_in_namespace(self.path) if self.path else IPRoute()
+            with self._lock:
+                self._iprs[tid] = ipr
+        return ipr
 
     def ifindex(self, ifname: str) -> int:
         found = self.ipr().link_lookup(ifname=ifname)
@@ -81,9 +90,10 @@ class Netns:
         return res.stdout
 
     def close(self) -> None:
-        if self._ipr is not None:
+        with self._lock:
+            iprs, self._iprs = list(self._iprs.values()), {}
+        for ipr in iprs:
             try:
-                self._ipr.close()
+                ipr.close()
             except Exception:  # closing a socket of a namespace already gone
                 pass
-            self._ipr = None

@@ -38,6 +38,7 @@ import yaml
 from ..errors import FlexNetError, ScenarioError
 from ..program import library
 from ..program.delta import Delta, delta_from_dict, load_delta
+from ..control.controller import controller_for
 from ..program.model import Program
 from .traffic import FlowResult, FlowSpec, Traffic
 from .verdict import Window, baseline, impacts, locate
@@ -290,14 +291,18 @@ def run_scenario(path: str, topology_dir: str, results_dir: str = "results",
     loads = dry_run(sc, topo)
     base = os.path.dirname(os.path.abspath(path))
     with Lab(topo) as lab:
-        for i, step in enumerate(sc.setup):
-            lab.attach_host_program(step["host"], host_program(step["attach"], base),
-                                    step.get("hook", "xdp"), step.get("direction", "ingress"))
-        secs = precompile(lab, loads)
-        if not quiet:
-            print(f"*** {topo.name} up in {lab.bringup_s:.2f} s; {len(loads)} programs of the "
-                  f"timeline compiled in {secs:.2f} s; traffic for {sc.duration:g} s")
-        outcome = _run_live(lab, sc, base, quiet)
+        ctl = controller_for(lab)
+        try:
+            for i, step in enumerate(sc.setup):
+                ctl.attach(step["host"], host_program(step["attach"], base),
+                           step.get("hook", "xdp"), step.get("direction", "ingress"))
+            secs = precompile(lab, loads)
+            if not quiet:
+                print(f"*** {topo.name} up in {lab.bringup_s:.2f} s; {len(loads)} programs of "
+                      f"the timeline compiled in {secs:.2f} s; traffic for {sc.duration:g} s")
+            outcome = _run_live(lab, ctl, sc, base, quiet)
+        finally:
+            ctl.close()
     out_dir = os.path.join(results_dir, sc.name)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "report.json"), "w") as fh:
@@ -310,12 +315,11 @@ def run_scenario(path: str, topology_dir: str, results_dir: str = "results",
     return outcome
 
 
-def _snapshot(lab) -> dict:
-    return {n: sw.port_counters() for n, sw in lab.switches.items()
-            if hasattr(sw, "port_counters")}
+def _snapshot(ctl) -> dict:
+    return {n: ctl.counters(n) for n in ctl.switches("*")}
 
 
-def _run_live(lab, sc: Scenario, base: str, quiet: bool) -> Outcome:
+def _run_live(lab, ctl, sc: Scenario, base: str, quiet: bool) -> Outcome:
     traffic = Traffic(lab, list(sc.flows))
     records, applied, inverses = [], [], {}
     try:
@@ -324,8 +328,8 @@ def _run_live(lab, sc: Scenario, base: str, quiet: bool) -> Outcome:
             delay = t0 + c.at - time.time()
             if delay > 0:
                 time.sleep(delay)
-            before = _snapshot(lab)
-            rec = _apply(lab, c, i, inverses, base)
+            before = _snapshot(ctl)
+            rec = _apply(ctl, c, i, inverses, base)
             applied.append((c.describe(), rec.at - t0, rec, before))
             if not quiet:
                 print(f"  t={rec.at - t0:6.2f}s  {c.describe():40s} {rec.kind:12s} "
@@ -336,9 +340,9 @@ def _run_live(lab, sc: Scenario, base: str, quiet: bool) -> Outcome:
         traffic.stop()
     # counters after the traffic ended: link-level accounting is exact once quiet
     time.sleep(0.2)
-    final = _snapshot(lab)
+    final = _snapshot(ctl)
     reach = lab.ping_all() if any("reachability" in e for e in sc.expect) else None
-    host_maps = _host_maps(lab, sc)
+    host_maps = _host_maps(ctl, sc)
     return _judge(sc, lab, results, applied, final, reach, host_maps)
 
 
@@ -362,45 +366,32 @@ def _combined(records, device: str, desc: str):
                         plan=first.plan, notes=notes)
 
 
-def _apply(lab, c: Change, i: int, inverses: dict, base: str):
-    if c.kind == "delta" and _is_pattern(c.device):
-        recs, inverses[i] = lab.apply_delta_network(c.device, c.delta, c.describe())
-        return _combined(recs, c.device, c.describe())
-    if c.kind == "undo" and _is_pattern(c.device):
-        from ..plan.execute import apply_programs
-        changes = []
-        for name, inv in inverses[c.undo].items():
-            new, _ = inv.apply(lab.switch(name).program)
-            changes.append((lab.switch(name), new, c.describe()))
-        return _combined(apply_programs(changes), c.device, c.describe())
+def _apply(ctl, c: Change, i: int, inverses: dict, base: str):
     if c.kind == "delta":
-        rec, inverses[i] = lab.apply_delta(c.device, c.delta, c.describe())
-        return rec
-    if c.kind == "undo":
-        rec, _ = lab.apply_delta(c.device, inverses[c.undo], c.describe())
-        return rec
-    if c.kind == "swap":
-        return lab.swap_host_program(c.device, host_program(c.program, base, c.params),
-                                     c.hook, c.direction)
-    from ..plan.execute import ChangeRecord
-    e = dict(c.entry)
-    devices = ([sw for n, sw in lab.switches.items() if fnmatchcase(n, c.device)]
-               if _is_pattern(c.device) else [lab.device(c.device)])
-    t = time.perf_counter()
-    for sw in devices:
-        sw.insert(e["table"], tuple(e["match"]), e["action"], tuple(e.get("args", ())),
-                  int(e.get("priority", 0)))
-    ms = (time.perf_counter() - t) * 1e3
-    return ChangeRecord(c.device, c.describe(), "entries_only", at=time.time(), swap_ms=ms,
-                        total_ms=ms)
+        recs, inverses[i] = ctl.apply_delta(c.device, c.delta, c.describe())
+    elif c.kind == "undo":
+        recs = ctl.apply_inverses(inverses[c.undo], c.describe())
+    elif c.kind == "swap":
+        recs = ctl.swap(c.device, host_program(c.program, base, c.params), c.hook, c.direction)
+    else:
+        e = dict(c.entry)
+        t = time.perf_counter()
+        recs = ctl.insert_entry(c.device, e["table"], tuple(e["match"]), e["action"],
+                                tuple(e.get("args", ())), int(e.get("priority", 0)))
+        from ..plan.execute import ChangeRecord
+        ms = (time.perf_counter() - t) * 1e3
+        recs = [ChangeRecord(c.device, c.describe(), "entries_only", at=time.time(),
+                             swap_ms=ms, total_ms=ms, notes=[f"on {', '.join(r.device for r in recs)}"
+                                                             " (all or none)"])]
+    return recs[0] if len(recs) == 1 else _combined(recs, c.device, c.describe())
 
 
-def _host_maps(lab, sc: Scenario) -> dict:
+def _host_maps(ctl, sc: Scenario) -> dict:
     out = {}
     for e in sc.expect:
         if "host" in e and "map" in e:
-            dp = lab.host_program(e["host"], e.get("hook", "xdp"), e.get("direction", "ingress"))
-            value = dp.read_map(e["map"])
+            value = ctl.read_map(f"{e['host']}:{e.get('hook', 'xdp')}:"
+                                 f"{e.get('direction', 'ingress')}", e["map"])
             idx = int(e.get("index", 0))
             item = value[idx] if isinstance(value, list) else sum(v[0] for v in value.values())
             out[(e["host"], e["map"], idx)] = item[0] if isinstance(item, tuple) else item

@@ -132,8 +132,8 @@ class AppPlanner:
         try:
             where = place(fn, devices)
         except PlacementError as exc:
-            raise AppError(str(uri), "no device can hold it: "
-                           + "; ".join(notes + [str(exc)])) from exc
+            why = [" ".join(line.split()) for line in notes + str(exc).splitlines()]
+            raise AppError(str(uri), "no device can hold it: " + "; ".join(why)) from exc
         reasons = notes + where.reasons
         if where.kind == "switch":
             cur = after.get(where.device) or self.ctl.intent.devices[where.device]

@@ -79,7 +79,9 @@ class Supervisor:
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "flexnet_lab.control.daemon",
                                       self.run_dir], env=self.env, stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL,
+                                     # a terminal's Ctrl-C is for the lab, which stops it
+                                     start_new_session=True)
         log.close()
 
     def wait_ready(self, timeout_s: float = 30.0) -> float:

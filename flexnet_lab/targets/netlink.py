@@ -97,3 +97,17 @@ class Netns:
                 ipr.close()
             except Exception:  # closing a socket of a namespace already gone
                 pass
+
+
+class NamespaceNode:
+    """Starts processes inside a namespace (nsenter), tagged like a lab node's: what a
+    controller in another process uses where the lab uses its Mininet node."""
+
+    def __init__(self, netns_path: str, env: dict[str, str]):
+        self.netns_path = netns_path
+        self.env = env
+
+    def popen(self, args: list[str], **kw) -> subprocess.Popen:
+        kw.setdefault("env", self.env)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.Popen(["nsenter", f"--net={self.netns_path}", *args], **kw)

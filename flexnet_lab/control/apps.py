@@ -22,7 +22,7 @@ from ..program.delta import Delta, RemoveActions, RemoveMaps, RemoveTables, load
 from ..program.model import Program
 from ..program.yaml_form import load_program
 from ..program.library import infrastructure
-from .intent import AppRecord, DeviceIntent, slot_name, split_slot
+from .intent import AppRecord, DeviceIntent, slot_name
 from .uri import AppUri, excerpt
 
 SPEC_KEYS = {"function", "params", "delta", "on", "serves", "replicas", "entries",

@@ -21,14 +21,14 @@ from dataclasses import replace
 from fnmatch import fnmatchcase
 
 from ..errors import AppError, DeltaError, FlexNetError, LabError, TargetError
-from ..plan.execute import ChangeRecord, check_change
+from ..plan.execute import ChangeRecord, apply_programs, check_change, reload_program
 from ..program.delta import Delta
 from ..program.library import infrastructure
 from ..program.model import Program
 from ..targets.ebpf_datapath import Entry
 from .apps import AppPlanner
 from ..lab.fabric import Fabric
-from .intent import AppRecord, DeviceIntent, Intent, slot_name, split_slot
+from .intent import AppRecord, DeviceIntent, Intent, slot_name
 from .store import IntentStore
 from .target import Target
 from .uri import excerpt, parse_uri
@@ -143,11 +143,11 @@ class Controller:
             if "dead" in problems:
                 repairs += self.devices.restore_registers(name, self.store)
         if want.prog_id and _prog_id(h) != want.prog_id:
-            h.commit(h.prepare(want.program))
+            reload_program(h, want.program)
             self._set_prog_id(name)
             repairs.append(f"slot 0 ran another pipeline: {want.program.name} loaded again")
         elif h.program != want.program:
-            h.commit(h.prepare(want.program))
+            reload_program(h, want.program)
             self._set_prog_id(name)
             repairs.append(f"program {want.program.name} loaded again")
         for t in want.program.tables:
@@ -241,51 +241,11 @@ class Controller:
         return records
 
     def _swap_programs(self, op: str, swaps: list, undo: list) -> list[ChangeRecord]:
-        """Programs of several devices as one change: all prepare (compile, load, verify;
-        bmv2 also stages), then all commit back to back; a refusal anywhere before the
-        commits changes nothing, a commit that fails has the committed ones put back."""
+        """Programs of several devices as one change (plan.execute.apply_programs: all
+        prepare, then all commit); what committed is in `undo` if a later step fails."""
         if not swaps:
             return []
-        t0 = time.perf_counter()
-        items = []
-        for n, prog in swaps:
-            h = self.devices.handles[n]
-            items.append((n, h, prog, check_change(h, prog)))
-        prepared = []
-        try:
-            for n, h, prog, plan in items:
-                prepared.append(h.prepare(prog) if plan.kind in ("pipeline", "full_swap")
-                                else None)
-            for (n, h, prog, plan), prep in zip(items, prepared):
-                if prep is not None:
-                    h.stage(prep)
-        except BaseException:
-            for (n, h, prog, plan), prep in zip(items, prepared):
-                if prep is not None:
-                    h.abort(prep)
-            raise
-        records = []
-        for (n, h, prog, plan), prep in zip(items, prepared):
-            old = h.program
-            rec = ChangeRecord(n, op, plan.kind, plan=plan)
-            rec.at = time.time()
-            if prep is not None:
-                rec.swap_ms = h.commit(prep)
-                rec.compile_ms, rec.load_ms = prep.compile_ms, prep.load_ms
-                rec.notes += getattr(h, "last_notes", [])
-            else:
-                h.adopt(prog)
-            rec.done = time.time()
-            for t in prog.tables:
-                if t.name in plan.tables_kept and \
-                        h.default(t.name) != (t.default_action, tuple(t.default_args)):
-                    h.set_default(t.name, t.default_action, tuple(t.default_args))
-            undo.append((f"{n}: {old.name} back", lambda h=h, old=old: _reload(h, old)))
-            records.append(rec)
-        total = (time.perf_counter() - t0) * 1e3
-        for rec in records:
-            rec.total_ms = total
-        return records
+        return apply_programs([(self.devices.handles[n], prog, op) for n, prog in swaps], undo)
 
     def _entries(self, name: str, before: DeviceIntent | None, after: DeviceIntent,
                  undo: list) -> None:
@@ -481,12 +441,6 @@ class Controller:
         if rec is None:
             raise AppError(str(uri), "no such app (flexnet app list shows the deployed ones)")
         return rec
-
-
-def _reload(h: Target, program: Program) -> None:
-    prep = h.prepare(program)
-    h.stage(prep)
-    h.commit(prep)
 
 
 def _prog_id(h: Target) -> int:

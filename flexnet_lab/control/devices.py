@@ -17,7 +17,7 @@ from ..targets.ebpf_datapath import EbpfDatapath
 from ..targets.ebpf_switch import EbpfSwitch
 from ..targets.netlink import Netns
 from ..lab.fabric import Fabric
-from .intent import Intent, slot_name, split_slot
+from .intent import Intent, split_slot
 from .target import Target
 
 SNAPSHOT_EVERY = 2      # reconcile passes between two register snapshots of a bmv2 switch
@@ -78,7 +78,9 @@ class Devices:
             return sw
         if desc.kind == "bmv2":
             from ..targets.bmv2_switch import Bmv2Switch
-            return Bmv2Switch.adopt_running(desc, ports, self.fabric.run_dir, program)
+            from ..lab.runstate import ENV_TAG
+            env = {**os.environ, ENV_TAG: self.fabric.run}
+            return Bmv2Switch.adopt_running(desc, ports, self.fabric.run_dir, program, env)
         raise TargetError(name, f"a {desc.kind} switch has no program to control")
 
     def _host_datapath(self, name: str) -> EbpfDatapath:

@@ -148,15 +148,14 @@ class Bmv2Switch:
             self._client = None
 
     @classmethod
-    def adopt_running(cls, desc, ports: dict, run_dir: str, program: Program) -> "Bmv2Switch":
-        """Take over a running simple_switch_grpc (desc: the lab's fabric entry): a new
+    def adopt_running(cls, desc, ports: dict, run_dir: str, program: Program,
+                      env: dict[str, str]) -> "Bmv2Switch":
+        """Take over a running simple_switch_grpc (desc: the lab's fabric entry; env: the
+        run-tagged environment for a restart): a new
         P4Runtime session with a higher election id, its P4Info read back. A dead one is
         left for health()/heal() to restart."""
         from .netlink import NamespaceNode
-        from ..lab.runstate import ENV_TAG
-        run = os.path.basename(run_dir.rstrip("/"))
-        sw = cls(desc.name, NamespaceNode(desc.netns, {**os.environ, ENV_TAG: run}), ports,
-                 run_dir)
+        sw = cls(desc.name, NamespaceNode(desc.netns, env), ports, run_dir)
         sw._args, sw._pid, sw.program = tuple(desc.args), desc.pid, program
         if sw._alive():
             sw._client = P4RuntimeClient(desc.name, desc.grpc, election_id=_election_id())

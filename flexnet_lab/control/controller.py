@@ -237,7 +237,12 @@ class Controller:
                     undone.append(f"{what} FAILED: {exc2}")
             msg = str(exc) + (f" — undone: {'; '.join(undone)}" if undone else
                               " — nothing had been applied")
-            raise type(exc)(*_args_with(exc, msg)) from exc
+            # the same exception (type, device, verifier log...), its message longer
+            exc.args = (msg,)
+            if hasattr(exc, "message"):
+                exc.message = msg.split(": ", 1)[1] if isinstance(exc, TargetError) and \
+                    msg.startswith(f"{exc.device}: ") else msg
+            raise
         return records
 
     def _swap_programs(self, op: str, swaps: list, undo: list) -> list[ChangeRecord]:
@@ -245,7 +250,11 @@ class Controller:
         prepare, then all commit); what committed is in `undo` if a later step fails."""
         if not swaps:
             return []
-        return apply_programs([(self.devices.handles[n], prog, op) for n, prog in swaps], undo)
+        records = apply_programs([(self.devices.handles[n], prog, op) for n, prog in swaps],
+                                 undo)
+        for rec, (n, _) in zip(records, swaps):
+            rec.device = n
+        return records
 
     def _entries(self, name: str, before: DeviceIntent | None, after: DeviceIntent,
                  undo: list) -> None:
@@ -446,18 +455,6 @@ class Controller:
 def _prog_id(h: Target) -> int:
     fn = getattr(type(h), "running_prog_id", None)  # eBPF only: bmv2 has no kernel id
     return fn(h) if fn else 0
-
-
-def _args_with(exc: FlexNetError, msg: str) -> tuple:
-    """Constructor arguments to re-raise `exc`'s type with a longer message."""
-    if isinstance(exc, TargetError):
-        prefix = f"{exc.device}: "
-        return (exc.device, msg[len(prefix):] if msg.startswith(prefix) else msg)
-    if isinstance(exc, (DeltaError,)):
-        return (exc.element, msg[len(exc.element) + 2:])
-    if isinstance(exc, AppError):
-        return (exc.app, msg[len(exc.app) + 2:])
-    return (msg,)
 
 
 def _match(match) -> tuple:

@@ -24,8 +24,9 @@ SNAPSHOT_EVERY = 2      # reconcile passes between two register snapshots of a b
 
 
 def pin_name(slot: str) -> str:
-    """Pin folder of a host hook: h8:xdp:ingress -> h8-xdp-ingress."""
-    return slot.replace(":", "-")
+    """Pin folder of a host hook: its name, h8:xdp:ingress (also the device's name in
+    records and errors)."""
+    return slot
 
 
 class Devices:
@@ -53,7 +54,7 @@ class Devices:
             else:
                 self.handles[name] = self._adopt_switch(name, di.program, intent)
         for d in sorted(os.listdir(self.fabric.pin_dir)) if os.path.isdir(self.fabric.pin_dir) else []:
-            parts = d.split("-")
+            parts = d.split(":")
             if len(parts) == 3 and parts[0] in self.fabric.hosts:
                 name = ":".join(parts)
                 if name not in intent.devices and name not in self.handles:

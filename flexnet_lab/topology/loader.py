@@ -25,7 +25,7 @@ Rules:
   unquoted macs as numbers.
 * Each host hangs off exactly one switch; links are unique per node pair, have
   no self-loops, and a switch has at most 30 ports.
-* Link ``bw`` is a positive number of Mbit/s; ``delay``, ``loss`` and
+* Link ``bw`` is 0.1..1000 Mbit/s (what TCLink shapes); ``delay``, ``loss`` and
   ``jitter`` are rejected because this kernel has no netem qdisc.
 
 Every problem raises one ``TopologyError(source, field, message)``; ``field``
@@ -49,6 +49,7 @@ from flexnet_lab.inputs import read_yaml_file, show
 from flexnet_lab.topology.model import TARGETS, HostSpec, LinkSpec, SwitchSpec, Topology
 
 MAX_SWITCH_PORTS = 30
+MIN_BW_MBIT, MAX_BW_MBIT = 0.1, 1000.0   # what Mininet's TCLink (htb) shapes
 NETEM_MESSAGE = (
     "the kernel here has no netem qdisc: delay/loss/jitter cannot be emulated (only bw, via htb)"
 )
@@ -158,7 +159,23 @@ def _parse_hosts(ctx: _Ctx, value: Any) -> tuple[HostSpec, ...]:
         hosts.append(HostSpec(name, ip, prefixlen, mac))
     _check_unique(ctx, hosts, "ip")
     _check_unique(ctx, hosts, "mac")
+    _check_one_subnet(ctx, hosts)
     return tuple(hosts)
+
+
+def _check_one_subnet(ctx: _Ctx, hosts: list[HostSpec]) -> None:
+    """Hosts have only their connected route and ARP for every peer directly (the switches
+    route /32s), so a host outside another's subnet could never reach it."""
+    first = hosts[0]
+    net = ipaddress.IPv4Network(f"{first.ip}/{first.prefixlen}", strict=False)
+    for host in hosts[1:]:
+        own = ipaddress.IPv4Network(f"{host.ip}/{host.prefixlen}", strict=False)
+        if ipaddress.IPv4Address(host.ip) not in net or ipaddress.IPv4Address(first.ip) not in own:
+            raise ctx.error(
+                f"hosts.{host.name}.ip",
+                f"{host.ip}/{host.prefixlen} is not in {first.name}'s subnet {net}: hosts have "
+                "no gateway (they ARP for each other through the switches), so every host "
+                "must be in one subnet, e.g. 10.0.0.N/24")
 
 
 def _parse_switches(
@@ -267,6 +284,11 @@ def _parse_bw(ctx: _Ctx, value: Any, field: str) -> float | None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value <= 0:
         raise ctx.error(field, f"expected a positive number of Mbit/s, got {show(value)}")
+    if not MIN_BW_MBIT <= value <= MAX_BW_MBIT:
+        # Mininet's TCLink ignores a bw outside 0..1000 with only a warning: the link would
+        # come up unshaped; below 0.1 Mbit/s one full frame takes over 0.1 s to send
+        raise ctx.error(field, f"{show(value)} Mbit/s cannot be shaped here: "
+                        f"{MIN_BW_MBIT:g}..{MAX_BW_MBIT:g} Mbit/s (Mininet's TCLink)")
     return float(value)
 
 

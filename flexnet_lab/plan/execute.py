@@ -137,3 +137,55 @@ def _after_commit(dev, new: Program, plan: ChangePlan, rec: ChangeRecord) -> Non
                     rec.entries_deleted += 1
                 except TargetError as exc:
                     rec.notes.append(str(exc))
+
+
+def apply_entries(changes: list[tuple], description: str = "") -> list[ChangeRecord]:
+    """Insert table entries on several devices as one change, all or nothing.
+    changes: (device, table, match, action, args, priority), one per device.
+
+    Every entry is first checked against its device's running program (nothing is touched
+    if one does not fit); then each is inserted in turn, and when a device refuses, the
+    entries already inserted on the others are deleted again and the refusal is raised as
+    an EntryError naming that device. One record per device."""
+    from ..errors import EntryError
+    from ..program.validate import check_entry
+    for dev, table, match, action, args, priority in changes:
+        if dev.program is None:
+            raise TargetError(dev.device, "runs no program yet")
+        try:
+            check_entry(dev.program, table, match, action, args, priority)
+        except ProgramError as exc:
+            raise EntryError(dev.device, str(table), repr(tuple(match))[:60], str(exc)) from None
+    t0 = time.perf_counter()
+    done: list[tuple] = []
+    records = []
+    for dev, table, match, action, args, priority in changes:
+        at = time.time()
+        t = time.perf_counter()
+        try:
+            dev.insert(table, tuple(match), action, tuple(args), int(priority))
+        except FlexNetError as exc:
+            undone = _undo_entries(done)
+            note = "; removed again from " + ", ".join(undone) if undone else ""
+            raise EntryError(dev.device, str(table), repr(tuple(match))[:60],
+                             f"refused ({getattr(exc, 'message', exc)}){note}") from exc
+        done.append((dev, table, tuple(match), int(priority)))
+        ms = (time.perf_counter() - t) * 1e3
+        records.append(ChangeRecord(dev.device, description or f"entry {table}",
+                                    "entries_only", at=at, done=time.time(), swap_ms=ms))
+    total = (time.perf_counter() - t0) * 1e3
+    for rec in records:
+        rec.total_ms = total
+    return records
+
+
+def _undo_entries(done: list[tuple]) -> list[str]:
+    """Delete entries inserted by a change that did not complete; the devices cleaned."""
+    cleaned = []
+    for dev, table, match, priority in reversed(done):
+        try:
+            dev.delete(table, match, priority)
+            cleaned.append(dev.device)
+        except FlexNetError:   # the device is gone or refuses: keep undoing the others
+            continue
+    return cleaned

@@ -86,6 +86,42 @@ def check_target(program: Program, caps: set[str]) -> None:
             _fail(element, f"the target does not support {need}")
 
 
+def check_entry(program: Program, table: Any, match: Any, action: Any, args: Any = (),
+                priority: Any = 0) -> None:
+    """Raise a ProgramError naming the part of a table entry that ``program`` cannot take
+    (``table``, ``action``, ``args[i]``, ``match[i]``, ``priority``): the same checks a device
+    makes on insert, so a bad entry is refused before any lab."""
+    t = program.table(table) if isinstance(table, str) else None
+    if t is None:
+        _fail("table", f"program {program.name} has no table {show(table)}"
+              f" (has {', '.join(x.name for x in program.tables) or 'none'})")
+    if not isinstance(action, str) or action not in t.actions:
+        _fail("action", f"table {t.name} has no action {show(action)} "
+              f"(has {', '.join(t.actions)})")
+    params = program.action(action).params
+    if not isinstance(args, (list, tuple)) or len(args) != len(params):
+        _fail("args", f"action {action} takes {len(params)} arguments "
+              f"({', '.join(n for n, _ in params) or 'none'}), got {show(args)}")
+    for i, ((name, bits), value) in enumerate(zip(params, args)):
+        _int(value, f"args[{i}]", 0, (1 << bits) - 1)
+    if not isinstance(match, (list, tuple)) or len(match) != len(t.keys):
+        _fail("match", f"table {t.name} matches {len(t.keys)} fields "
+              f"({', '.join(f'{k.field} {k.kind}' for k in t.keys)}), got {show(match)}")
+    for i, (key, value) in enumerate(zip(t.keys, match)):
+        bits = program.field_bits(key.field) or 64
+        where = f"match[{i}]"
+        if key.kind == "exact":
+            _int(value, where, 0, (1 << bits) - 1)
+            continue
+        second = "prefix length" if key.kind == "lpm" else "mask"
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            _fail(where, f"{key.field} is {key.kind}: expected [value, {second}], "
+                  f"got {show(value)}")
+        _int(value[0], where, 0, (1 << bits) - 1)
+        _int(value[1], where, 0, bits if key.kind == "lpm" else (1 << bits) - 1)
+    _int(priority, "priority", 0, (1 << 31) - 1)
+
+
 # -- helpers ---------------------------------------------------------------------------
 
 

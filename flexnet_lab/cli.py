@@ -34,9 +34,9 @@ def _terminate_on_sigterm() -> None:
 
 
 def cmd_up(args) -> int:
+    topo = _load_topology(args.topology)   # before mininet is imported: bad input fails fast
     from .lab.network import Lab
     from .lab.prompt import LabCLI
-    topo = _load_topology(args.topology)
     _terminate_on_sigterm()
     with Lab(topo) as lab:
         print(f"*** {topo.name}: {len(topo.hosts)} hosts, {len(topo.switches)} switches "
@@ -51,8 +51,8 @@ def cmd_up(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .lab.network import Lab
     topo = _load_topology(args.topology)
+    from .lab.network import Lab
     _terminate_on_sigterm()
     lab = Lab(topo)
     with lab:

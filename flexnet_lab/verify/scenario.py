@@ -91,8 +91,8 @@ def _topology_file(sc: Scenario, topology_dir: str):
 
 def run_scenario(path: str, topology_dir: str, results_dir: str = "results",
                  quiet: bool = False) -> Outcome:
-    from ..lab.network import Lab
     sc, topo, loads, out_dir = prepare_scenario(path, topology_dir, results_dir)
+    from ..lab.network import Lab    # mininet: imported once the input is known good
     base = os.path.dirname(os.path.abspath(path))
     with Lab(topo) as lab:
         for i, step in enumerate(sc.setup):

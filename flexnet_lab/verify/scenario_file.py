@@ -49,6 +49,7 @@ class Change:
     params: tuple = ()
     entry: tuple = ()
     on_host: bool = False
+    delta_source: str = ""        # the delta's file, or where it is inline
 
     def describe(self) -> str:
         if self.kind == "delta":
@@ -285,8 +286,10 @@ def _change(r: _Reader, c: Any, i: int, base: str) -> Change:
         d = c["delta"]
         try:
             if isinstance(d, str):
-                delta = load_delta(os.path.join(base, d))
+                source = os.path.join(base, d)
+                delta = load_delta(source)
             elif isinstance(d, dict):
+                source = "inline"
                 delta = delta_from_dict(d, f"{r.src}: {where}.delta")
             else:
                 r.fail(f"{where}.delta", f"a delta file or an inline delta, got {_kind(d)}")
@@ -294,7 +297,7 @@ def _change(r: _Reader, c: Any, i: int, base: str) -> Change:
             raise
         except FlexNetError as exc:
             raise ScenarioError(r.src, f"{where}.delta", str(exc)) from None
-        return Change(at, "delta", device, delta=delta, on_host=on_host)
+        return Change(at, "delta", device, delta=delta, on_host=on_host, delta_source=source)
     if kind == "undo":
         undo = r.number(c, "undo", where, 0, 10**6, integer=True)
         return Change(at, "undo", device, undo=int(undo), on_host=on_host)
@@ -450,8 +453,14 @@ def dry_run(sc: Scenario, topo) -> list[tuple[Program, str, str, str]]:
                     fail(field, "deltas change switches; a host's program is swapped")
                 for t in targets:
                     delta = c.delta if c.kind == "delta" else inverses[(c.undo, t)]
-                    programs[t], inv = delta.apply(programs[t])
-                    _runnable(programs[t], "tc", kinds[t], "switch")
+                    try:
+                        programs[t], inv = delta.apply(programs[t])
+                        _runnable(programs[t], "tc", kinds[t], "switch")
+                    except FlexNetError as exc:
+                        origin = sc.changes[i if c.kind == "delta" else c.undo].delta_source
+                        what = f"delta {origin}" if c.kind == "delta" else \
+                            f"the inverse of changes[{c.undo}] ({origin})"
+                        fail(f"{where}.{c.kind}", f"{what} on {t} at t={c.at:g} s: {exc}")
                     if c.kind == "delta":
                         inverses[(i, t)] = inv
                     entries -= {e for e in entries if e[0] == t

@@ -38,7 +38,7 @@ from ..program.model import Program
 from .scenario_file import (Change, Scenario, check_results_dir, dry_run, host_program,
                             is_pattern, load_scenario, parse_scenario)
 from .traffic import FlowResult, FlowSpec, Traffic
-from .verdict import Window, baseline, impacts, locate, stopped_at
+from .verdict import Window, baseline, blame_stop, impacts, locate, stopped_at
 
 __all__ = ["Change", "Scenario", "Outcome", "dry_run", "host_program", "load_scenario",
            "parse_scenario", "precompile", "run_scenario"]

@@ -10,7 +10,8 @@ import signal
 import sys
 import time
 
-from .errors import EnvironmentMissing, FlexNetError
+from .errors import EnvironmentMissing, FlexNetError, LabError, OptionError
+from .inputs import one_line, show
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOPOLOGY_DIR = os.path.join(ROOT, "topologies")
@@ -37,11 +38,11 @@ def cmd_up(args) -> int:
         return _resume(args.resume)
     if not args.topology:
         raise FlexNetError("up: name a topology (or --resume RUN)")
+    topo = _load_topology(args.topology)   # before mininet is imported: bad input fails fast
     from .control.channel import ControlClient, socket_path
     from .control.daemon import Supervisor
     from .lab.network import Lab
     from .lab.prompt import LabCLI
-    topo = _load_topology(args.topology)
     _terminate_on_sigterm()
     with Lab(topo) as lab:
         lab.release_devices()          # the controller process drives them from now on
@@ -115,8 +116,8 @@ def cmd_app(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .lab.network import Lab
     topo = _load_topology(args.topology)
+    from .lab.network import Lab
     _terminate_on_sigterm()
     lab = Lab(topo)
     with lab:
@@ -181,9 +182,13 @@ def _controller_status(st: dict) -> None:
 def cmd_down(args) -> int:
     from .lab.clean import clean
     from .lab.runstate import pid_alive, proc_starttime, read_states
-    for st in read_states():
-        if args.run and st.get("run") != args.run:
-            continue
+    states = [st for st in read_states() if not args.run or st.get("run") == args.run]
+    if args.run and not states:
+        known = ", ".join(str(st.get("run")) for st in read_states()) or "none"
+        raise LabError(f"--run {show(args.run)}: no such run (running: {known})")
+    if not states:
+        print("no lab is running")
+    for st in states:
         pid = int(st.get("pid") or 0)
         if pid and pid_alive(pid) and proc_starttime(pid) == st.get("pid_start"):
             os.kill(pid, signal.SIGTERM)
@@ -196,22 +201,52 @@ def cmd_down(args) -> int:
     return 0
 
 
+def _output_dir(path: str) -> str:
+    """-o DIR: a folder that exists or can be made; never an existing file."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OptionError("-o", f"{show(path)} exists and is not a folder (give a folder)")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise OptionError("-o", f"{show(path)}: cannot create a folder under {show(parent)}")
+    return path
+
+
 def cmd_compile(args) -> int:
+    from .program.validate import check_target
     from .program.yaml_form import load_program
     program = load_program(args.program)
-    os.makedirs(args.output, exist_ok=True)
     if args.target == "ebpf":
-        from .compiler.ebpf import generate
+        from .compiler.ebpf import CAPABILITIES, generate
+        try:
+            check_target(program, CAPABILITIES[args.hook])
+        except FlexNetError as exc:
+            raise OptionError("--hook", f"{args.hook} cannot run program {program.name}: "
+                              f"{exc}") from None
         src = generate(program, args.hook, args.role)
-        path = os.path.join(args.output, f"{program.name}.{args.hook}.c")
+        path = os.path.join(_output_dir(args.output), f"{program.name}.{args.hook}.c")
+        _make_dir(args.output)
         with open(path, "w") as fh:
             fh.write(src.text)
         print(path)
         return 0
-    from .compiler.p4 import write_p4
+    from .compiler.p4 import P4_CAPABILITIES, write_p4
+    try:
+        check_target(program, set(P4_CAPABILITIES))
+    except FlexNetError as exc:
+        raise OptionError("--target", f"p4 cannot run program {program.name}: {exc}") from None
+    _make_dir(_output_dir(args.output))
     for path in write_p4(program, args.output):
         print(path)
     return 0
+
+
+def _make_dir(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise OptionError("-o", f"{show(path)}: {exc.strerror}") from None
 
 
 def cmd_place(args) -> int:
@@ -221,8 +256,15 @@ def cmd_place(args) -> int:
     from .program.yaml_form import load_program
     fn = load_program(args.function)
     topo = _load_topology(args.topology)
+    if not 0 <= args.switch_state_kb <= 1 << 20:
+        raise OptionError("--switch-state-kb", f"{args.switch_state_kb:g} is out of range "
+                          "0..1048576 KiB")
     devices = []
-    for name in args.on.split(","):
+    names = args.on.split(",")
+    if not all(names) or len(set(names)) != len(names):
+        raise OptionError("--on", f"{show(args.on)}: a comma-separated list of distinct "
+                          "device names")
+    for name in names:
         if topo.is_host(name):
             devices.append(Device(name, "host", frozenset(CAPABILITIES["xdp"]),
                                   HOST_STATE_BUDGET, WORK_BUDGET))
@@ -237,11 +279,23 @@ def cmd_place(args) -> int:
 def cmd_run(args) -> int:
     from .verify.scenario import run_scenario
     _terminate_on_sigterm()
-    return 0 if run_scenario(args.scenario, TOPOLOGY_DIR, args.results).passed else 1
+    outcome = run_scenario(args.scenario, TOPOLOGY_DIR, args.results)
+    if outcome.failed_change:
+        print(f"flexnet: error: {args.scenario}: {outcome.failed_change} (the report says so)",
+              file=sys.stderr)
+        return 2
+    return 0 if outcome.passed else 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (exit 2, like every refused input)."""
+
+    def error(self, message: str):
+        self.exit(2, f"flexnet: error: {self.prog}: {one_line(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flexnet", description="FlexNet Lab: reprogram a "
+    p = _Parser(prog="flexnet", description="FlexNet Lab: reprogram a "
                                 "network of eBPF/P4 switches and hosts while it carries traffic")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("up", help="bring a topology up and open the lab prompt")
@@ -291,10 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EnvironmentMissing as exc:
-        print(f"flexnet: missing: {exc}", file=sys.stderr)
+        print(f"flexnet: missing: {one_line(exc)}", file=sys.stderr)
         return 3
     except FlexNetError as exc:
-        print(f"flexnet: error: {exc}", file=sys.stderr)
+        print(f"flexnet: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("flexnet: interrupted; the lab was torn down", file=sys.stderr)

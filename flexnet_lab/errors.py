@@ -95,3 +95,13 @@ class ControlError(FlexNetError):
 
 class StoreError(FlexNetError):
     """The intent store cannot be opened or written."""
+
+
+class OptionError(FlexNetError):
+    """A command-line option is unusable (a path that cannot be written, a value out of
+    range, a combination a target cannot run); names the option."""
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        self.message = message
+        super().__init__(f"{option}: {message}")

@@ -20,11 +20,13 @@ import time
 from dataclasses import replace
 from fnmatch import fnmatchcase
 
-from ..errors import AppError, DeltaError, FlexNetError, LabError, TargetError
+from ..errors import (AppError, DeltaError, EntryError, FlexNetError, LabError, ProgramError,
+                      TargetError)
 from ..plan.execute import ChangeRecord, apply_programs, check_change, reload_program
 from ..program.delta import Delta
 from ..program.library import infrastructure
 from ..program.model import Program
+from ..program.validate import check_entry
 from ..targets.ebpf_datapath import Entry
 from .apps import AppPlanner
 from ..lab.fabric import Fabric
@@ -473,37 +475,10 @@ def _fmt(e: Entry) -> str:
 
 def _checked_entry(device: str, prog: Program, table: str, match, action: str, args,
                    priority: int) -> Entry:
-    """An entry checked against the program before anything is touched."""
-    t = prog.table(table) if prog else None
-    if t is None:
-        raise TargetError(device, f"no table {excerpt(table)} in program {prog.name}")
-    if action not in t.actions:
-        raise TargetError(device, f"table {table}: no action {excerpt(action)} "
-                          f"(has {', '.join(t.actions)})")
-    params = prog.action(action).params
-    args = tuple(int(a) for a in args)
-    if len(args) != len(params):
-        raise TargetError(device, f"table {table}: action {action} takes {len(params)} "
-                          f"arguments, got {len(args)}")
-    m = _match(match)
-    if len(m) != len(t.keys):
-        raise TargetError(device, f"table {table}: {len(t.keys)} key fields, got {len(m)}")
-    return Entry(table, m, action, args, int(priority))
-
-
-def controller_for(lab, store_path: str | None = None, reconcile_s: float | None = None
-                   ) -> Controller:
-    """A controller in this process over a running lab's own device handles (scenarios,
-    benchmarks, tests). The intent goes to the run folder's intent.db unless told."""
-    import os
-
-    from .devices import Devices
-    from .store import SqliteStore
-    fabric = lab.fabric()
-    handles = {n: sw for n, sw in lab.switches.items() if sw.kind in ("ebpf", "bmv2")}
-    store = SqliteStore(store_path or os.path.join(fabric.run_dir, "intent.db"))
-    ctl = Controller(fabric, store, Devices(fabric, lab.compiler, lab.bpf, handles))
-    ctl.start()
-    if reconcile_s:
-        ctl.start_reconciler(reconcile_s)
-    return ctl
+    """An entry checked against the program before anything is touched (the checks a
+    device makes on insert)."""
+    try:
+        check_entry(prog, table, match, action, args, priority)
+    except ProgramError as exc:
+        raise EntryError(device, str(table)[:40], excerpt(str(match)), str(exc)) from None
+    return Entry(table, _match(match), action, tuple(int(a) for a in args), int(priority))

@@ -105,3 +105,16 @@ class OptionError(FlexNetError):
         self.option = option
         self.message = message
         super().__init__(f"{option}: {message}")
+
+
+class ObjectError(FlexNetError):
+    """A compiled eBPF object (ELF) cannot run where it was asked to: not ELF, no such
+    section, a program type the hook cannot run, maps that do not fit, or the verifier
+    refused it. Names the file and the field; `log` holds the verifier's log if any."""
+
+    def __init__(self, source: str, field: str, message: str, log: str = ""):
+        self.source = source
+        self.field = field
+        self.message = message
+        self.log = log
+        super().__init__(f"{source}: {field}: {message}")

@@ -30,6 +30,7 @@ from ..program.validate import check_entry
 from ..targets.ebpf_datapath import Entry
 from .apps import AppPlanner
 from ..lab.fabric import Fabric
+from ..targets.ebpf_hook import HookFunction
 from .intent import AppRecord, DeviceIntent, Intent, slot_name
 from .store import IntentStore
 from .target import Target
@@ -132,6 +133,8 @@ class Controller:
     def _reconcile_device(self, name: str, want: DeviceIntent) -> list[str]:
         h = self.devices.handles.get(name)
         repairs: list[str] = []
+        if want.functions:
+            return self._reconcile_functions(name, want)
         if want.program is None:
             return repairs
         if h is None:  # a host hook whose program is gone entirely
@@ -152,7 +155,29 @@ class Controller:
             reload_program(h, want.program)
             self._set_prog_id(name)
             repairs.append(f"program {want.program.name} loaded again")
-        for t in want.program.tables:
+        return self._reconcile_entries(name, want, h, repairs)
+
+    def _reconcile_functions(self, name: str, want: DeviceIntent) -> list[str]:
+        """A host hook running a list of functions: root attached, each slot holding the
+        intended function, pins, then the tables of its model functions."""
+        h = self.devices.handles.get(name)
+        repairs: list[str] = []
+        if h is None:
+            self.devices.attach_functions(name, want.functions)
+            h = self.devices.handles[name]
+            repairs.append(f"attached {want.runs} again (it was gone)")
+        problems = h.health()
+        if problems:
+            repairs += h.heal(problems)
+        if h.functions != want.functions:
+            prep = h.prepare(want.functions)
+            h.commit(prep)
+            repairs.append(f"functions {want.runs} loaded again")
+        return self._reconcile_entries(name, want, h, repairs)
+
+    def _reconcile_entries(self, name: str, want: DeviceIntent, h: Target,
+                           repairs: list[str]) -> list[str]:
+        for t in [t for p in _programs_of(want) for t in p.tables]:
             have = set(h.entries(t.name))
             wanted = want.table_entries(t.name)
             for e in sorted(have - wanted, key=repr):
@@ -193,7 +218,8 @@ class Controller:
             except FlexNetError as exc:
                 self.store.abort(cid, str(exc)[:500])
                 raise
-            final = {n: (replace(a, prog_id=_prog_id(self.devices.handles[n]))
+            final = {n: (replace(a, prog_id=_prog_id(self.devices.handles[n]),
+                                 functions=getattr(self.devices.handles[n], "functions", ()))
                          if a is not None and n in self.devices.handles else a)
                      for n, a in after.items()}
             self.store.commit(cid, Intent(final, apps), "; ".join(r.kind for r in records))
@@ -218,9 +244,16 @@ class Controller:
                      and before.get(n) is not None and a.program != before[n].program]
             records += self._swap_programs(op, swaps, undo)
             for n, a in after.items():
+                if a is not None and before.get(n) is not None and \
+                        a.functions != before[n].functions:
+                    records.append(self._swap_functions(op, n, before[n], a, undo))
+            for n, a in after.items():
                 if a is not None and before.get(n) is None:
-                    self.devices.attach(n, a.program)
-                    undo.append((f"{n}: detached {a.program.name}", lambda n=n: self.devices.detach(n)))
+                    if a.functions:
+                        self.devices.attach_functions(n, a.functions)
+                    else:
+                        self.devices.attach(n, a.program)
+                    undo.append((f"{n}: detached {a.runs}", lambda n=n: self.devices.detach(n)))
                     records.append(ChangeRecord(n, op, "attach", at=time.time()))
             for n, a in after.items():
                 if a is not None:
@@ -258,14 +291,36 @@ class Controller:
             rec.device = n
         return records
 
+    def _swap_functions(self, op: str, name: str, before: DeviceIntent, after: DeviceIntent,
+                        undo: list) -> ChangeRecord:
+        """A hook's list of functions changed (one replaced, inserted or removed): load
+        beside what runs, then one slot write (targets/ebpf_hook.py)."""
+        h = self.devices.handles[name]
+        prep = h.prepare(after.functions)
+        rec = ChangeRecord(name, op, f"functions {prep.op}", at=time.time())
+        try:
+            rec.swap_ms = h.commit(prep)
+        except BaseException:
+            h.abort(prep)
+            raise
+        rec.done = time.time()
+        rec.compile_ms, rec.load_ms = prep.compile_ms, prep.load_ms
+        rec.notes += h.last_notes
+
+        def back(h=h, fns=before.functions):
+            p = h.prepare(fns)
+            h.commit(p)
+        undo.append((f"{name}: {before.runs} back", back))
+        return rec
+
     def _entries(self, name: str, before: DeviceIntent | None, after: DeviceIntent,
                  undo: list) -> None:
         h = self.devices.handles[name]
         old = before.entries if before is not None else frozenset()
-        prog = after.program
+        progs = _programs_of(after)
         # entries whose table or action is gone went with the program change
-        old = frozenset(e for e in old if prog.table(e.table) is not None
-                        and e.action in prog.table(e.table).actions)
+        old = frozenset(e for e in old if _entry_program(progs, e.table) is not None
+                        and e.action in _entry_program(progs, e.table).table(e.table).actions)
         for e in sorted(old - after.entries, key=repr):
             h.delete(e.table, e.match, e.priority)
             undo.append((f"{name}: entry {e.table} {_fmt(e)} back",
@@ -330,7 +385,10 @@ class Controller:
         after = {}
         for n in names:
             cur = self.intent.devices[n]
-            e = _checked_entry(n, cur.program, table, match, action, args, priority)
+            prog = _entry_program(_programs_of(cur), table) or cur.program
+            if prog is None:
+                raise TargetError(n, f"no function on this hook has a table {excerpt(table)}")
+            e = _checked_entry(n, prog, table, match, action, args, priority)
             if any(x.table == table and x.match == e.match and x.priority == e.priority
                    for x in cur.entries):
                 raise TargetError(n, f"table {table}: an entry for {_fmt(e)} exists")
@@ -354,9 +412,14 @@ class Controller:
     def attach(self, host: str, program: Program, hook: str = "xdp",
                direction: str = "ingress") -> list[ChangeRecord]:
         name = self._slot(host, hook, direction)
-        if self.intent.devices.get(name) is not None:
-            raise LabError(f"{host} already runs {self.intent.devices[name].program.name} on "
-                           f"{hook}/{direction}: swap it instead")
+        cur = self.intent.devices.get(name)
+        if cur is not None and cur.functions:   # a list of functions: this one goes last
+            return self.attach_functions(host, [HookFunction(program.name, program)], hook,
+                                         direction)
+        if cur is not None:
+            raise LabError(f"{host} already runs {cur.runs} on "
+                           f"{hook}/{direction}: swap it instead (or detach it and attach "
+                           "a list of functions A,B)")
         self.devices.check_host_program(name, program)
         return self.change(f"attach {program.name} to {name}",
                            {name: DeviceIntent(name, "host", program)})
@@ -365,6 +428,9 @@ class Controller:
              direction: str = "ingress") -> list[ChangeRecord]:
         name = self._slot(host, hook, direction)
         cur = self.intent.devices.get(name)
+        if cur is not None and cur.functions:
+            return self.swap_function(host, HookFunction(program.name, program), hook,
+                                      direction)
         if cur is None:
             raise LabError(f"{host} has no program on {hook}/{direction}: attach one first")
         return self.change(f"{name}: {cur.program.name} -> {program.name}",
@@ -375,6 +441,86 @@ class Controller:
         if name not in self.intent.devices:
             raise LabError(f"{host} has no program on {hook}/{direction}")
         return self.change(f"detach {name}", {name: None})
+
+    # --- host hooks running a list of functions (ELF objects, model programs) -------------
+    def object_function(self, host: str, path: str, hook: str = "xdp",
+                        direction: str = "ingress", section: str | None = None) -> HookFunction:
+        """An ELF object checked for the hook (loaded once; ObjectError names file and
+        field) and kept in the run folder; nothing is attached."""
+        return self.devices.object_function(self._slot(host, hook, direction), path, section)
+
+    def attach_functions(self, host: str, functions: list[HookFunction], hook: str = "xdp",
+                         direction: str = "ingress", at: int | None = None
+                         ) -> list[ChangeRecord]:
+        """Put functions on a host hook: on an empty hook the list in its order; on a hook
+        running functions, one more at position `at` (default: last)."""
+        name = self._slot(host, hook, direction)
+        cur = self.intent.devices.get(name)
+        if cur is not None and not cur.functions:
+            raise LabError(f"{host} runs {cur.runs} on {hook}/{direction} as a single "
+                           "program: detach it first, then attach functions in order")
+        have = list(cur.functions) if cur else []
+        if cur is not None and len(functions) != 1:
+            raise LabError(f"{host} {hook}/{direction} runs {cur.runs}: add one function "
+                           "at a time")
+        for f in functions:
+            if f.program is not None:
+                self.devices.check_host_program(name, f.program)
+        pos = len(have) if at is None else at
+        if not 0 <= pos <= len(have):
+            raise LabError(f"position {at} out of range 0..{len(have)}")
+        new = have[:pos] + list(functions) + have[pos:]
+        names = [f.name for f in new]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise LabError(f"{host} {hook}/{direction} would run {dup[0]} twice "
+                           "(swap it, or attach a copy under another file name)")
+        after = DeviceIntent(name, "host", None, cur.entries if cur else frozenset(),
+                             functions=tuple(new))
+        return self.change(f"attach {', '.join(f.name for f in functions)} to {name}",
+                           {name: after})
+
+    def swap_function(self, host: str, fn: HookFunction, hook: str = "xdp",
+                      direction: str = "ingress", replaces: str | None = None
+                      ) -> list[ChangeRecord]:
+        """Replace one function of a hook's list (named by `replaces`; by default the one
+        of the same name, or the only one)."""
+        name = self._slot(host, hook, direction)
+        cur = self.intent.devices.get(name)
+        if cur is None or not cur.functions:
+            raise LabError(f"{host} runs no functions on {hook}/{direction}: attach first")
+        names = [f.name for f in cur.functions]
+        target = replaces or (fn.name if fn.name in names else
+                              names[0] if len(names) == 1 else None)
+        if target not in names:
+            raise LabError(f"{host} {hook}/{direction} runs {cur.runs}: say which function "
+                           f"{fn.name} replaces (--fn NAME)")
+        i = names.index(target)
+        if fn.name != target and fn.name in names:
+            raise LabError(f"{host} {hook}/{direction} already runs {fn.name}")
+        if fn.program is not None:
+            self.devices.check_host_program(name, fn.program)
+        new = cur.functions[:i] + (fn,) + cur.functions[i + 1:]
+        progs = _programs_of(replace(cur, functions=new))
+        keep = frozenset(e for e in cur.entries if _entry_program(progs, e.table) is not None)
+        return self.change(f"{name}: {target} -> {fn.name}",
+                           {name: replace(cur, functions=new, entries=keep)})
+
+    def detach_function(self, host: str, fn_name: str, hook: str = "xdp",
+                        direction: str = "ingress") -> list[ChangeRecord]:
+        """Take one function off a hook's list (the last one: the hook is emptied)."""
+        name = self._slot(host, hook, direction)
+        cur = self.intent.devices.get(name)
+        names = [f.name for f in cur.functions] if cur else []
+        if fn_name not in names:
+            raise LabError(f"{host} {hook}/{direction} runs no function {excerpt(fn_name)}")
+        if len(names) == 1:
+            return self.change(f"detach {name}", {name: None})
+        new = tuple(f for f in cur.functions if f.name != fn_name)
+        progs = _programs_of(replace(cur, functions=new))
+        keep = frozenset(e for e in cur.entries if _entry_program(progs, e.table) is not None)
+        return self.change(f"{name}: remove {fn_name}",
+                           {name: replace(cur, functions=new, entries=keep)})
 
     def _slot(self, host: str, hook: str, direction: str) -> str:
         if host not in self.fabric.hosts:
@@ -390,6 +536,14 @@ class Controller:
         """A device's program, parser, tables with entry counts read from the device."""
         di = self.device_intent(name)
         h = self.devices.handles[di.name]
+        if di.functions:
+            return {"device": di.name, "kind": di.kind, "program": di.runs, "parser": [],
+                    "functions": [f.describe() for f in h.functions],
+                    "tables": [{"name": t.name, "keys": [f"{k.field}:{k.kind}" for k in t.keys],
+                                "actions": list(t.actions), "default": t.default_action,
+                                "size": t.size, "entries": len(h.entries(t.name))}
+                               for p in _programs_of(di) for t in p.tables],
+                    "maps": h.map_names()}
         prog = h.program
         return {"device": di.name, "kind": di.kind, "program": prog.name,
                 "parser": [s.name for s in prog.parser],
@@ -401,7 +555,7 @@ class Controller:
 
     def entries(self, name: str, table: str) -> list[Entry]:
         h = self.handle(name)
-        if h.program.table(table) is None:
+        if _entry_program(_programs_of(self.device_intent(name)), table) is None:
             raise TargetError(name, f"no table {excerpt(table)}")
         return h.entries(table)
 
@@ -415,8 +569,8 @@ class Controller:
         return h.port_counters()
 
     def host_programs(self) -> dict[str, str]:
-        return {n: d.program.name for n, d in self.intent.devices.items()
-                if d.kind == "host" and d.program is not None}
+        return {n: d.runs for n, d in self.intent.devices.items()
+                if d.kind == "host" and (d.program is not None or d.functions)}
 
     def status(self) -> dict:
         return {"run": self.fabric.run, "devices": len(self.intent.devices),
@@ -457,6 +611,17 @@ class Controller:
 def _prog_id(h: Target) -> int:
     fn = getattr(type(h), "running_prog_id", None)  # eBPF only: bmv2 has no kernel id
     return fn(h) if fn else 0
+
+
+def _programs_of(di: DeviceIntent) -> list[Program]:
+    """The model programs a device runs: its program, or its model functions in order."""
+    if di.functions:
+        return [f.program for f in di.functions if f.program is not None]
+    return [di.program] if di.program is not None else []
+
+
+def _entry_program(programs: list[Program], table: str) -> Program | None:
+    return next((p for p in programs if p.table(table) is not None), None)
 
 
 def _match(match) -> tuple:

@@ -5,6 +5,7 @@ for a restart."""
 from __future__ import annotations
 
 import os
+import shutil
 
 from ..compiler.ebpf import CAPABILITIES
 from ..errors import ProgramError, TargetError
@@ -13,7 +14,9 @@ from ..program.model import Program
 from ..program.validate import check_target, validate
 from ..targets.bcc_compile import Compiler
 from ..targets.bpf_syscall import Bpf
+from ..targets.bpf_object import LibBpf, file_sha256
 from ..targets.ebpf_datapath import EbpfDatapath
+from ..targets.ebpf_hook import FunctionHook, HookFunction
 from ..targets.ebpf_switch import EbpfSwitch
 from ..targets.netlink import Netns
 from ..lab.fabric import Fabric
@@ -39,6 +42,13 @@ class Devices:
         self.bpf = bpf or Bpf()
         self.handles: dict[str, Target] = dict(handles or {})
         self.orphans: list[str] = []
+        self._libbpf: LibBpf | None = None
+
+    @property
+    def libbpf(self) -> LibBpf:
+        if self._libbpf is None:
+            self._libbpf = LibBpf()
+        return self._libbpf
 
     # --- opening ----------------------------------------------------------------------------
     def adopt(self, intent: Intent) -> None:
@@ -46,9 +56,14 @@ class Devices:
         and the fabric; nothing on the devices changes. Host hooks pinned but absent from
         the intent (a change cut short) are opened too and listed in `orphans`."""
         for name, di in intent.devices.items():
-            if name in self.handles or di.program is None:
+            if name in self.handles or (di.program is None and not di.functions):
                 continue
-            if di.kind == "host":
+            if di.kind == "host" and di.functions:
+                if os.path.isdir(os.path.join(self.fabric.pin_dir, pin_name(name))):
+                    hook = self._function_hook(name)
+                    hook.adopt_pinned(di.functions, [self._hook_intf(name)])
+                    self.handles[name] = hook
+            elif di.kind == "host":
                 if os.path.isdir(os.path.join(self.fabric.pin_dir, pin_name(name))):
                     self.handles[name] = self._adopt_slot(name, di.program)
             else:
@@ -109,6 +124,48 @@ class Devices:
         dp = self._host_datapath(name)
         dp.start(program, [self.fabric.hosts[split_slot(name)[0]].intf])
         self.handles[name] = dp
+        if split_slot(name)[1] == "xdp":
+            self._port_mode(name, peer=False)
+
+    # --- host hooks running a list of functions (ELF objects, model programs) -------------
+    def _hook_intf(self, name: str) -> str:
+        return self.fabric.hosts[split_slot(name)[0]].intf
+
+    def _function_hook(self, name: str) -> FunctionHook:
+        host, hook, direction = split_slot(name)
+        return FunctionHook(pin_name(name), Netns(self.fabric.hosts[host].netns), hook,
+                            direction, self.compiler, self.bpf, self.libbpf,
+                            self.fabric.pin_dir)
+
+    def object_function(self, name: str, path: str, section: str | None) -> HookFunction:
+        """An ELF object as a function of hook `name`, checked by loading it once (the
+        verifier runs; nothing stays loaded) and copied into the run folder under its
+        sha256, the copy the lab loads from now on. ObjectError names the file and field."""
+        hook = split_slot(name)[1]
+        label = os.path.basename(path)
+        loaded = self.libbpf.load(path, hook, section, {}, self.bpf, label)
+        try:
+            digest = file_sha256(path)
+        finally:
+            self.bpf.close(loaded.prog_fd)
+            for fd in loaded.maps.values():
+                self.bpf.close(fd)
+        folder = os.path.join(self.fabric.run_dir, "objects")
+        os.makedirs(folder, exist_ok=True)
+        copy = os.path.join(folder, f"{digest}.o")
+        if not os.path.exists(copy):
+            shutil.copyfile(path, copy + ".tmp")
+            os.replace(copy + ".tmp", copy)
+        stem = os.path.splitext(label)[0]
+        return HookFunction(stem, None, os.path.abspath(path), loaded.section, digest, copy)
+
+    def attach_functions(self, name: str, functions: tuple[HookFunction, ...]) -> None:
+        for f in functions:
+            if f.program is not None:
+                self.check_host_program(name, f.program)
+        hook = self._function_hook(name)
+        hook.start(functions, [self._hook_intf(name)])
+        self.handles[name] = hook
         if split_slot(name)[1] == "xdp":
             self._port_mode(name, peer=False)
 

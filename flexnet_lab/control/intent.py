@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from ..program.model import Program
 from ..program.yaml_form import program_from_dict, program_to_dict
 from ..targets.ebpf_datapath import Entry
+from ..targets.ebpf_hook import HookFunction
 
 
 def entry_to_json(e: Entry) -> dict:
@@ -36,12 +37,23 @@ def split_slot(name: str) -> tuple[str, str, str]:
 
 @dataclass(frozen=True)
 class DeviceIntent:
-    """What one device should run. program None: a host hook with nothing attached."""
+    """What one device should run. program None and no functions: a host hook with
+    nothing attached. A host hook runs either one model program (`program`) or an
+    ordered list of functions (`functions`: ELF objects and/or model programs, first
+    sees the packet first; see targets/ebpf_hook.py), never both."""
     name: str
     kind: str                                # ebpf | bmv2 | host
     program: Program | None
     entries: frozenset = frozenset()         # of Entry
     prog_id: int = 0                         # eBPF: kernel id of the pipeline carrying it
+    functions: tuple[HookFunction, ...] = () # host hook: the functions, in order
+
+    @property
+    def runs(self) -> str:
+        """What runs, for listings: the program's name or the functions' in order."""
+        if self.functions:
+            return " -> ".join(f.name for f in self.functions)
+        return self.program.name if self.program else "(nothing)"
 
     def table_entries(self, table: str) -> set:
         return {e for e in self.entries if e.table == table}
@@ -58,6 +70,7 @@ class DeviceIntent:
     def to_json(self) -> dict:
         return {"name": self.name, "kind": self.kind, "prog_id": self.prog_id,
                 "program": program_to_dict(self.program) if self.program else None,
+                "functions": [f.to_json() for f in self.functions],
                 "entries": sorted((entry_to_json(e) for e in self.entries),
                                   key=lambda d: json.dumps(d, sort_keys=True))}
 
@@ -65,7 +78,8 @@ class DeviceIntent:
     def from_json(cls, d: dict) -> "DeviceIntent":
         prog = program_from_dict(d["program"], f"store:{d['name']}") if d.get("program") else None
         return cls(d["name"], d["kind"], prog, frozenset(entry_from_json(e) for e in d["entries"]),
-                   int(d.get("prog_id", 0)))
+                   int(d.get("prog_id", 0)),
+                   tuple(HookFunction.from_json(f) for f in d.get("functions", ())))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import os
 
 from ..errors import LabError
 from ..program.delta import load_delta
+from ..targets.ebpf_hook import HookFunction
 from .apps import load_function
 from .controller import Controller
 from .uri import excerpt
@@ -103,15 +104,41 @@ class Service:
     def op_delete_entry(self, target: str, table: str, match: list, priority: int = 0):
         return [_rec(r) for r in self.ctl.delete_entry(target, table, tuple(match), priority)]
 
+    def _function(self, host: str, item: str, hook: str, direction: str,
+                  section: str | None, params: dict | None):
+        """A function named on the command line: a compiled ELF object (a `.o` file) or a
+        model program (library name or YAML)."""
+        if item.endswith(".o"):
+            return self.ctl.object_function(host, item, hook, direction, section)
+        prog = load_function(item, ".", params)
+        return HookFunction(prog.name, prog)
+
     def op_attach(self, host: str, program: str, hook: str = "xdp", direction: str = "ingress",
-                  params: dict | None = None):
-        prog = load_function(program, ".", params)
-        return [_rec(r) for r in self.ctl.attach(host, prog, hook, direction)]
+                  params: dict | None = None, section: str | None = None,
+                  at: int | None = None):
+        """program: one function, or several as A,B,C (that order on the hook); a `.o` is
+        an ELF object (`section` picks its program)."""
+        items = [p for p in program.split(",") if p]
+        cur = self.ctl.intent.devices.get(f"{host}:{hook}:{direction}")
+        if len(items) == 1 and not items[0].endswith(".o") and at is None and \
+                not (cur is not None and cur.functions):
+            prog = load_function(items[0], ".", params)
+            return [_rec(r) for r in self.ctl.attach(host, prog, hook, direction)]
+        fns = [self._function(host, i, hook, direction, section, params) for i in items]
+        return [_rec(r) for r in self.ctl.attach_functions(host, fns, hook, direction, at)]
 
     def op_swap(self, host: str, program: str, hook: str = "xdp", direction: str = "ingress",
-                params: dict | None = None):
+                params: dict | None = None, section: str | None = None,
+                fn: str | None = None):
+        """fn: which function of the hook's list the new one replaces."""
+        if program.endswith(".o") or fn is not None:
+            new = self._function(host, program, hook, direction, section, params)
+            return [_rec(r) for r in self.ctl.swap_function(host, new, hook, direction, fn)]
         prog = load_function(program, ".", params)
         return [_rec(r) for r in self.ctl.swap(host, prog, hook, direction)]
 
-    def op_detach(self, host: str, hook: str = "xdp", direction: str = "ingress"):
+    def op_detach(self, host: str, hook: str = "xdp", direction: str = "ingress",
+                  fn: str | None = None):
+        if fn is not None:
+            return [_rec(r) for r in self.ctl.detach_function(host, fn, hook, direction)]
         return [_rec(r) for r in self.ctl.detach(host, hook, direction)]

@@ -111,25 +111,91 @@ class LabCLI(CLI):
                 print(f"  {rec['device']}: {rec['kind']}, swap {rec['swap_ms']:.3f} ms")
         self._guard(run)
 
+    @staticmethod
+    def _options(line: str, names: tuple[str, ...]) -> tuple[list[str], dict]:
+        """Words and --name VALUE options of a command line."""
+        words, opts = line.split(), {}
+        for n in names:
+            if f"--{n}" in words:
+                i = words.index(f"--{n}")
+                if i + 1 >= len(words):
+                    raise ValueError(f"--{n} needs a value")
+                opts[n] = words[i + 1]
+                del words[i:i + 2]
+        return words, opts
+
+    @staticmethod
+    def _path(prog: str) -> str:
+        """File arguments go to the controller as absolute paths (it runs elsewhere)."""
+        items = prog.split(",")
+        return ",".join(i if "/" not in i and not i.endswith((".yaml", ".o"))
+                        else os.path.abspath(i) for i in items)
+
+    def _hook_command(self, line: str, usage: str, op: str, options: tuple[str, ...]):
+        try:
+            words, opts = self._options(line, options)
+        except ValueError as exc:
+            print(f"usage: {usage} ({exc})")
+            return None
+        if not 2 <= len(words) <= 4:
+            print(f"usage: {usage}")
+            return None
+        host, prog = words[0], self._path(words[1])
+        hook = words[2] if len(words) > 2 else "xdp"
+        direction = words[3] if len(words) > 3 else "ingress"
+        if "at" in opts:
+            if not opts["at"].isdigit():
+                print(f"usage: {usage} (--at takes a position 0, 1, ...)")
+                return None
+            opts["at"] = int(opts["at"])
+        recs = None
+        try:
+            recs = self._call(op, host=host, program=prog, hook=hook, direction=direction,
+                              **opts)
+        except FlexNetError as exc:
+            print(f"error: {exc}")
+        return recs, host, prog, hook, direction
+
     def do_attach(self, line):
-        """attach HOST PROGRAM [xdp|tc] [ingress|egress]: run a host function (library
-        name or YAML file) on the host's interface."""
-        def run(host, prog, hook="xdp", direction="ingress"):
-            prog = prog if "/" not in prog and not prog.endswith(".yaml") else os.path.abspath(prog)
-            self._call("attach", host=host, program=prog, hook=hook, direction=direction)
-            print(f"  {host} {hook}/{direction}: {os.path.basename(prog)}")
-        self._with_args(line, "attach HOST PROGRAM [xdp|tc] [ingress|egress]", run, 2, 4)
+        """attach HOST PROGRAM[,PROGRAM...] [xdp|tc] [ingress|egress] [--section NAME]
+        [--at N]: run host functions (library name, YAML file, or a compiled ELF object
+        `prog.o`) on the host's interface; A,B runs A then B on the hook; on a hook that
+        runs functions, one more goes last (or at position N)."""
+        usage = ("attach HOST PROGRAM[,PROGRAM...] [xdp|tc] [ingress|egress] "
+                 "[--section NAME] [--at N]")
+        out = self._hook_command(line, usage, "attach", ("section", "at"))
+        if out and out[0] is not None:
+            _, host, prog, hook, direction = out
+            print(f"  {host} {hook}/{direction}: "
+                  + ", ".join(os.path.basename(p) for p in prog.split(",")))
 
     def do_swap(self, line):
-        """swap HOST PROGRAM [xdp|tc] [ingress|egress]: atomically replace a host function;
-        maps both programs have keep their contents."""
-        def run(host, prog, hook="xdp", direction="ingress"):
-            prog = prog if "/" not in prog and not prog.endswith(".yaml") else os.path.abspath(prog)
-            for rec in self._call("swap", host=host, program=prog, hook=hook,
-                                  direction=direction):
-                print(f"  {rec['description']}: swap {rec['swap_ms']:.3f} ms, "
-                      f"compile {rec['compile_ms']:.0f} ms")
-        self._with_args(line, "swap HOST PROGRAM [xdp|tc] [ingress|egress]", run, 2, 4)
+        """swap HOST PROGRAM [xdp|tc] [ingress|egress] [--section NAME] [--fn NAME]:
+        atomically replace a host function (one of a hook's list with --fn); maps of the
+        same name, type and size keep their contents."""
+        usage = "swap HOST PROGRAM [xdp|tc] [ingress|egress] [--section NAME] [--fn NAME]"
+        out = self._hook_command(line, usage, "swap", ("section", "fn"))
+        for rec in (out[0] or []) if out else []:
+            print(f"  {rec['description']}: swap {rec['swap_ms']:.3f} ms, "
+                  f"compile {rec['compile_ms']:.0f} ms, load {rec['load_ms']:.1f} ms")
+            for note in rec.get("notes", []):
+                print(f"    {note}")
+
+    def do_detach(self, line):
+        """detach HOST [xdp|tc] [ingress|egress] [--fn NAME]: take the hook's program (or
+        one function of its list) off."""
+        try:
+            words, opts = self._options(line, ("fn",))
+        except ValueError as exc:
+            print(f"usage: detach HOST [xdp|tc] [ingress|egress] [--fn NAME] ({exc})")
+            return
+        if not 1 <= len(words) <= 3:
+            print("usage: detach HOST [xdp|tc] [ingress|egress] [--fn NAME]")
+            return
+        hook = words[1] if len(words) > 1 else "xdp"
+        direction = words[2] if len(words) > 2 else "ingress"
+        self._guard(lambda: self._call("detach", host=words[0], hook=hook,
+                                       direction=direction, **opts))
 
     def do_maps(self, line):
         """maps DEVICE MAP: a map's contents (DEVICE: a switch, or HOST[:hook[:direction]])."""

@@ -183,6 +183,14 @@ class Bpf:
         n = struct.unpack_from("I", info, 52)[0]
         return list(ids[:min(n, 64)])
 
+    def map_id(self, fd: int) -> int:
+        """The kernel id of a map (bpf_map_info.id)."""
+        info = ctypes.create_string_buffer(128)
+        attr = ctypes.create_string_buffer(_ATTR_SIZE)
+        struct.pack_into("IIQ", attr, 0, fd, len(info), ctypes.addressof(info))
+        self._call(OBJ_GET_INFO_BY_FD, attr, "map info")
+        return struct.unpack_from("I", info, 4)[0]
+
     def map_info(self, fd: int) -> MapSpec:
         """Spec of an existing map (bpf_map_info)."""
         info = ctypes.create_string_buffer(128)

@@ -74,6 +74,10 @@ class EbpfDatapath:
         self._slot_fd = -1
         self._attached: list[int] = []
         self._running: _Running | None = None
+        # a host function in a chain (targets/ebpf_hook.py): generated with a tail call to
+        # the next function, and these maps bound by name whatever runs (its flx_next)
+        self.chained = False
+        self.bound: dict[str, int] = {}
 
     # --- life cycle ---------------------------------------------------------------------
     @property
@@ -235,7 +239,7 @@ class EbpfDatapath:
         """Compile and load `program`, binding the running maps it shares (same name and
         layout). Nothing on the device changes; abort() releases what this created."""
         t0 = time.perf_counter()
-        source = generate(program, self.hook, self.role)
+        source = generate(program, self.hook, self.role, self.chained)
         try:
             image = self._compiler.compile(source.text, ["pipeline"])
         except CompileError as exc:
@@ -245,7 +249,7 @@ class EbpfDatapath:
         maps, created = {}, []
         try:
             for name, spec in image.maps.items():
-                fd = running.get(name)
+                fd = self.bound.get(name, running.get(name))
                 if fd is not None and self._bpf.map_info(fd) == spec:
                     maps[name] = fd
                 else:
@@ -288,6 +292,10 @@ class EbpfDatapath:
         for name in prepared.created:
             self._pin(prepared.maps[name], name)
         return elapsed
+
+    def adopt_loaded(self, program: Program, prog_fd: int, maps: dict[str, int]) -> None:
+        """Take an already loaded pipeline as the running one (a chain adopting its pins)."""
+        self._running = _Running(program, prog_fd, dict(maps))
 
     def adopt(self, program: Program) -> None:
         """Take `program` as the running one without a swap: only its table defaults

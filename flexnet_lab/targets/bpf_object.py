@@ -118,6 +118,7 @@ class LibBpf:
                 ("bpf_program__section_name", cp, [vp]), ("bpf_program__name", cp, [vp]),
                 ("bpf_program__type", i, [vp]), ("bpf_program__set_type", i, [vp, i]),
                 ("bpf_program__set_autoload", i, [vp, ctypes.c_bool]),
+                ("bpf_program__set_expected_attach_type", i, [vp, i]),
                 ("bpf_program__set_log_buf", i, [vp, vp, ctypes.c_size_t]),
                 ("bpf_program__fd", i, [vp]),
                 ("bpf_map__name", cp, [vp]), ("bpf_map__type", i, [vp]),
@@ -224,6 +225,9 @@ class LibBpf:
                 raise ObjectError(short, f"section {sec}", f"a {_TYPE_NAMES.get(ptype, ptype)}"
                                   f" program cannot run on the {hook} hook (use "
                                   f"SEC(\"{'xdp' if hook == 'xdp' else 'tc'}\"))")
+            # the root program (and a prog array's owner) has no expected attach type;
+            # libbpf gives SEC("xdp") BPF_XDP, which the kernel's tail-call slot refuses
+            self.lib.bpf_program__set_expected_attach_type(prog, 0)
             for p, _, _ in infos:
                 self.lib.bpf_program__set_autoload(p, p == prog)
             notes, specs = [], {}

@@ -257,7 +257,12 @@ class Controller:
                     records.append(ChangeRecord(n, op, "attach", at=time.time()))
             for n, a in after.items():
                 if a is not None:
-                    self._entries(n, before.get(n), a, undo)
+                    t = time.perf_counter()
+                    if self._entries(n, before.get(n), a, undo) and \
+                            not any(r.device == n for r in records):
+                        ms = (time.perf_counter() - t) * 1e3
+                        records.append(ChangeRecord(n, op, "entries_only", at=time.time(),
+                                                    done=time.time(), swap_ms=ms, total_ms=ms))
             for n, a in after.items():
                 if a is None and before.get(n) is not None:
                     self.devices.detach(n)
@@ -314,7 +319,8 @@ class Controller:
         return rec
 
     def _entries(self, name: str, before: DeviceIntent | None, after: DeviceIntent,
-                 undo: list) -> None:
+                 undo: list) -> int:
+        """Delete and insert what differs; returns how many entries changed."""
         h = self.devices.handles[name]
         old = before.entries if before is not None else frozenset()
         progs = _programs_of(after)
@@ -329,6 +335,7 @@ class Controller:
             h.insert(e.table, e.match, e.action, e.args, e.priority)
             undo.append((f"{name}: entry {e.table} {_fmt(e)} removed",
                          lambda e=e: h.delete(e.table, e.match, e.priority)))
+        return len(old - after.entries) + len(after.entries - old)
 
     # --- operations on switches and hosts -------------------------------------------------
     def switches(self, pattern: str) -> list[str]:

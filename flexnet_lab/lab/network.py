@@ -56,6 +56,10 @@ class Lab:
         self._netns: list[str] = []
         self._p4_compiled: dict = {}
         self._owner = os.getpid()  # a forked copy of this object must never tear down
+        self._capture = None       # lab.capture.PortCapture once a port is captured
+        # where pcap files are kept after the run (the run folder goes with the run)
+        self.keep_dir = os.path.abspath(os.path.join("results",
+                                                     f"{self.topology.name}-{self.tag.run}"))
 
     # --- life cycle -----------------------------------------------------------------------
     def __enter__(self) -> "Lab":
@@ -86,6 +90,9 @@ class Lab:
             raise
         self.bringup_s = time.perf_counter() - t0
         self.fabric().save()
+        if self.topology.capture:
+            for name in self.topology_switch_names():
+                self.capture(name)
         self.tag.write_state(pid=os.getpid(), topology=self.topology.name,
                              source=self.topology.source, status="up", started=time.time(),
                              namespaces=self._netns, bringup_s=self.bringup_s)
@@ -96,6 +103,10 @@ class Lab:
         if os.getpid() != self._owner:
             return
         errors = []
+        if self._capture is not None:
+            _quietly(errors, self._capture.stop)
+            _quietly(errors, lambda: self._capture.keep(os.path.join(self.keep_dir, "pcap")))
+            self._capture = None
         for sw in list(self.switches.values()):
             _quietly(errors, sw.close)
         self.switches.clear()
@@ -249,6 +260,18 @@ class Lab:
                         failed.append((h.name, parts[1]))
         loss = 100.0 * (sent - received) / sent if sent else 100.0
         return {"sent": sent, "received": received, "loss_pct": loss, "failed": failed}
+
+    def capture(self, switch: str, port: int | None = None) -> list[str]:
+        """Capture a switch's ports (or one) to pcap files in the run folder; kept under
+        keep_dir/pcap when the lab stops (lab/capture.py)."""
+        from .capture import PortCapture
+        if self._capture is None:
+            self._capture = PortCapture(self.fabric(), self.tag.env())
+        return self._capture.start(switch, port)
+
+    def captures(self) -> dict[str, str]:
+        """Running captures: SWITCH-pPORT -> pcap file."""
+        return self._capture.running() if self._capture is not None else {}
 
     def fabric(self) -> Fabric:
         """What a controller needs to drive this network (also written to the run folder

@@ -210,6 +210,26 @@ class LabCLI(CLI):
             print(f"  ({len(shown)} non-zero)")
         self._with_args(line, "maps DEVICE MAP", run, 2, 2)
 
+    def do_pcap(self, line):
+        """pcap SWITCH [PORT]: capture a switch's ports (or one) to pcap files in the run
+        folder, kept under results/ when the lab stops; `pcap` lists the captures."""
+        def run(switch=None, port=None):
+            if switch is None:
+                running = self.lab.captures()
+                for name, path in sorted(running.items()):
+                    print(f"  {name}: {path}")
+                if not running:
+                    print("  no capture running")
+                return
+            if port is not None and not port.isdigit():
+                print("usage: pcap SWITCH [PORT]")
+                return
+            for path in self.lab.capture(switch, int(port) if port else None):
+                print(f"  {path}")
+            print(f"  (kept in {self.lab.keep_dir}/pcap when the lab stops; "
+                  "read with tcpdump -r FILE)")
+        self._with_args(line, "pcap SWITCH [PORT]", run, 0, 2)
+
     def do_routes(self, line):
         """routes SWITCH: the routes the lab computed for the switch."""
         def run(name):

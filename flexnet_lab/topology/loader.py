@@ -92,7 +92,10 @@ def parse_topology(data: Any, source: str = "<data>", default_name: str | None =
     ctx = _Ctx(source)
     if not isinstance(data, dict):
         raise ctx.error("<root>", f"expected a mapping, got {_kind(data)}")
-    _check_keys(ctx, data, ("name", "defaults", "hosts", "switches", "links"), "")
+    _check_keys(ctx, data, ("name", "defaults", "hosts", "switches", "links", "capture"), "")
+    capture = data.get("capture", False)
+    if not isinstance(capture, bool):
+        raise ctx.error("capture", f"expected true or false, got {show(capture)}")
     if default_name is None:
         default_name = "topology" if source.startswith("<") else Path(source).stem
     name = _parse_name(ctx, data.get("name", default_name))
@@ -101,7 +104,7 @@ def parse_topology(data: Any, source: str = "<data>", default_name: str | None =
     switches = _parse_switches(ctx, data.get("switches"), target, {h.name for h in hosts})
     links = _parse_links(ctx, data.get("links"), hosts, switches, bw)
     _check_degrees(ctx, hosts, switches, links)
-    return Topology(name, source, hosts, switches, links)
+    return Topology(name, source, hosts, switches, links, capture)
 
 
 def list_topologies(search_dir: str | Path) -> list[str]:

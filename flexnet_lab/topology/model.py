@@ -74,6 +74,7 @@ class Topology:
     hosts: tuple[HostSpec, ...]
     switches: tuple[SwitchSpec, ...]
     links: tuple[LinkSpec, ...]
+    capture: bool = False   # a pcap per switch port in the run folder (lab/capture.py)
 
     # -- lookups ---------------------------------------------------------------
 

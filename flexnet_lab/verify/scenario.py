@@ -96,6 +96,7 @@ def run_scenario(path: str, topology_dir: str, results_dir: str = "results",
     base = os.path.dirname(os.path.abspath(path))
     from ..control.controller import controller_for
     with Lab(topo) as lab:
+        lab.keep_dir = out_dir         # capture: true keeps its pcaps in out_dir/pcap
         ctl = controller_for(lab)      # every change goes through the run's controller
         try:
             for i, step in enumerate(sc.setup):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import dataclasses
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, NoReturn
@@ -31,7 +32,7 @@ RATE_BPS = (1_000, 10_000_000_000)         # 1 kbit/s .. 10 Gbit/s
 UDP_LENGTH = (32, 1472)                    # iperf3 payload; 1472 + 28 fills a 1500 MTU
 RATE_MBIT = (1, 10_000)                    # the rate limiter's token rate
 SCENARIO_KEYS = ("name", "description", "topology", "targets", "setup", "traffic",
-                 "changes", "expect")
+                 "changes", "expect", "capture")
 CHANGE_KINDS = ("delta", "undo", "swap", "entry")
 
 
@@ -73,6 +74,7 @@ class Scenario:
     changes: tuple[Change, ...]
     expect: tuple[dict, ...]
     targets: tuple[tuple[str, str], ...] = ()     # (switch name or pattern, target)
+    capture: bool = False                         # a pcap per switch port, under results/
 
     def topology_for(self, topo):
         """The topology with this scenario's switch targets; `auto` becomes ebpf, since
@@ -86,7 +88,8 @@ class Scenario:
             if not any(fnmatchcase(s.name, pattern) for s in topo.switches):
                 raise ScenarioError(self.source, f"targets.{pattern}",
                                     f"no switch of {topo.name} matches")
-        return topo.with_targets(target)
+        topo = topo.with_targets(target)
+        return dataclasses.replace(topo, capture=True) if self.capture else topo
 
 
 def is_pattern(device: str) -> bool:
@@ -213,8 +216,11 @@ def parse_scenario(data: Any, src: str) -> Scenario:
     _check_timeline(r, changes, duration)
     expect = tuple(_expectation(r, e, f"expect[{i}]", {f.name for f in flows})
                    for i, e in enumerate(r.list(data.get("expect"), "expect")))
+    capture = data.get("capture", False)
+    if not isinstance(capture, bool):
+        r.fail("capture", f"expected true or false, got {show(capture)}")
     return Scenario(name, src, topology, setup, tuple(flows), duration, baseline_s, changes,
-                    expect, tuple((k, v) for k, v in targets.items()))
+                    expect, tuple((k, v) for k, v in targets.items()), capture)
 
 
 def _setup_step(r: _Reader, step: Any, where: str) -> dict:

@@ -239,7 +239,8 @@ class EbpfDatapath:
         """Compile and load `program`, binding the running maps it shares (same name and
         layout). Nothing on the device changes; abort() releases what this created."""
         t0 = time.perf_counter()
-        source = generate(program, self.hook, self.role, self.chained)
+        source = (generate(program, self.hook, self.role, chain=True) if self.chained
+                  else generate(program, self.hook, self.role))
         try:
             image = self._compiler.compile(source.text, ["pipeline"])
         except CompileError as exc:

@@ -204,6 +204,10 @@ class EbpfDatapath:
     def release(self) -> None:
         """Close this process's fds; attachments and pins stay (another process, or a
         restarted controller, adopts them)."""
+        self._close_fds()
+        self.netns.close()
+
+    def _close_fds(self) -> None:
         fds = [self._root_fd, self._pipe_fd, self._slot_fd]
         if self._running:
             fds += [self._running.prog_fd] + list(self._running.maps.values())
@@ -212,7 +216,6 @@ class EbpfDatapath:
                 self._bpf.close(fd)
         self._running = None
         self._root_fd = self._pipe_fd = self._slot_fd = -1
-        self.netns.close()
 
     def stop(self, detach: bool = True) -> None:
         """Detach the root programs (unless the namespace is going away anyway) and release
@@ -223,14 +226,7 @@ class EbpfDatapath:
             except Exception:  # the interface may already be gone with its namespace
                 pass
         self._attached.clear()
-        fds = [self._root_fd, self._pipe_fd, self._slot_fd]
-        if self._running:
-            fds += [self._running.prog_fd] + list(self._running.maps.values())
-        for fd in fds:
-            if fd >= 0:
-                self._bpf.close(fd)
-        self._running = None
-        self._root_fd = self._pipe_fd = self._slot_fd = -1
+        self._close_fds()
         if self._pin_dir:
             shutil.rmtree(os.path.join(self._pin_dir, self.device), ignore_errors=True)
 

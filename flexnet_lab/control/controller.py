@@ -109,6 +109,12 @@ class Controller:
             self._thread.join(5)
             self._thread = None
 
+    def __enter__(self) -> "Controller":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         """Stop reconciling and close this process's host-hook handles (the lab's own
         switch handles are the lab's to close). The devices keep running."""

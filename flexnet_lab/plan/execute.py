@@ -39,6 +39,9 @@ class ChangeRecord:
     plan: ChangePlan | None = None
     entries_deleted: int = 0
     notes: list[str] = field(default_factory=list)
+    consistency: str = "per-device"  # the level this device's part of the change achieved
+    phases: dict = field(default_factory=dict)   # two-phase: ms of each phase, drain figures
+    version: int = 0                 # eBPF: the new version's number (what probes record)
 
     def to_json(self) -> dict:
         return {"device": self.device, "description": self.description, "kind": self.kind,
@@ -46,7 +49,8 @@ class ChangeRecord:
                 "load_ms": round(self.load_ms, 3), "swap_ms": round(self.swap_ms, 4),
                 "total_ms": round(self.total_ms, 3), "entries_deleted": self.entries_deleted,
                 "plan": self.plan.explain().splitlines() if self.plan else [],
-                "notes": self.notes}
+                "notes": self.notes, "consistency": self.consistency, "phases": self.phases,
+                "version": self.version}
 
 
 def capabilities(device) -> set[str]:
@@ -98,6 +102,7 @@ def apply_programs(changes: list[tuple[object, Program, str]],
             if prep is not None:
                 rec.swap_ms = dev.commit(prep)
                 rec.compile_ms, rec.load_ms = prep.compile_ms, prep.load_ms
+                rec.version = getattr(prep, "version", 0)
                 rec.notes += getattr(dev, "last_notes", [])
             else:
                 dev.adopt(prog)  # entries-only: same pipeline, new defaults below

@@ -492,3 +492,21 @@ def _checked_entry(device: str, prog: Program, table: str, match, action: str, a
     except ProgramError as exc:
         raise EntryError(device, str(table)[:40], excerpt(str(match)), str(exc)) from None
     return Entry(table, _match(match), action, tuple(int(a) for a in args), int(priority))
+
+
+def controller_for(lab, store_path: str | None = None, reconcile_s: float | None = None
+                   ) -> Controller:
+    """A controller in this process over a running lab's own device handles (scenarios,
+    benchmarks, tests). The intent goes to the run folder's intent.db unless told."""
+    import os
+
+    from .devices import Devices
+    from .store import SqliteStore
+    fabric = lab.fabric()
+    handles = {n: sw for n, sw in lab.switches.items() if sw.kind in ("ebpf", "bmv2")}
+    store = SqliteStore(store_path or os.path.join(fabric.run_dir, "intent.db"))
+    ctl = Controller(fabric, store, Devices(fabric, lab.compiler, lab.bpf, handles))
+    ctl.start()
+    if reconcile_s:
+        ctl.start_reconciler(reconcile_s)
+    return ctl

@@ -36,7 +36,8 @@ import time
 from dataclasses import dataclass
 
 from ..errors import OptionError
-from .execute import ChangeRecord, _after_commit, apply_programs, check_change, reload_program
+from .diff import plan_change
+from .execute import ChangeRecord, _after_commit, apply_programs, reload_program
 
 LEVELS = ("per-device", "per-packet")
 
@@ -99,7 +100,7 @@ class _TwoPhase:
         self.network, self.fabric, self.undo, self.drain = network, fabric, undo, drain
         self.two, self.weak = [], []
         for name, dev, prog, desc in changes:
-            plan = check_change(dev, prog)
+            plan = plan_change(dev.program, prog)  # the caller validated (Controller.change)
             reason = _weak_reason(name, dev, plan)
             (self.weak if reason else self.two).append((name, dev, prog, desc, plan, reason))
         self.switches = {n: d for n, d in network.items()

@@ -85,6 +85,8 @@ class EbpfDatapath:
         self._old: _Running | None = None     # two-phase: the old version after the flip
         self._old_created: list[str] = []
         self._tag_ports: set[int] = set()
+        self._trusted: dict[str, bool] = {}
+        self._ifindex: dict[str, int] = {}
 
     # --- life cycle ---------------------------------------------------------------------
     @property
@@ -369,7 +371,12 @@ class EbpfDatapath:
 
     def set_trust(self, ifname: str, on: bool) -> None:
         """Packets arriving on `ifname` carry a version tag their sender stamped."""
-        key = self.netns.ifindex(ifname).to_bytes(4, "little")
+        if self._trusted.get(ifname, False) == on:
+            return
+        if ifname not in self._ifindex:   # stable while the namespace lives
+            self._ifindex[ifname] = self.netns.ifindex(ifname)
+        self._trusted[ifname] = on
+        key = self._ifindex[ifname].to_bytes(4, "little")
         if on:
             self._bpf.update(self._root_maps[TRUST_MAP], key, (1).to_bytes(4, "little"))
         else:

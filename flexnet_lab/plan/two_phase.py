@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from ..errors import OptionError
 from .diff import plan_change
-from .execute import ChangeRecord, _after_commit, apply_programs, reload_program
+from .execute import ChangeRecord, _after_commit, apply_programs, restore, save_for_undo
 
 LEVELS = ("per-device", "per-packet")
 
@@ -131,19 +131,22 @@ class _TwoPhase:
         t2 = time.perf_counter()
         at = time.time()
         olds = [dev.program for _, dev, *_ in self.two]
+        saves = [save_for_undo(dev, plan) for _, dev, _, _, plan, _ in self.two]
+        self.undo.append(("ingress points stamp the old version again",
+                          lambda: self._unflip(old_slot)))
         for dev in self.points.values():
             dev.set_stamp(new_slot)
         for _, dev, *_ in self.two:
             dev.promote_spare()
-        self.undo.append(("ingress points stamp the old version again", lambda: self._unflip(old_slot)))
         t3 = time.perf_counter()
         drain = self._drain(old_slot)
         t4 = time.perf_counter()
         records = []
-        for (name, dev, prog, desc, plan, _), prep, old in zip(self.two, prepared, olds):
+        for (name, dev, prog, desc, plan, _), prep, old, saved in zip(
+                self.two, prepared, olds, saves):
             dev.retire_old()
             self.undo.append((f"{name}: {old.name} back",
-                              lambda dev=dev, old=old: reload_program(dev, old)))
+                              lambda dev=dev, old=old, saved=saved: restore(dev, old, saved)))
             rec = ChangeRecord(name, desc, plan.kind, plan=plan, at=at, done=time.time(),
                                compile_ms=prep.compile_ms, load_ms=prep.load_ms,
                                consistency="per-packet", version=prep.version)
@@ -195,12 +198,7 @@ class _TwoPhase:
         """Switch ports towards eBPF switches push the tag and trust it; a host whose
         egress stamps is trusted by its switch's port; every ingress point counts."""
         fab = self.fabric
-        for name, sw in self.switches.items():
-            desc = fab.switches.get(name)
-            for port, peer in (desc.peers.items() if desc else ()):
-                if peer in self.switches:
-                    sw.set_port_tag(port, True)   # kept: pushes only while tagging is on
-                    sw.set_trust(desc.ports[port][0], True)
+        link_switches(self.switches, fab)
         for name in self.hosts:
             h = fab.hosts.get(name.split(":")[0])
             sw = self.switches.get(h.switch) if h else None
@@ -250,6 +248,17 @@ class _TwoPhase:
             if waited >= p.max_ms:
                 return {"drain_polls": polls, "old_packets_after_flip": cur - first,
                         "drain_bounded": True}
+
+
+def link_switches(switches: dict, fabric) -> None:
+    """Ports between two eBPF switches push the version tag (only while tagging is on) and
+    trust it; set once, kept (idempotent: the devices remember what they set)."""
+    for name, sw in switches.items():
+        desc = fabric.switches.get(name)
+        for port, peer in (desc.peers.items() if desc else ()):
+            if peer in switches:
+                sw.set_port_tag(port, True)
+                sw.set_trust(desc.ports[port][0], True)
 
 
 def _weak_reason(name: str, dev, plan) -> str:

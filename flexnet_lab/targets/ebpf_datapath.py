@@ -414,6 +414,8 @@ class EbpfDatapath:
 
     def demote(self) -> None:
         """Undo of promote_spare (the stamp is flipped back by the caller first)."""
+        if self._old is None:   # not promoted yet, or already retired and reloaded
+            return
         new, self._running, self._old = self._running, self._old, None
         self._spare = Prepared(new.program, new.prog_fd, new.maps, self._old_created, 0, 0,
                                new.version)
@@ -715,6 +717,26 @@ class EbpfDatapath:
             raise TargetError(self.device, f"no register or sketch map {name!r}")
         fd = self._running.maps[map_c_name("m", name)]
         self._bpf.update(fd, index.to_bytes(4, "little"), int(value).to_bytes(8, "little"))
+
+    def restore_map(self, name: str, values) -> int:
+        """Write a map's contents (as read_map returned them) back; returns slots written.
+        (How a change that failed puts a map it had dropped back.)"""
+        m = self.program.map(name) if self.program else None
+        if m is None:
+            raise TargetError(self.device, f"no map {name!r}")
+        fd = self._running.maps[map_c_name("m", name)]
+        n = 0
+        if m.kind in ("counter", "register", "sketch"):
+            for i, v in enumerate(values):
+                raw = COUNTER.pack(*v) if m.kind == "counter" else int(v).to_bytes(8, "little")
+                self._bpf.update(fd, i.to_bytes(4, "little"), raw)
+                n += 1
+            return n
+        for key, v in values.items():
+            raw_key = b"".join(int(k).to_bytes(8, "little") for k in key)
+            self._bpf.update(fd, raw_key, (COUNTER if m.kind == "hash" else METER).pack(*v))
+            n += 1
+        return n
 
     def map_fd(self, c_name: str) -> int:
         return self._running.maps[c_name]

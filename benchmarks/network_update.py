@@ -94,6 +94,7 @@ def _run(args, lab, ctl, acl, rate: int) -> int:
     update_ms, by_level = [], {"per-packet": [], "per-device": []}
 
     def changes():
+        nonlocal t_flows
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
         gc.disable()
         try:
@@ -109,12 +110,18 @@ def _run(args, lab, ctl, acl, rate: int) -> int:
                 if i % 8 == 7:
                     orc.collect()
                 time.sleep(args.pause_ms / 1e3)
+            # probes go on until the flows end: keep reading before their slots are reused
+            while time.monotonic() < t_flows + duration:
+                orc.collect()
+                time.sleep(1.0)
         finally:
             gc.enable()
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
+    t_flows = time.monotonic()
     try:
         orc.start()
+        t_flows = time.monotonic()
         live = _flows(lab, specs, changes)
         orc.stop()
     finally:
@@ -136,6 +143,7 @@ def _run(args, lab, ctl, acl, rate: int) -> int:
         "baseline_lost": sum(r.lost for r in baseline),
         "flow_errors": [r.error for r in live + baseline if r.error],
         "probes": rep["probes_sent"], "probes_placed": rep["probes_placed"],
+        "probes_unplaced": rep["probes_unplaced"],
         "probes_lost": rep["probes_lost"], "probes_reordered": rep["probes_reordered"],
         "probes_unknown_version": rep["probes_unknown_version"],
         "mixed_per_packet": rep["mixed_by_level"].get("per-packet", 0),

@@ -8,7 +8,6 @@ import shutil
 import threading
 import time
 
-from mininet.link import Link, TCLink
 from mininet.net import Mininet
 
 from ..compiler.ebpf import generate, root_source
@@ -22,7 +21,9 @@ from ..targets.ebpf_switch import EbpfSwitch
 from ..targets.netlink import Netns
 from ..topology.model import Topology, resolve_auto
 from ..topology.routes import compute_routes
-from .nodes import LabHost, LabSwitch
+from ..progress import Silent
+from .nodes import (LabHost, LabSwitch, NodeSpec, VethSpec, configure_node, create_veths,
+                    name_namespaces, start_nodes)
 from .clean import release_bpffs, remove_namespace
 from .runstate import RunTag, ensure_bpffs
 
@@ -42,7 +43,8 @@ class Lab:
     Use as a context manager, or call start() and stop(); stop() runs on every exit path
     of start() itself, so a failed bring-up leaves nothing behind."""
 
-    def __init__(self, topology: Topology, base: str | None = None, switch_kind: str | None = None):
+    def __init__(self, topology: Topology, base: str | None = None, switch_kind: str | None = None,
+                 progress=None):
         self.topology = resolve_auto(topology, have_bmv2())
         if switch_kind:  # force every switch to one kind (benchmarks: "bridge")
             self.topology = self.topology.with_targets(lambda s: switch_kind)
@@ -58,6 +60,8 @@ class Lab:
         self._netns: list[str] = []
         self._p4_compiled: dict = {}
         self._owner = os.getpid()  # a forked copy of this object must never tear down
+        # a flexnet_lab.progress.Progress to report bring-up to (silent by default)
+        self.progress = progress or Silent()
 
     # --- life cycle -----------------------------------------------------------------------
     def __enter__(self) -> "Lab":
@@ -75,9 +79,13 @@ class Lab:
             ensure_bpffs(self.tag)
             compiled = self._precompile()
             self._build_mininet()
+            self.progress.step("compiling the switch program")
             compiled.join()
+            self.progress.step("switches", len(self.topology.switches))
             for name in self.topology_switch_names():
                 self._start_switch(name)
+                self.progress.advance()
+            self.progress.step("routes", sum(len(r) for r in self.routes.values()))
             self._install_routes()
             if any(s.target == "bridge" for s in self.topology.switches):
                 self._static_neighbours()
@@ -87,6 +95,7 @@ class Lab:
             self.stop()
             raise
         self.bringup_s = time.perf_counter() - t0
+        self.progress.finish(f"up in {self.bringup_s:.2f} s, run {self.tag.run}")
         self.tag.write_state(pid=os.getpid(), topology=self.topology.name,
                              source=self.topology.source, status="up", started=time.time(),
                              namespaces=self._netns, bringup_s=self.bringup_s)
@@ -150,24 +159,38 @@ class Lab:
         return th
 
     def _build_mininet(self) -> None:
+        """Nodes, namespaces and links, batched (see nodes.py): shells start in parallel,
+        one `ip -batch` names the namespaces and one creates every veth inside them, and
+        each namespace is configured by one netlink batch."""
         topo = self.topology
         net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
                       autoStaticArp=False, waitConnected=False)
         self.net = net
-        for h in topo.hosts:
-            net.addHost(h.name, cls=LabHost, ip=f"{h.ip}/{h.prefixlen}", mac=h.mac,
-                        run_tag=self.tag)
-        for i, s in enumerate(topo.switches, start=1):
-            net.addSwitch(s.name, cls=LabSwitch, dpid=f"{i:016x}", run_tag=self.tag)
+        specs = [NodeSpec(h.name, LabHost, {"ip": f"{h.ip}/{h.prefixlen}", "mac": h.mac,
+                                           "run_tag": self.tag}) for h in topo.hosts]
+        specs += [NodeSpec(s.name, LabSwitch, {"dpid": f"{i:016x}", "run_tag": self.tag})
+                  for i, s in enumerate(topo.switches, start=1)]
+        # every namespace is listed before it exists: stop() removes whatever got made
+        self._netns.extend(self.tag.netns(spec.name) for spec in specs)
+        self.progress.step("node shells", len(specs))
+        start_nodes(net, specs, self.progress.advance)
+        nodes = net.hosts + net.switches
+        self.progress.step(f"namespaces and {len(topo.links)} links")
+        name_namespaces(nodes)
+        macs = {h.name: h.mac for h in topo.hosts}
+        links = []
         for link in topo.links:
             pa, pb = topo.port_between(link.a, link.b), topo.port_between(link.b, link.a)
-            cls, params = (TCLink, {"bw": link.bw}) if link.bw else (Link, {})
-            net.addLink(link.a, link.b, port1=pa.number, port2=pb.number, intfName1=pa.intf,
-                        intfName2=pb.intf, cls=cls, **params)
-        for node in net.hosts + net.switches:
-            self._netns.append(node.name_namespace())
-        net.build()
-        net.start()
+            links.append(VethSpec(link.a, pa.intf, pa.number, macs.get(link.a),
+                                  link.b, pb.intf, pb.number, macs.get(link.b), link.bw))
+        create_veths(net, links)
+        self.progress.step("configure nodes", len(nodes))
+        hosts = {h.name: h for h in topo.hosts}
+        for node in nodes:
+            h = hosts.get(node.name)
+            configure_node(node, self.tag.alias, (h.ip, h.prefixlen) if h else None)
+            self.progress.advance()
+        net.built = True
 
     def _start_switch(self, name: str) -> None:
         spec = self.topology.switch(name)
@@ -205,6 +228,7 @@ class Lab:
                 else:
                     sw.insert("l3_fwd", ((int(ipaddress.IPv4Address(r.dst_ip)), r.prefixlen),),
                               "forward", (r.port,))
+            self.progress.advance(len(routes))
 
     def _software_checksums(self) -> None:
         """bmv2 reads and writes raw frames (pcap): a checksum left to offload would go out

@@ -20,7 +20,7 @@ from ..errors import CompileError, TargetError, VerifierError
 from ..program.model import Program, action_id
 from .bcc_compile import Compiler, Image
 from .bpf_syscall import (BPF_NOEXIST, Bpf, BpfCallError, MapSpec, PROG_SCHED_CLS, PROG_XDP)
-from .netlink import Netns
+from .netlink import Netns, add_bpf_filter, add_clsact
 
 TC_INGRESS, TC_EGRESS = "ffff:fff2", "ffff:fff3"
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 2, 4
@@ -200,20 +200,18 @@ class EbpfDatapath:
 
     # --- attachment ---------------------------------------------------------------------
     def _attach(self, ifname: str) -> None:
-        ipr = self.netns.ipr()
         idx = self.netns.ifindex(ifname)
         if self.hook == "xdp":
-            ipr.link("set", index=idx, xdp={"attrs": [("IFLA_XDP_FD", self._root_fd),
-                                                      ("IFLA_XDP_FLAGS", self.xdp_flags)]})
+            self.netns.ipr().link("set", index=idx,
+                                  xdp={"attrs": [("IFLA_XDP_FD", self._root_fd),
+                                                 ("IFLA_XDP_FLAGS", self.xdp_flags)]})
         else:
-            try:
-                ipr.tc("add", "clsact", idx)
-            except Exception as exc:  # EEXIST: another hook of ours already made it
-                if "exists" not in str(exc).lower():
-                    raise
+            # clsact (EEXIST is fine: another hook of ours already made it) and the
+            # filter in one netlink round trip
             parent = TC_INGRESS if self.direction == "ingress" else TC_EGRESS
-            ipr.tc("add-filter", "bpf", idx, ":1", fd=self._root_fd, name="flexnet_root",
-                   parent=parent, classid=1, direct_action=True)
+            self.netns.request([add_clsact(idx),
+                                add_bpf_filter(idx, int(parent.replace(":", ""), 16),
+                                               self._root_fd, "flexnet_root")])
         self._attached.append(idx)
 
     def _detach(self, ifindex: int) -> None:

@@ -17,8 +17,8 @@ _REDRAW_S = 0.1
 class Progress:
     """Reports steps of a named job; each step has a label and a count of units.
 
-        p = Progress("bring-up fat-tree-k8")
-        p.step("node shells", 208); p.advance() ... ; p.finish("up in 4.1 s")
+        p = Progress("fat-tree-k8")
+        p.step("node shells", 208); p.advance() ...; p.end(); p.finish("up in 4.1 s")
 
     advance() may be called from several threads."""
 
@@ -56,6 +56,11 @@ class Progress:
                 if 0 < quarter < 4 and quarter > self._quarter:
                     self._quarter = quarter
                     self._line(f"{self._label}: {self._done}/{self._total}")
+
+    def end(self) -> None:
+        """End the current step (its closing line)."""
+        with self._lock:
+            self._end_step()
 
     def finish(self, message: str = "") -> None:
         """End the job, with a closing line."""
@@ -104,6 +109,9 @@ class Silent:
         pass
 
     def advance(self, n: int = 1) -> None:
+        pass
+
+    def end(self) -> None:
         pass
 
     def finish(self, message: str = "") -> None:

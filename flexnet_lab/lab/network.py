@@ -18,12 +18,13 @@ from ..targets.bcc_compile import Compiler
 from ..targets.bpf_syscall import Bpf
 from ..targets.ebpf_datapath import EbpfDatapath
 from ..targets.ebpf_switch import EbpfSwitch
-from ..targets.netlink import Netns
+from ..targets.netlink import Netns, add_neighbour
 from ..topology.model import Topology, resolve_auto
 from ..topology.routes import compute_routes
 from ..progress import Silent
 from .nodes import (LabHost, LabSwitch, NodeSpec, VethSpec, configure_node, create_veths,
                     name_namespaces, start_nodes)
+from .pingall import ping_all
 from .clean import release_bpffs, remove_namespace
 from .runstate import RunTag, ensure_bpffs
 
@@ -35,6 +36,16 @@ BMV2_TARGET_AVAILABLE = True
 def have_bmv2() -> bool:
     """Whether `auto` switches become bmv2 here."""
     return BMV2_TARGET_AVAILABLE and shutil.which("simple_switch_grpc") is not None
+
+
+def neighbour_budget() -> int:
+    """How many dynamic ARP entries (hosts x hosts) a lab may need before it pre-resolves
+    them: a quarter of the machine-wide limit, which other labs share."""
+    try:
+        with open("/proc/sys/net/ipv4/neigh/default/gc_thresh3") as fh:
+            return int(fh.read()) // 4
+    except (OSError, ValueError):
+        return 1024 // 4  # the kernel's default limit
 
 
 class Lab:
@@ -87,7 +98,8 @@ class Lab:
                 self.progress.advance()
             self.progress.step("routes", sum(len(r) for r in self.routes.values()))
             self._install_routes()
-            if any(s.target == "bridge" for s in self.topology.switches):
+            if (any(s.target == "bridge" for s in self.topology.switches)
+                    or len(self.topology.hosts) ** 2 > neighbour_budget()):
                 self._static_neighbours()
             if any(s.target == "bmv2" for s in self.topology.switches):
                 self._software_checksums()
@@ -240,10 +252,22 @@ class Lab:
                                for i in node.intfList() if i.name != "lo"))
 
     def _static_neighbours(self) -> None:
-        """Bridges do not flood broadcasts (loops), so ARP is pre-resolved for them."""
+        """Permanent ARP entries on every host for every other host (one netlink batch per
+        host). Bridges do not flood broadcasts (loops), so ARP is pre-resolved for them.
+        And the kernel's neighbour table is shared by all namespaces: resolved entries of
+        all hosts together count against one machine-wide limit (gc_thresh3), which a big
+        lab overflows ("neighbor table overflow", pings lost); permanent entries do not
+        count against it."""
+        hosts = [(h.IP(), h.MAC()) for h in self.net.hosts]
+        self.progress.step("static neighbours", len(hosts))
         for h in self.net.hosts:
-            h.cmd("; ".join(f"ip neigh replace {o.IP()} lladdr {o.MAC()} dev {h.defaultIntf()}"
-                            for o in self.net.hosts if o is not h))
+            ns = Netns(h.netns_path)
+            try:
+                idx = ns.ifindex(h.defaultIntf().name)
+                ns.request([add_neighbour(idx, ip, mac) for ip, mac in hosts if ip != h.IP()])
+            finally:
+                ns.close()
+            self.progress.advance()
 
     # --- using the lab --------------------------------------------------------------------
     def host(self, name: str) -> LabHost:
@@ -257,27 +281,15 @@ class Lab:
             raise LabError(f"no switch {name!r} (have {', '.join(self.switches)})")
         return self.switches[name]
 
-    def ping_all(self, timeout_s: int = 1) -> dict:
-        """Every host pings every other once (all hosts in parallel). Returns counts and
-        the failed pairs."""
-        hosts = self.net.hosts
-        for h in hosts:
-            targets = " ".join(o.IP() for o in hosts if o is not h)
-            h.sendCmd(f"for ip in {targets}; do ping -c1 -W{timeout_s} -q $ip >/dev/null 2>&1"
-                      " && echo ok $ip || echo fail $ip; done")
-        sent = received = 0
-        failed = []
-        for h in hosts:
-            for line in h.waitOutput().splitlines():
-                parts = line.split()
-                if len(parts) == 2 and parts[0] in ("ok", "fail"):
-                    sent += 1
-                    if parts[0] == "ok":
-                        received += 1
-                    else:
-                        failed.append((h.name, parts[1]))
-        loss = 100.0 * (sent - received) / sent if sent else 100.0
-        return {"sent": sent, "received": received, "loss_pct": loss, "failed": failed}
+    def ping_all(self, timeout_s: float = 1.0, retries: int = 2) -> dict:
+        """Every host pings every other (see pingall.py: paced raw ICMP from each host's
+        namespace, unanswered pairs retried before they count as lost). Returns counts,
+        the failed pairs and the pairs that needed a retry."""
+        hosts = [(h.name, h.IP(), h.netns_path) for h in self.net.hosts]
+        self.progress.step("ping all pairs", len(hosts) * (len(hosts) - 1))
+        result = ping_all(hosts, timeout_s, retries, progress=self.progress).as_dict()
+        self.progress.end()
+        return result
 
     def attach_host_program(self, host: str, program: Program, hook: str = "xdp",
                             direction: str = "ingress") -> EbpfDatapath:

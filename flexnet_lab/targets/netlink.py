@@ -122,6 +122,7 @@ _NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE, _NLM_F_DUMP = 1, 4, 0x20
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR = 16, 18, 20
 _RTM_NEWQDISC, _RTM_NEWTFILTER = 36, 44
+_RTM_NEWNEIGH, _NDA_DST, _NDA_LLADDR, _NUD_PERMANENT, _NLM_F_REPLACE = 28, 1, 2, 0x80, 0x100
 _IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_IFALIAS = 1, 3, 20
 _IFA_ADDRESS, _IFA_LOCAL = 1, 2
 _TCA_KIND, _TCA_OPTIONS = 1, 2
@@ -194,6 +195,15 @@ def add_bpf_filter(index: int, parent: int, prog_fd: int, name: str) -> Request:
     body += _attr(_TCA_KIND, _cstr("bpf")) + _attr(_TCA_OPTIONS, opts)
     return Request(_RTM_NEWTFILTER, _NLM_F_CREATE | _NLM_F_EXCL, body,
                    f"attach {name} to link {index}")
+
+
+def add_neighbour(index: int, ip: str, mac: str) -> Request:
+    """A permanent IPv4 neighbour (ARP) entry; replaces one that exists."""
+    body = struct.pack("=BxxxiHBB", socket.AF_INET, index, _NUD_PERMANENT, 0, 0)
+    body += _attr(_NDA_DST, socket.inet_aton(ip))
+    body += _attr(_NDA_LLADDR, bytes.fromhex(mac.replace(":", "")))
+    return Request(_RTM_NEWNEIGH, _NLM_F_CREATE | _NLM_F_REPLACE, body,
+                   f"neighbour {ip} on link {index}")
 
 
 class Rtnl:

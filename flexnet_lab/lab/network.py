@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from mininet.net import Mininet
 
@@ -25,7 +27,7 @@ from ..progress import Silent
 from .nodes import (LabHost, LabSwitch, NodeSpec, VethSpec, configure_node, create_veths,
                     name_namespaces, start_nodes)
 from .pingall import ping_all
-from .clean import release_bpffs, remove_namespace
+from .clean import release_bpffs, remove_namespaces
 from .runstate import RunTag, ensure_bpffs
 
 
@@ -126,11 +128,13 @@ class Lab:
             _quietly(errors, sw.close)
         self.switches.clear()
         if self.net is not None:
-            for node in self.net.hosts + self.net.switches:
+            nodes = self.net.hosts + self.net.switches
+            for node in nodes:  # signal every shell first: they exit in parallel
+                _quietly(errors, lambda: _hang_up(node))
+            for node in nodes:
                 _quietly(errors, node.terminate)
             self.net = None
-        for ns in self._netns:
-            remove_namespace(ns)
+        remove_namespaces(self._netns)
         self._netns.clear()
         shutil.rmtree(self.tag.pin_dir, ignore_errors=True)
         shutil.rmtree(self.tag.dir, ignore_errors=True)
@@ -231,15 +235,20 @@ class Lab:
 
     def _install_routes(self) -> None:
         hosts = {h.ip: h for h in self.topology.hosts}
+        address = {ip: int(ipaddress.IPv4Address(ip)) for ip in hosts}
         for sw_name, routes in self.routes.items():
             sw = self.switches[sw_name]
-            for r in routes:
-                kind = getattr(sw, "kind", "")
-                if kind == "bridge":
-                    sw.add_route(hosts[r.dst_ip].mac, r.port)
+            kind = getattr(sw, "kind", "")
+            if kind == "bridge":
+                sw.add_routes([(hosts[r.dst_ip].mac, r.port) for r in routes])
+            else:
+                entries = [(((address[r.dst_ip], r.prefixlen),), "forward", (r.port,))
+                           for r in routes]
+                if isinstance(sw, EbpfDatapath):
+                    sw.insert_many("l3_fwd", entries)
                 else:
-                    sw.insert("l3_fwd", ((int(ipaddress.IPv4Address(r.dst_ip)), r.prefixlen),),
-                              "forward", (r.port,))
+                    for match, action, args in entries:
+                        sw.insert("l3_fwd", match, action, args)
             self.progress.advance(len(routes))
 
     def _software_checksums(self) -> None:
@@ -260,7 +269,8 @@ class Lab:
         count against it."""
         hosts = [(h.IP(), h.MAC()) for h in self.net.hosts]
         self.progress.step("static neighbours", len(hosts))
-        for h in self.net.hosts:
+
+        def one(h):
             ns = Netns(h.netns_path)
             try:
                 idx = ns.ifindex(h.defaultIntf().name)
@@ -268,6 +278,12 @@ class Lab:
             finally:
                 ns.close()
             self.progress.advance()
+
+        # the kernel's share of the work (the send) runs without the GIL: a few threads
+        # keep both cores busy
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for fut in [pool.submit(one, h) for h in self.net.hosts]:
+                fut.result()
 
     # --- using the lab --------------------------------------------------------------------
     def host(self, name: str) -> LabHost:
@@ -365,6 +381,12 @@ class Lab:
             return self.host_programs[(host, hook, direction)]
         except KeyError:
             raise LabError(f"{host} has no program on {hook}/{direction}") from None
+
+
+def _hang_up(node) -> None:
+    """SIGHUP a node's shell (what Mininet's terminate sends) without waiting for it."""
+    if node.shell is not None and node.shell.poll() is None:
+        os.killpg(node.shell.pid, signal.SIGHUP)
 
 
 def _quietly(errors: list, fn) -> None:

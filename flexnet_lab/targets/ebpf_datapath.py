@@ -301,6 +301,29 @@ class EbpfDatapath:
             raise TargetError(self.device, f"table {table}: {what} for {match}: "
                               f"{exc.strerror}") from exc
 
+    def insert_many(self, table: str, entries: list[tuple[tuple, str, tuple[int, ...]]]) -> None:
+        """insert() of many (match, action, args) entries: the table is looked up and each
+        distinct action checked once (a big lab installs tens of thousands of routes)."""
+        lay, fd, _ = self._table(table)
+        if lay.kind == "ternary":
+            for match, action, args in entries:
+                self.insert(table, match, action, args)
+            return
+        records: dict[tuple, bytes] = {}
+        for match, action, args in entries:
+            rec = records.get((action, args))
+            if rec is None:
+                aid = self._action(table, action, tuple(args))
+                rec = records[(action, args)] = lay.encode_action(aid, tuple(args))
+            if len(match) != lay.nkeys:
+                raise TargetError(self.device, f"table {table}: {lay.nkeys} key fields, "
+                                  f"got {len(match)}")
+            try:
+                self._bpf.update(fd, self._key(lay, match), rec, BPF_NOEXIST)
+            except BpfCallError as exc:
+                raise TargetError(self.device, f"table {table}: entry exists or table full "
+                                  f"for {match}: {exc.strerror}") from exc
+
     def delete(self, table: str, match: tuple, priority: int = 0) -> None:
         lay, fd, _ = self._table(table)
         if lay.kind == "ternary":

@@ -132,7 +132,7 @@ _IFF_UP = 1
 _TC_H_CLSACT = 0xFFFFFFF1
 _ETH_P_ALL = 0x0003
 _EEXIST = 17
-_BATCH = 256  # requests per send: their acks fit the default receive buffer
+_BATCH = 1024  # requests per send: even all of them failing, the errors fit the receive buffer
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -234,25 +234,29 @@ class Rtnl:
     def run(self, requests: list[Request]) -> None:
         """Send the requests in batches; raise TargetError naming the first that failed
         (the others of its batch have been applied: callers own whole namespaces, which
-        are deleted on failure)."""
+        are deleted on failure). Only a batch's last request asks for an ack: the kernel
+        handles a batch in order within the send, reports every failure unasked, and
+        the last ack arrives after all of them."""
         for start in range(0, len(requests), _BATCH):
             chunk = requests[start:start + _BATCH]
-            pending, buf = {}, b""
-            for req in chunk:
-                seq, frame = self._frame(req.type, _NLM_F_REQUEST | _NLM_F_ACK | req.flags,
-                                         req.body)
+            pending, frames = {}, []
+            for i, req in enumerate(chunk):
+                ack = _NLM_F_ACK if i == len(chunk) - 1 else 0
+                seq, frame = self._frame(req.type, _NLM_F_REQUEST | ack | req.flags, req.body)
                 pending[seq] = req
-                buf += frame
-            self.sock.sendall(buf)
-            failed = None
-            while pending:
+                frames.append(frame)
+            last = seq
+            self.sock.sendall(b"".join(frames))
+            failed, done = None, False
+            while not done:
                 for type_, seq, payload in self._messages():
                     if type_ != _NLMSG_ERROR or seq not in pending:
                         continue
-                    req = pending.pop(seq)
+                    req = pending[seq]
                     err = struct.unpack_from("=i", payload)[0]
                     if err and err not in req.ok and failed is None:
                         failed = (req, -err)
+                    done = done or seq == last
             if failed:
                 req, errno_ = failed
                 raise TargetError("netlink", f"{req.what}: {os.strerror(errno_)}")
@@ -282,4 +286,5 @@ class Rtnl:
                         break
                     if akind == _IFLA_IFNAME:
                         out[payload[off + 4:off + alen].rstrip(b"\0").decode()] = index
+                        break
                     off += (alen + 3) & ~3

@@ -15,7 +15,7 @@ the lab through Mininet (cmd, popen, IP(), the CLI) works as before.
 from __future__ import annotations
 
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from mininet.link import Intf, Link, TCIntf
@@ -150,17 +150,25 @@ def start_nodes(net, specs: list[NodeSpec], on_started=None) -> None:
             on_started()
         return node
 
-    with ThreadPoolExecutor(max_workers=SHELL_WORKERS) as pool:
-        futures = [pool.submit(make, spec) for spec in specs]
+    pool = ThreadPoolExecutor(max_workers=SHELL_WORKERS)
+    futures = [pool.submit(make, spec) for spec in specs]
     error = None
-    for spec, fut in zip(specs, futures):
-        exc = fut.exception()
-        if exc is not None:
-            error = error or exc
-            continue
-        node = fut.result()
-        (net.switches if isinstance(node, Switch) else net.hosts).append(node)
-        net.nameToNode[spec.name] = node
+    try:
+        wait(futures)
+    finally:
+        # also on Ctrl-C: shells being started finish, the rest never start, and every
+        # shell that runs is handed to `net`, where the caller's teardown finds it (its
+        # namespace has no name yet, so nothing else would)
+        pool.shutdown(wait=True, cancel_futures=True)
+        for spec, fut in zip(specs, futures):
+            if fut.cancelled():
+                continue
+            if fut.exception() is not None:
+                error = error or fut.exception()
+                continue
+            node = fut.result()
+            (net.switches if isinstance(node, Switch) else net.hosts).append(node)
+            net.nameToNode[spec.name] = node
     if error is not None:
         raise error
 

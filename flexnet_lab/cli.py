@@ -35,9 +35,10 @@ def _terminate_on_sigterm() -> None:
 def cmd_up(args) -> int:
     from .lab.network import Lab
     from .lab.prompt import LabCLI
+    from .progress import Progress
     topo = _load_topology(args.topology)
     _terminate_on_sigterm()
-    with Lab(topo) as lab:
+    with Lab(topo, progress=Progress(topo.name)) as lab:
         print(f"*** {topo.name}: {len(topo.hosts)} hosts, {len(topo.switches)} switches "
               f"({', '.join(sorted({s.target for s in lab.topology.switches}))}) up in "
               f"{lab.bringup_s:.2f} s, run {lab.tag.run}")

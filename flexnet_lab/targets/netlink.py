@@ -224,7 +224,7 @@ class Rtnl:
 
     def _messages(self):
         """Yield (type, seq, payload) of every message in the next datagram."""
-        data = self.sock.recv(1 << 20)
+        data = self.sock.recv(65536)  # the kernel sizes a dump's datagrams at most 32 KiB
         off = 0
         while off + 16 <= len(data):
             length, type_, _, seq, _ = struct.unpack_from("=IHHII", data, off)

@@ -16,6 +16,7 @@ from ..compiler.ebpf import generate, root_source
 from ..errors import EnvironmentMissing, FlexNetError, LabError
 from ..program.library import infrastructure
 from ..program.model import Program
+from ..progress import Silent
 from ..targets.bcc_compile import Compiler
 from ..targets.bpf_syscall import Bpf
 from ..targets.ebpf_datapath import EbpfDatapath
@@ -23,11 +24,10 @@ from ..targets.ebpf_switch import EbpfSwitch
 from ..targets.netlink import Netns, add_neighbour
 from ..topology.model import Topology, resolve_auto
 from ..topology.routes import compute_routes
-from ..progress import Silent
+from .clean import release_bpffs, remove_namespaces
 from .nodes import (LabHost, LabSwitch, NodeSpec, VethSpec, configure_node, create_veths,
                     name_namespaces, start_nodes)
 from .pingall import ping_all
-from .clean import release_bpffs, remove_namespaces
 from .runstate import RunTag, ensure_bpffs
 
 

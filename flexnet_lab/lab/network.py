@@ -88,6 +88,7 @@ class Lab:
         self._check_tools()
         self.tag.write_state(pid=os.getpid(), topology=self.topology.name,
                              source=self.topology.source, status="starting", started=time.time())
+        compiled = None
         try:
             ensure_bpffs(self.tag)
             compiled = self._precompile()
@@ -106,6 +107,8 @@ class Lab:
             if any(s.target == "bmv2" for s in self.topology.switches):
                 self._software_checksums()
         except BaseException:
+            if compiled is not None:  # nothing of a failed start runs on after it
+                threading.Thread.join(compiled)
             self.stop()
             raise
         self.bringup_s = time.perf_counter() - t0

@@ -209,6 +209,27 @@ def test_ping_all_retries_then_names_the_unreachable_pairs():
         assert result["probes"] == 42 + 14 * 3
 
 
+def test_bringup_failing_halfway_leaves_nothing():
+    """The batched bring-up fails for real when a namespace name is taken (here by a
+    namespace made in the run's own name beforehand): one clear error, and every shell,
+    namespace and veth the run had made by then is gone."""
+    from flexnet_lab.errors import LabError
+    from flexnet_lab.lab.clean import find_tagged
+    from flexnet_lab.lab.network import Lab
+    from flexnet_lab.topology import load_topology
+
+    lab = Lab(load_topology(TOPOLOGIES / "fat-tree-k4.yaml"), switch_kind="ebpf")
+    taken = lab.tag.netns("h7")
+    subprocess.run(["ip", "netns", "add", taken], check=True)
+    try:
+        with pytest.raises(LabError, match="naming namespaces"):
+            lab.start()
+        left = find_tagged(run=lab.tag.run)
+        assert left.empty(), f"run {lab.tag.run} left tagged objects behind: {left}"
+    finally:
+        subprocess.run(["ip", "netns", "del", taken], capture_output=True)
+
+
 def test_linear_route_entries_read_back_from_kernel():
     from flexnet_lab.lab.network import Lab
     from flexnet_lab.program.model import action_id

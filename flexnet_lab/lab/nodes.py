@@ -215,15 +215,15 @@ def configure_node(node, alias: str, address: tuple[str, int] | None = None) -> 
         rtnl = Rtnl()
         try:
             index = rtnl.links()
+            missing = [i.name for i in intfs if i.name not in index]
+            if missing:
+                raise LabError(f"{node.name}: interface {missing[0]} missing")
             reqs = [set_link(index["lo"], up=True, what="lo up")]
-            for i in intfs:
-                if i.name not in index:
-                    raise LabError(f"{node.name}: interface {i.name} missing")
-                reqs.append(set_link(index[i.name], alias=alias, what=f"tag {i.name}"))
             if address and intfs:
                 reqs.append(add_address(index[intfs[0].name], *address,
                                         what=f"address of {intfs[0].name}"))
-            reqs += [set_link(index[i.name], up=True, what=f"{i.name} up") for i in intfs]
+            reqs += [set_link(index[i.name], up=True, alias=alias, what=f"tag and up {i.name}")
+                     for i in intfs]
             rtnl.run(reqs)
         finally:
             rtnl.close()

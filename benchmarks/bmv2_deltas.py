@@ -5,7 +5,8 @@ flow without deltas. Prints one JSON object.
 
 Topology: h1 - s1 (bmv2) - s2 (eBPF) - h2. Deltas on s1 cycle through: ACL table added,
 its actions changed (a new counting action and counter map), changed back, the table
-removed, the shim parser state added, removed. Each variant is compiled by p4c once
+removed, the shim parser state added, removed (each a delta through the controller, which
+writes the intent to its store around the device change). Each variant is compiled by p4c once
 before the flow starts (compile times reported separately); a delta's time runs from the
 register read to the new pipeline carrying traffic (read registers, save the pipeline,
 write entries and registers into it, commit).
@@ -27,8 +28,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from flexnet_lab.control.controller import controller_for  # noqa: E402
 from flexnet_lab.lab.network import Lab  # noqa: E402
-from flexnet_lab.plan.execute import apply_program  # noqa: E402
 from flexnet_lab.program.delta import load_delta  # noqa: E402
 from flexnet_lab.topology.loader import parse_topology  # noqa: E402
 from flexnet_lab.verify.traffic import FlowSpec, measure_flow, percentile  # noqa: E402
@@ -56,36 +57,48 @@ def main() -> int:
     shim = load_delta(os.path.join(ROOT, "scenarios/deltas/shim-parser.yaml"))
     count = load_delta(os.path.join(ROOT, "scenarios/deltas/acl-count.yaml"))
     with Lab(parse_topology(TOPO, "bmv2-deltas")) as lab:
-        s1 = lab.switch("s1")
-        base_prog = s1.program
-        with_acl, _ = acl.apply(base_prog)
-        with_shim, _ = shim.apply(base_prog)
-        with_count, _ = count.apply(with_acl)
-        cycle = [with_acl, with_count, with_acl, base_prog, with_shim, base_prog]
-        compile_ms = []
-        for prog in (with_acl, with_count, with_shim, base_prog):
-            t = time.perf_counter()
-            s1.prepare(prog)
-            compile_ms.append((time.perf_counter() - t) * 1e3)
-        before = s1.entries("l3_fwd")
-        duration = max(5.0, args.deltas * 0.12 + 2)
-        spec = FlowSpec("udp", "h1", "h2", "udp", rate, duration)
-        k0, r0 = _rx_counts(lab, s1)
-        base = measure_flow(lab, spec)
-        k1, r1 = _rx_counts(lab, s1)
-        records, preserved = [], []
-        kept = {"l3_fwd": before}
+        ctl = controller_for(lab)
+        try:
+            return _measure(args, lab, ctl, acl, shim, count, rate)
+        finally:
+            ctl.close()
 
-        def deltas():
-            for i in range(args.deltas):
-                prog = cycle[i % len(cycle)]
-                records.append(apply_program(s1, prog, "delta"))
-                preserved.append(all(s1.entries(t.name) == kept[t.name]
-                                     for t in prog.tables if t.name in kept))
-                time.sleep(0.05)
 
-        live = measure_flow(lab, spec, deltas)
-        k2, r2 = _rx_counts(lab, s1)
+def _measure(args, lab, ctl, acl, shim, count, rate: int) -> int:
+    s1 = ctl.handle("s1")
+    base_prog = s1.program
+    with_acl, no_acl = acl.apply(base_prog)
+    with_shim, no_shim = shim.apply(base_prog)
+    with_count, no_count = count.apply(with_acl)
+    # (delta, program it leads to)
+    cycle = [(acl, with_acl), (count, with_count), (no_count, with_acl),
+             (no_acl, base_prog), (shim, with_shim), (no_shim, base_prog)]
+    compile_ms = []
+    for prog in (with_acl, with_count, with_shim, base_prog):
+        t = time.perf_counter()
+        s1.abort(s1.prepare(prog))
+        compile_ms.append((time.perf_counter() - t) * 1e3)
+    before = s1.entries("l3_fwd")
+    duration = max(5.0, args.deltas * 0.12 + 2)
+    spec = FlowSpec("udp", "h1", "h2", "udp", rate, duration)
+    k0, r0 = _rx_counts(lab, s1)
+    base = measure_flow(lab, spec)
+    k1, r1 = _rx_counts(lab, s1)
+    records, preserved = [], []
+    kept = {"l3_fwd": before}
+
+    def deltas():
+        for i in range(args.deltas):
+            delta, prog = cycle[i % len(cycle)]
+            recs, _ = ctl.apply_delta("s1", delta, "delta")
+            records.extend(recs)
+            preserved.append(s1.program == prog and
+                             all(s1.entries(t.name) == kept[t.name]
+                                 for t in prog.tables if t.name in kept))
+            time.sleep(0.05)
+
+    live = measure_flow(lab, spec, deltas)
+    k2, r2 = _rx_counts(lab, s1)
     swaps = [r.swap_ms for r in records]
     out = {"deltas": len(records), "rate_mbit": rate / 1e6, "duration_s": duration,
            "sent": live.sent, "lost": live.lost, "tail_lost": live.tail_lost,

@@ -78,3 +78,43 @@ class ScenarioError(FlexNetError):
         self.field = field
         self.message = message
         super().__init__(f"{source}: {field}: {message}")
+
+
+class AppError(FlexNetError):
+    """An app operation is refused (malformed URI, unknown app, no room); names the app."""
+
+    def __init__(self, app: str, message: str):
+        self.app = app
+        self.message = message
+        super().__init__(f"{app}: {message}")
+
+
+class ControlError(FlexNetError):
+    """The controller cannot be reached or answered with an error of its own."""
+
+
+class StoreError(FlexNetError):
+    """The intent store cannot be opened or written."""
+
+
+class OptionError(FlexNetError):
+    """A command-line option is unusable (a path that cannot be written, a value out of
+    range, a combination a target cannot run); names the option."""
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        self.message = message
+        super().__init__(f"{option}: {message}")
+
+
+class ObjectError(FlexNetError):
+    """A compiled eBPF object (ELF) cannot run where it was asked to: not ELF, no such
+    section, a program type the hook cannot run, maps that do not fit, or the verifier
+    refused it. Names the file and the field; `log` holds the verifier's log if any."""
+
+    def __init__(self, source: str, field: str, message: str, log: str = ""):
+        self.source = source
+        self.field = field
+        self.message = message
+        self.log = log
+        super().__init__(f"{source}: {field}: {message}")

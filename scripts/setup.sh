@@ -25,7 +25,7 @@ OS_ID="${ID:-debian}"
 
 # --no-install-recommends matters: mininet recommends openvswitch-switch, which cannot run
 # without the Open vSwitch kernel module (the lab does not use OVS).
-packages=(mininet bridge-utils iputils-ping iperf3 ethtool python3-bpfcc clang libbpf-dev
+packages=(mininet bridge-utils iputils-ping iperf3 ethtool python3-bpfcc clang libbpf-dev tcpdump
           python3-venv python3-pip iproute2 procps psmisc)
 
 "${SUDO[@]}" apt-get update

@@ -27,6 +27,7 @@ PIPE_MAP = "flx_pipe"        # root program's tail-call slots (slot 0 = running 
 SLOT_MAP = "flx_slot"        # root program: which flx_pipe slot runs (0)
 PORTS_MAP = "flx_ports"      # switch: logical port -> {ifindex, peer-mode}
 INPORT_MAP = "flx_inport"    # switch: ifindex -> logical port
+NEXT_MAP = "flx_next"        # host function in a chain: slot of the next function on its hook
 # ops each hook can run; the placement and the delta checks read this
 CAPABILITIES = {
     "tc": {"forward", "drop", "nop", "set", "push_vlan", "pop_vlan", "count", "map_add",
@@ -117,8 +118,8 @@ def root_source(hook: str) -> str:
 
 
 class _Gen:
-    def __init__(self, program: Program, hook: str, role: str):
-        self.p, self.hook, self.role = program, hook, role
+    def __init__(self, program: Program, hook: str, role: str, chain: bool = False):
+        self.p, self.hook, self.role, self.chain = program, hook, role, chain
         self.lines: list[str] = []
         self.tmp = 0
 
@@ -175,6 +176,8 @@ class _Gen:
     # --- declarations -------------------------------------------------------------------
     def declarations(self) -> list[str]:
         out = [_PRELUDE]
+        if self.chain:
+            out.append(f"BPF_PROG_ARRAY({NEXT_MAP}, 1);  /* the next function on this hook */")
         if self.role == "switch":
             out += [f"BPF_ARRAY({PORTS_MAP}, struct flx_port, 64);",
                     f"BPF_HASH({INPORT_MAP}, u32, u32, 64);"]
@@ -397,6 +400,10 @@ class _Gen:
     def verdict(self) -> list[str]:
         if self.role == "host":
             ok, bad = ("TC_ACT_OK", "TC_ACT_SHOT") if self.hook == "tc" else ("XDP_PASS", "XDP_DROP")
+            if self.chain:   # a packet this function passes goes on to the next one
+                return [f"    if (std.drop) return {bad};",
+                        f"    {NEXT_MAP}.call(ctx, 0);  /* no next function: pass */",
+                        f"    return {ok};", "reject:", f"    return {bad};"]
             return [f"    return std.drop ? {bad} : {ok};", "reject:", f"    return {bad};"]
         if self.hook != "tc":
             raise ProgramError(f"program {self.p.name}", "the eBPF switch runs on tc only")
@@ -439,12 +446,15 @@ class _Gen:
         return out
 
 
-def generate(program: Program, hook: str = "tc", role: str = "switch") -> EbpfSource:
-    """C source of `program` for a tc or XDP hook, as a switch pipeline or a host function."""
-    if hook not in HOOKS or role not in ROLES:
+def generate(program: Program, hook: str = "tc", role: str = "switch",
+             chain: bool = False) -> EbpfSource:
+    """C source of `program` for a tc or XDP hook, as a switch pipeline or a host function;
+    chain: a host function followed by others on its hook (it tail-calls `flx_next`)."""
+    if hook not in HOOKS or role not in ROLES or (chain and role != "host"):
         raise ProgramError(program.name, f"unknown hook/role {hook}/{role}")
-    gen = _Gen(program, hook, role)
-    text = "\n".join([f"/* FlexNet Lab: program '{program.name}' for {hook} ({role}). "
+    gen = _Gen(program, hook, role, chain)
+    text = "\n".join([f"/* FlexNet Lab: program '{program.name}' for {hook} ({role}"
+                      f"{', in a chain' if chain else ''}). "
                       "Generated from the model; do not edit. */"]
                      + gen.declarations() + [""] + ([_TC_WIRE_VIEW] if hook == "tc" else [])
                      + gen.function()) + "\n"

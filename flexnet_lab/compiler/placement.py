@@ -130,24 +130,3 @@ def as_switch_delta(fn: Program, before: str = "l3_fwd"):
     maps = [m for m in fn.maps if m.name != "pkts"]
     return Delta(tuple(AddMap(m) for m in maps)
                  + (AddTable(table, before=before, actions=(action,)),), name=f"place {fn.name}")
-
-
-def lab_devices(lab, names: list[str], switch_state: int = SWITCH_STATE_BUDGET) -> list[Device]:
-    """Devices of a running lab, in the given order, with what they already use."""
-    from .ebpf import CAPABILITIES
-    from ..plan.execute import capabilities
-    from ..program.library import infrastructure
-    base = state_bytes(infrastructure())
-    out = []
-    for name in names:
-        if name in lab.switches:
-            prog = lab.switches[name].program
-            out.append(Device(name, "switch", frozenset(capabilities(lab.switches[name])),
-                              switch_state,
-                              WORK_BUDGET, max(0, state_bytes(prog) - base),
-                              per_packet_work(prog)))
-        else:
-            lab.host(name)  # raises for an unknown name
-            out.append(Device(name, "host", frozenset(CAPABILITIES["xdp"]), HOST_STATE_BUDGET,
-                              WORK_BUDGET))
-    return out

@@ -19,12 +19,12 @@ from ..program.model import Program
 from ..progress import Silent
 from ..targets.bcc_compile import Compiler
 from ..targets.bpf_syscall import Bpf
-from ..targets.ebpf_datapath import EbpfDatapath
 from ..targets.ebpf_switch import EbpfSwitch
 from ..targets.netlink import Netns, add_neighbour
 from ..topology.model import Topology, resolve_auto
 from ..topology.routes import compute_routes
 from .clean import release_bpffs, remove_namespaces
+from .fabric import Fabric, HostDesc, SwitchDesc
 from .nodes import (LabHost, LabSwitch, NodeSpec, VethSpec, configure_node, create_veths,
                     name_namespaces, start_nodes)
 from .pingall import ping_all
@@ -66,7 +66,6 @@ class Lab:
         self.bpf = Bpf()
         self.net: Mininet | None = None
         self.switches: dict[str, object] = {}
-        self.host_programs: dict[tuple[str, str, str], EbpfDatapath] = {}
         self.routes = compute_routes(self.topology)
         self.infra: Program = infrastructure()
         self.bringup_s: float | None = None
@@ -75,6 +74,10 @@ class Lab:
         self._owner = os.getpid()  # a forked copy of this object must never tear down
         # a flexnet_lab.progress.Progress to report bring-up to (silent by default)
         self.progress = progress or Silent()
+        self._capture = None       # lab.capture.PortCapture once a port is captured
+        # where pcap files are kept after the run (the run folder goes with the run)
+        self.keep_dir = os.path.abspath(os.path.join("results",
+                                                     f"{self.topology.name}-{self.tag.run}"))
 
     # --- life cycle -----------------------------------------------------------------------
     def __enter__(self) -> "Lab":
@@ -113,6 +116,10 @@ class Lab:
             raise
         self.bringup_s = time.perf_counter() - t0
         self.progress.finish(f"up in {self.bringup_s:.2f} s, run {self.tag.run}")
+        self.fabric().save()
+        if self.topology.capture:
+            for name in self.topology_switch_names():
+                self.capture(name)
         self.tag.write_state(pid=os.getpid(), topology=self.topology.name,
                              source=self.topology.source, status="up", started=time.time(),
                              namespaces=self._netns, bringup_s=self.bringup_s)
@@ -123,10 +130,10 @@ class Lab:
         if os.getpid() != self._owner:
             return
         errors = []
-        for dp in list(self.host_programs.values()):
-            _quietly(errors, dp.stop)
-            _quietly(errors, dp.netns.close)
-        self.host_programs.clear()
+        if self._capture is not None:
+            _quietly(errors, self._capture.stop)
+            _quietly(errors, lambda: self._capture.keep(os.path.join(self.keep_dir, "pcap")))
+            self._capture = None
         for sw in list(self.switches.values()):
             _quietly(errors, sw.close)
         self.switches.clear()
@@ -247,7 +254,7 @@ class Lab:
             else:
                 entries = [(((address[r.dst_ip], r.prefixlen),), "forward", (r.port,))
                            for r in routes]
-                if isinstance(sw, EbpfDatapath):
+                if isinstance(sw, EbpfSwitch):
                     sw.insert_many("l3_fwd", entries)
                 else:
                     for match, action, args in entries:
@@ -310,80 +317,46 @@ class Lab:
         self.progress.end()
         return result
 
-    def attach_host_program(self, host: str, program: Program, hook: str = "xdp",
-                            direction: str = "ingress") -> EbpfDatapath:
-        """Attach a host function to the host's interface (root program + pipeline)."""
-        node = self.host(host)
-        key = (host, hook, direction)
-        if key in self.host_programs:
-            raise LabError(f"{host} already runs {self.host_programs[key].program.name} on "
-                           f"{hook}/{direction}: swap it instead")
-        dp = EbpfDatapath(f"{host}-{hook}-{direction}", Netns(node.netns_path), hook, "host",
-                          self.compiler, self.bpf, self.tag.pin_dir, direction)
-        dp.start(program, [node.defaultIntf().name])
-        self.host_programs[key] = dp
-        if hook == "xdp":
-            self._host_port_mode(host, peer=False)
-        return dp
+    def capture(self, switch: str, port: int | None = None) -> list[str]:
+        """Capture a switch's ports (or one) to pcap files in the run folder; kept under
+        keep_dir/pcap when the lab stops (lab/capture.py)."""
+        from .capture import PortCapture
+        if self._capture is None:
+            self._capture = PortCapture(self.fabric(), self.tag.env())
+        return self._capture.start(switch, port)
 
-    def _host_port_mode(self, host: str, peer: bool) -> None:
-        sw_name, port = self.topology.host_link(host)
-        sw = self.switches.get(sw_name)
-        if isinstance(sw, EbpfSwitch):
-            sw.set_port_mode(port, peer)
+    def captures(self) -> dict[str, str]:
+        """Running captures: SWITCH-pPORT -> pcap file."""
+        return self._capture.running() if self._capture is not None else {}
 
-    def device(self, name: str):
-        """A switch by name, or a host's program slot as HOST[:hook[:direction]]."""
-        if name in self.switches:
-            return self.switches[name]
-        host, _, rest = name.partition(":")
-        hook, _, direction = rest.partition(":")
-        return self.host_program(host, hook or "xdp", direction or "ingress")
+    def fabric(self) -> Fabric:
+        """What a controller needs to drive this network (also written to the run folder
+        as fabric.json, for a controller in another process)."""
+        hosts = {}
+        for h in self.topology.hosts:
+            sw, port = self.topology.host_link(h.name)
+            node = self.net.get(h.name)
+            hosts[h.name] = HostDesc(h.name, node.netns_path, node.defaultIntf().name, h.ip,
+                                     h.mac, sw, port)
+        switches = {}
+        for spec in self.topology.switches:
+            sw = self.switches[spec.name]
+            node = self.net.get(spec.name)
+            ports = {p.number: (p.intf, True) for p in self.topology.ports(spec.name)}
+            peers = {p.number: p.peer_node for p in self.topology.ports(spec.name)}
+            extra = sw.descriptor()
+            switches[spec.name] = SwitchDesc(spec.name, spec.target, node.netns_path, ports,
+                                             peers=peers, **extra)
+        routes = {sw: [[r.dst_ip, r.prefixlen, r.port] for r in rs]
+                  for sw, rs in self.routes.items()}
+        return Fabric(self.tag.run, self.tag.dir, self.tag.pin_dir, self.topology.source or "",
+                      switches, hosts, routes)
 
-    def apply_delta(self, device: str, delta, description: str = ""):
-        """Apply a delta to one device's running program; (record, inverse delta)."""
-        from ..plan.execute import apply_delta
-        return apply_delta(self.device(device), delta, description)
-
-    def apply_delta_network(self, pattern: str, delta, description: str = ""):
-        """Apply one delta to every switch whose name matches `pattern`, as one change:
-        all devices prepare (compile, load, verify) before any commits, so a refusal
-        anywhere changes nothing anywhere. Returns (records, {switch: inverse})."""
-        from fnmatch import fnmatchcase
-
-        from ..plan.execute import apply_programs
-        names = [n for n in self.switches if fnmatchcase(n, pattern)]
-        if not names:
-            raise LabError(f"no switch matches {pattern!r}")
-        changes, inverses = [], {}
-        for n in names:
-            new, inverses[n] = delta.apply(self.switches[n].program)
-            changes.append((self.switches[n], new, description or delta.name or "delta"))
-        return apply_programs(changes), inverses
-
-    def swap_host_program(self, host: str, program: Program, hook: str = "xdp",
-                          direction: str = "ingress"):
-        """Atomically replace a host's program; maps it shares with the old one survive."""
-        from ..plan.execute import apply_program
-        dp = self.host_program(host, hook, direction)
-        return apply_program(dp, program, f"{host}: {dp.program.name} -> {program.name}")
-
-    def place_function(self, fn: Program, candidates: list[str], switch_state: int | None = None):
-        """Run tenant function `fn` on the first candidate that can (see placement);
-        returns the Placement with its explanation."""
-        from ..compiler.placement import SWITCH_STATE_BUDGET, as_switch_delta, lab_devices, place
-        where = place(fn, lab_devices(self, candidates, switch_state or SWITCH_STATE_BUDGET))
-        if where.kind == "switch":
-            self.apply_delta(where.device, as_switch_delta(fn), f"place {fn.name}")
-        else:
-            self.attach_host_program(where.device, fn, "xdp")
-        return where
-
-    def host_program(self, host: str, hook: str = "xdp", direction: str = "ingress"):
-        try:
-            return self.host_programs[(host, hook, direction)]
-        except KeyError:
-            raise LabError(f"{host} has no program on {hook}/{direction}") from None
+    def release_devices(self) -> None:
+        """Hand the devices over: close this process's handles (fds, P4Runtime sessions)
+        without stopping anything; a controller adopts them. stop() still removes it all."""
+        for sw in self.switches.values():
+            sw.release()
 
 
 def _hang_up(node) -> None:

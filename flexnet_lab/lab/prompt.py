@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 
 from mininet.cli import CLI
 
@@ -22,13 +24,15 @@ def _fmt_ip_match(m) -> str:
 
 
 class LabCLI(CLI):
-    """Mininet's commands (pingall, h1 ping h2, h1 iperf3 ...) and the lab's own."""
+    """Mininet's commands (pingall, h1 ping h2, h1 iperf3 ...) and the lab's own. Every
+    lab command goes to the run's controller over its control channel (`control`: an
+    object with call(op, **args), e.g. control.channel.ControlClient)."""
 
     prompt = "flexnet> "
 
-    def __init__(self, lab, **kwargs):
+    def __init__(self, lab, control, **kwargs):
         self.lab = lab
-        self.undo_stack: list = []
+        self.control = control
         super().__init__(lab.net, **kwargs)
 
     def _guard(self, fn, *args):
@@ -45,107 +49,204 @@ class LabCLI(CLI):
             return
         self._guard(fn, *parts)
 
+    def _call(self, op: str, **args):
+        return self.control.call(op, **args)
+
     def do_tables(self, line):
         """tables SWITCH: the switch's program, its tables and parser states."""
         def show(name):
-            sw = self.lab.switch(name)
-            prog = sw.program
-            print(f"{name} ({sw.kind}) runs program '{prog.name}'")
-            print("  parser: " + " -> ".join(s.name for s in prog.parser))
-            for t in prog.tables:
-                keys = ", ".join(f"{k.field}:{k.kind}" for k in t.keys)
-                print(f"  table {t.name} [{keys}] actions {', '.join(t.actions)} "
-                      f"default {t.default_action} size {t.size}: {len(sw.entries(t.name))} entries")
-        self._guard(show, line.strip())
+            d = self._call("tables", device=name)
+            print(f"{d['device']} ({d['kind']}) runs program '{d['program']}'")
+            print("  parser: " + " -> ".join(d["parser"]))
+            for t in d["tables"]:
+                print(f"  table {t['name']} [{', '.join(t['keys'])}] actions "
+                      f"{', '.join(t['actions'])} default {t['default']} size {t['size']}: "
+                      f"{t['entries']} entries")
+        self._with_args(line, "tables SWITCH", show, 1, 1)
 
     def do_entries(self, line):
         """entries SWITCH TABLE: the table's entries, read back from the device."""
         def show(name, table):
-            for e in self.lab.switch(name).entries(table):
-                match = " ".join(_fmt_ip_match(m) for m in e.match)
-                print(f"  {match} -> {e.action}({', '.join(str(a) for a in e.args)})"
-                      + (f" prio {e.priority}" if e.priority else ""))
+            for e in self._call("entries", device=name, table=table):
+                match = " ".join(_fmt_ip_match(tuple(m) if isinstance(m, list) else m)
+                                 for m in e["match"])
+                print(f"  {match} -> {e['action']}({', '.join(str(a) for a in e['args'])})"
+                      + (f" prio {e['priority']}" if e["priority"] else ""))
         self._with_args(line, "entries SWITCH TABLE", show, 2, 2)
 
     def do_counters(self, line):
         """counters SWITCH: per-port packets in/out and packets dropped."""
         def show(name):
-            for port, c in self.lab.switch(name).port_counters().items():
+            for port, c in self._call("counters", device=name).items():
                 print(f"  port {port}: {c}")
-        self._guard(show, line.strip())
+        self._with_args(line, "counters SWITCH", show, 1, 1)
 
     def do_programs(self, line):
         """programs HOST: the eBPF programs attached to the host."""
-        host = line.strip()
-        found = [(k, dp) for k, dp in self.lab.host_programs.items() if k[0] == host]
-        if not found:
-            print(f"  {host}: no programs attached")
-        for (h, hook, direction), dp in found:
-            print(f"  {h} {hook}/{direction}: {dp.program.name} "
-                  f"(maps: {', '.join(m.name for m in dp.program.maps)})")
+        def show(host):
+            found = self._call("programs", host=host)
+            if not found:
+                print(f"  {host}: no programs attached")
+            for slot, prog in sorted(found.items()):
+                print(f"  {slot}: {prog}")
+        self._with_args(line, "programs HOST", show, 1, 1)
 
     def do_delta(self, line):
         """delta SWITCH|PATTERN FILE: apply a delta (YAML) live; `undo` reverts the last."""
         def run(target, path):
-            from ..program.delta import load_delta
-            delta = load_delta(path)
-            if any(ch in target for ch in "*?["):
-                recs, inverses = self.lab.apply_delta_network(target, delta)
-                self.undo_stack.append(("network", inverses))
-            else:
-                rec, inverse = self.lab.apply_delta(target, delta)
-                recs = [rec]
-                self.undo_stack.append((target, inverse))
-            for rec in recs:
-                print(f"  {rec.device}: {rec.kind}, swap {rec.swap_ms:.3f} ms, "
-                      f"compile {rec.compile_ms:.0f} ms")
-                for line_ in rec.plan.explain().splitlines()[1:]:
+            for rec in self._call("delta", target=target, path=os.path.abspath(path)):
+                print(f"  {rec['device']}: {rec['kind']}, swap {rec['swap_ms']:.3f} ms, "
+                      f"compile {rec['compile_ms']:.0f} ms")
+                for line_ in rec["plan"][1:]:
                     print(f"    {line_}")
         self._with_args(line, "delta SWITCH|PATTERN FILE", run, 2, 2)
 
     def do_undo(self, line):
-        """undo: revert the last delta applied from this prompt."""
+        """undo: revert the last delta applied through the controller."""
         def run():
-            if not self.undo_stack:
+            recs = self._call("undo")
+            if not recs:
                 print("  nothing to undo")
-                return
-            target, inverse = self.undo_stack.pop()
-            items = inverse.items() if target == "network" else [(target, inverse)]
-            for dev, inv in items:
-                rec, _ = self.lab.apply_delta(dev, inv, "undo")
-                print(f"  {dev}: {rec.kind}, swap {rec.swap_ms:.3f} ms")
+            for rec in recs:
+                print(f"  {rec['device']}: {rec['kind']}, swap {rec['swap_ms']:.3f} ms")
         self._guard(run)
 
+    @staticmethod
+    def _options(line: str, names: tuple[str, ...]) -> tuple[list[str], dict]:
+        """Words and --name VALUE options of a command line."""
+        words, opts = line.split(), {}
+        for n in names:
+            if f"--{n}" in words:
+                i = words.index(f"--{n}")
+                if i + 1 >= len(words):
+                    raise ValueError(f"--{n} needs a value")
+                opts[n] = words[i + 1]
+                del words[i:i + 2]
+        return words, opts
+
+    @staticmethod
+    def _path(prog: str) -> str:
+        """File arguments go to the controller as absolute paths (it runs elsewhere)."""
+        items = prog.split(",")
+        return ",".join(i if "/" not in i and not i.endswith((".yaml", ".o"))
+                        else os.path.abspath(i) for i in items)
+
+    def _hook_command(self, line: str, usage: str, op: str, options: tuple[str, ...]):
+        try:
+            words, opts = self._options(line, options)
+        except ValueError as exc:
+            print(f"usage: {usage} ({exc})")
+            return None
+        if not 2 <= len(words) <= 4:
+            print(f"usage: {usage}")
+            return None
+        host, prog = words[0], self._path(words[1])
+        hook = words[2] if len(words) > 2 else "xdp"
+        direction = words[3] if len(words) > 3 else "ingress"
+        if "at" in opts:
+            if not opts["at"].isdigit():
+                print(f"usage: {usage} (--at takes a position 0, 1, ...)")
+                return None
+            opts["at"] = int(opts["at"])
+        recs = None
+        try:
+            recs = self._call(op, host=host, program=prog, hook=hook, direction=direction,
+                              **opts)
+        except FlexNetError as exc:
+            print(f"error: {exc}")
+        return recs, host, prog, hook, direction
+
     def do_attach(self, line):
-        """attach HOST PROGRAM [xdp|tc] [ingress|egress]: run a host function (library
-        name or YAML file) on the host's interface."""
-        def run(host, prog, hook="xdp", direction="ingress"):
-            from ..verify.scenario import host_program
-            dp = self.lab.attach_host_program(host, host_program(prog, "."), hook, direction)
-            print(f"  {host} {hook}/{direction}: {dp.program.name}")
-        self._with_args(line, "attach HOST PROGRAM [xdp|tc] [ingress|egress]", run, 2, 4)
+        """attach HOST PROGRAM[,PROGRAM...] [xdp|tc] [ingress|egress] [--section NAME]
+        [--at N]: run host functions (library name, YAML file, or a compiled ELF object
+        `prog.o`) on the host's interface; A,B runs A then B on the hook; on a hook that
+        runs functions, one more goes last (or at position N)."""
+        usage = ("attach HOST PROGRAM[,PROGRAM...] [xdp|tc] [ingress|egress] "
+                 "[--section NAME] [--at N]")
+        out = self._hook_command(line, usage, "attach", ("section", "at"))
+        if out and out[0] is not None:
+            _, host, prog, hook, direction = out
+            print(f"  {host} {hook}/{direction}: "
+                  + ", ".join(os.path.basename(p) for p in prog.split(",")))
 
     def do_swap(self, line):
-        """swap HOST PROGRAM [xdp|tc] [ingress|egress]: atomically replace a host function;
-        maps both programs have keep their contents."""
-        def run(host, prog, hook="xdp", direction="ingress"):
-            from ..verify.scenario import host_program
-            rec = self.lab.swap_host_program(host, host_program(prog, "."), hook, direction)
-            print(f"  {rec.description}: swap {rec.swap_ms:.3f} ms, compile {rec.compile_ms:.0f} ms")
-        self._with_args(line, "swap HOST PROGRAM [xdp|tc] [ingress|egress]", run, 2, 4)
+        """swap HOST PROGRAM [xdp|tc] [ingress|egress] [--section NAME] [--fn NAME]:
+        atomically replace a host function (one of a hook's list with --fn); maps of the
+        same name, type and size keep their contents."""
+        usage = "swap HOST PROGRAM [xdp|tc] [ingress|egress] [--section NAME] [--fn NAME]"
+        out = self._hook_command(line, usage, "swap", ("section", "fn"))
+        for rec in (out[0] or []) if out else []:
+            print(f"  {rec['description']}: swap {rec['swap_ms']:.3f} ms, "
+                  f"compile {rec['compile_ms']:.0f} ms, load {rec['load_ms']:.1f} ms")
+            for note in rec.get("notes", []):
+                print(f"    {note}")
+
+    def do_detach(self, line):
+        """detach HOST [xdp|tc] [ingress|egress] [--fn NAME]: take the hook's program (or
+        one function of its list) off."""
+        try:
+            words, opts = self._options(line, ("fn",))
+        except ValueError as exc:
+            print(f"usage: detach HOST [xdp|tc] [ingress|egress] [--fn NAME] ({exc})")
+            return
+        if not 1 <= len(words) <= 3:
+            print("usage: detach HOST [xdp|tc] [ingress|egress] [--fn NAME]")
+            return
+        hook = words[1] if len(words) > 1 else "xdp"
+        direction = words[2] if len(words) > 2 else "ingress"
+        self._guard(lambda: self._call("detach", host=words[0], hook=hook,
+                                       direction=direction, **opts))
 
     def do_maps(self, line):
         """maps DEVICE MAP: a map's contents (DEVICE: a switch, or HOST[:hook[:direction]])."""
         def run(device, name):
-            value = self.lab.device(device).read_map(name)
-            items = enumerate(value) if isinstance(value, list) else value.items()
-            shown = [(k, v) for k, v in items if v not in (0, (0, 0))]
+            value = self._call("maps", device=device, map=name)
+            items = (enumerate(value["items"]) if value["kind"] == "array"
+                     else [(tuple(k) if isinstance(k, list) else k, tuple(v))
+                           for k, v in value["items"]])
+            shown = [(k, v) for k, v in items if v not in (0, [0, 0], (0, 0))]
             for k, v in shown[:40]:
                 print(f"  {k}: {v}")
             print(f"  ({len(shown)} non-zero)")
         self._with_args(line, "maps DEVICE MAP", run, 2, 2)
 
+    def do_pcap(self, line):
+        """pcap SWITCH [PORT]: capture a switch's ports (or one) to pcap files in the run
+        folder, kept under results/ when the lab stops; `pcap` lists the captures."""
+        def run(switch=None, port=None):
+            if switch is None:
+                running = self.lab.captures()
+                for name, path in sorted(running.items()):
+                    print(f"  {name}: {path}")
+                if not running:
+                    print("  no capture running")
+                return
+            if port is not None and not port.isdigit():
+                print("usage: pcap SWITCH [PORT]")
+                return
+            for path in self.lab.capture(switch, int(port) if port else None):
+                print(f"  {path}")
+            print(f"  (kept in {self.lab.keep_dir}/pcap when the lab stops; "
+                  "read with tcpdump -r FILE)")
+        self._with_args(line, "pcap SWITCH [PORT]", run, 0, 2)
+
     def do_routes(self, line):
         """routes SWITCH: the routes the lab computed for the switch."""
-        for r in self.lab.routes.get(line.strip(), []):
-            print(f"  {r.dst_ip}/{r.prefixlen} -> port {r.port}")
+        def run(name):
+            for ip, plen, port in self._call("routes", switch=name):
+                print(f"  {ip}/{plen} -> port {port}")
+        self._with_args(line, "routes SWITCH", run, 1, 1)
+
+    def do_app(self, line):
+        """app deploy URI FUNCTION|--delta FILE [--on DEVICES] [--serves SRC,DST]
+        [--replicas N] | app remove|show URI | app list | app migrate URI --to DEVICE |
+        app scale URI --to N | app events: apps by URI, through the controller."""
+        from .appcmd import AppCommandError, app_request
+        def run(*words):
+            try:
+                op, args = app_request(list(words))
+            except AppCommandError as exc:
+                print(f"usage: {exc}")
+                return
+            print(json.dumps(self._call(op, **args), indent=1, default=str))
+        self._guard(run, *line.split())

@@ -66,9 +66,13 @@ def check_change(device, new: Program) -> ChangePlan:
     return plan_change(device.program, new)
 
 
-def apply_programs(changes: list[tuple[object, Program, str]]) -> list[ChangeRecord]:
-    """Replace the programs of several devices as one change: all prepare, then all commit.
-    changes: (device, new program, description)."""
+def apply_programs(changes: list[tuple[object, Program, str]],
+                   undo: list | None = None) -> list[ChangeRecord]:
+    """Replace the programs of several devices as one change: all prepare (and stage),
+    then all commit back to back. A refusal before the commits changes nothing. For each
+    commit, (what, callable) that puts the old program back is appended to `undo`, so a
+    caller whose change fails later can undo this part too. changes: (device, new program,
+    description)."""
     t0 = time.perf_counter()
     plans = [check_change(dev, prog) for dev, prog, _ in changes]
     prepared = []
@@ -77,31 +81,47 @@ def apply_programs(changes: list[tuple[object, Program, str]]) -> list[ChangeRec
             prepared.append(dev.prepare(prog) if plan.kind in ("pipeline", "full_swap")
                             else None)
         for (dev, _, _), prep in zip(changes, prepared):
-            if prep is not None and hasattr(dev, "stage"):
+            if prep is not None:
                 dev.stage(prep)
     except BaseException:
         for (dev, _, _), prep in zip(changes, prepared):
             if prep is not None:
                 dev.abort(prep)
         raise
+    own_undo = [] if undo is None else undo
     records = []
-    for (dev, prog, desc), plan, prep in zip(changes, plans, prepared):
-        rec = ChangeRecord(dev.device, desc, plan.kind, plan=plan)
-        if prep is not None:
+    try:
+        for (dev, prog, desc), plan, prep in zip(changes, plans, prepared):
+            old = dev.program
+            rec = ChangeRecord(dev.device, desc, plan.kind, plan=plan)
             rec.at = time.time()
-            rec.swap_ms = dev.commit(prep)
+            if prep is not None:
+                rec.swap_ms = dev.commit(prep)
+                rec.compile_ms, rec.load_ms = prep.compile_ms, prep.load_ms
+                rec.notes += getattr(dev, "last_notes", [])
+            else:
+                dev.adopt(prog)  # entries-only: same pipeline, new defaults below
             rec.done = time.time()
-            rec.compile_ms, rec.load_ms = prep.compile_ms, prep.load_ms
-            rec.notes += getattr(dev, "last_notes", [])
-        else:
-            rec.at = time.time()
-            dev.adopt(prog)  # entries-only: same pipeline, new defaults below
-        _after_commit(dev, prog, plan, rec)
-        records.append(rec)
+            own_undo.append((f"{dev.device}: {old.name} back",
+                             lambda dev=dev, old=old: reload_program(dev, old)))
+            _after_commit(dev, prog, plan, rec)
+            records.append(rec)
+    except BaseException:
+        if undo is None:  # nobody else will: put the committed ones back now
+            for _, fn in reversed(own_undo):
+                fn()
+        raise
     total = (time.perf_counter() - t0) * 1e3
     for rec in records:
         rec.total_ms = total
     return records
+
+
+def reload_program(device, program: Program) -> None:
+    """Put `program` back on `device` (the way a change is undone)."""
+    prep = device.prepare(program)
+    device.stage(prep)
+    device.commit(prep)
 
 
 def apply_program(device, new: Program, description: str = "") -> ChangeRecord:

@@ -49,9 +49,10 @@ from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Iterator, Mapping, NoReturn, Union, get_args
 
 from flexnet_lab.errors import DeltaError, ProgramError
+from flexnet_lab.inputs import show
 
 from .model import Action, Header, Map, Op, ParserState, Program, Stmt, Table, Transition
-from .validate import ARG_ROLES, show, validate
+from .validate import ARG_ROLES, validate
 # the YAML structure checks raise ProgramError; delta_from_dict turns it into DeltaError
 from .yaml_form import (_keys, _list, _mapping, action_from_dict, header_from_dict, map_from_dict,
                         read_yaml, state_from_dict, table_from_dict)
@@ -290,7 +291,7 @@ class SetTableActions:
         idxs = _matching(program.tables, self.pattern, "tables")
         for name in remove:
             if not any(name in _tup(program.tables[i].actions) for i in idxs):
-                _fail(f"tables.{self.pattern}.actions", f"no matching table has action {name!r}")
+                _fail(f"tables.{self.pattern}.actions", f"no matching table has action {show(name)}")
         tables, inverse = list(program.tables), []
         for i in idxs:
             old = program.tables[i]
@@ -321,7 +322,7 @@ class SetTableActions:
                            default_args=self.default_args)
         if table.default_action in remove:
             _fail(f"tables.{table.name}.default_action",
-                  f"removes the default action {table.default_action!r}; give a new default")
+                  f"removes the default action {show(table.default_action)}; give a new default")
         return replace(table, actions=actions)
 
 
@@ -353,7 +354,7 @@ class RemoveActions:
         for t in program.tables:
             used = [n for n in names if n in _tup(t.actions) or n == t.default_action]
             if used:
-                _fail(f"tables.{t.name}.actions", f"the table still uses action {used[0]!r}")
+                _fail(f"tables.{t.name}.actions", f"the table still uses action {show(used[0])}")
         new = program.with_(actions=tuple(a for i, a in enumerate(program.actions)
                                           if i not in idxs))
         return new, tuple(AddAction(program.actions[i], index=i) for i in idxs)
@@ -550,7 +551,7 @@ class RemoveMaps:
         names = tuple(program.maps[i].name for i in idxs)
         for element, op in _program_ops(program):
             if _map_arg(op) in names:
-                _fail(element, f"the op uses map {_map_arg(op)!r}")
+                _fail(element, f"the op uses map {show(_map_arg(op))}")
         new = program.with_(maps=tuple(m for i, m in enumerate(program.maps) if i not in idxs))
         return new, tuple(AddMap(program.maps[i], index=i) for i in idxs)
 
@@ -589,7 +590,7 @@ class RemoveHeader:
         i = _index(program.headers, self.name, "headers")
         for state in program.parser:
             if state.extract == self.name:
-                _fail(f"parser.{state.name}.extract", f"the state extracts {self.name!r}")
+                _fail(f"parser.{state.name}.extract", f"the state extracts {show(self.name)}")
         for element, ref in _field_refs(program):
             if isinstance(ref, str) and ref.partition(".")[0] == self.name and "." in ref:
                 _fail(element, f"uses {ref}")

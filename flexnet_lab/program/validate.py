@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping, NoReturn
 
 from flexnet_lab.errors import ProgramError
+from flexnet_lab.inputs import show
 
 from .model import (MAP_KINDS, MATCH_KINDS, OPS, Action, Field, Header, Key, Map, Op,
                     ParserState, Program, Stmt, Table, Transition)
@@ -85,22 +86,47 @@ def check_target(program: Program, caps: set[str]) -> None:
             _fail(element, f"the target does not support {need}")
 
 
+def check_entry(program: Program, table: Any, match: Any, action: Any, args: Any = (),
+                priority: Any = 0) -> None:
+    """Raise a ProgramError naming the part of a table entry that ``program`` cannot take
+    (``table``, ``action``, ``args[i]``, ``match[i]``, ``priority``): the same checks a device
+    makes on insert, so a bad entry is refused before any lab."""
+    t = program.table(table) if isinstance(table, str) else None
+    if t is None:
+        _fail("table", f"program {program.name} has no table {show(table)}"
+              f" (has {', '.join(x.name for x in program.tables) or 'none'})")
+    if not isinstance(action, str) or action not in t.actions:
+        _fail("action", f"table {t.name} has no action {show(action)} "
+              f"(has {', '.join(t.actions)})")
+    params = program.action(action).params
+    if not isinstance(args, (list, tuple)) or len(args) != len(params):
+        _fail("args", f"action {action} takes {len(params)} arguments "
+              f"({', '.join(n for n, _ in params) or 'none'}), got {show(args)}")
+    for i, ((name, bits), value) in enumerate(zip(params, args)):
+        _int(value, f"args[{i}]", 0, (1 << bits) - 1)
+    if not isinstance(match, (list, tuple)) or len(match) != len(t.keys):
+        _fail("match", f"table {t.name} matches {len(t.keys)} fields "
+              f"({', '.join(f'{k.field} {k.kind}' for k in t.keys)}), got {show(match)}")
+    for i, (key, value) in enumerate(zip(t.keys, match)):
+        bits = program.field_bits(key.field) or 64
+        where = f"match[{i}]"
+        if key.kind == "exact":
+            _int(value, where, 0, (1 << bits) - 1)
+            continue
+        second = "prefix length" if key.kind == "lpm" else "mask"
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            _fail(where, f"{key.field} is {key.kind}: expected [value, {second}], "
+                  f"got {show(value)}")
+        _int(value[0], where, 0, (1 << bits) - 1)
+        _int(value[1], where, 0, bits if key.kind == "lpm" else (1 << bits) - 1)
+    _int(priority, "priority", 0, (1 << 31) - 1)
+
+
 # -- helpers ---------------------------------------------------------------------------
 
 
 def _fail(element: str, message: str) -> NoReturn:
     raise ProgramError(element, message)
-
-
-def show(value: Any) -> str:
-    """A short repr that never raises (huge ints and odd objects included)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
-        return "a huge integer"
-    try:
-        text = repr(value)
-    except Exception:  # a repr may fail on anything; the message must not
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _tuple(value: Any, element: str) -> tuple:
@@ -135,7 +161,7 @@ def _named(items: Any, cls: type, path: str) -> dict[str, Any]:
             _fail(f"{path}[{i}]", f"expected a {cls.__name__}, got {type(item).__name__}")
         _ident(item.name, f"{path}[{i}].name")
         if item.name in seen:
-            _fail(f"{path}.{item.name}", f"duplicate name {item.name!r}")
+            _fail(f"{path}.{item.name}", f"duplicate name {show(item.name)}")
         seen[item.name] = item
     return seen
 
@@ -167,7 +193,7 @@ def _check_fields(fields: Any, path: str, by_name: bool) -> None:
         _ident(f.name, f"{path}[{i}].name")
         element = f"{path}.{f.name}" if by_name else f"{path}[{i}]"
         if f.name in seen:
-            _fail(element, f"duplicate field {f.name!r}")
+            _fail(element, f"duplicate field {show(f.name)}")
         seen.add(f.name)
         _int(f.bits, element, 1, MAX_FIELD_BITS)
 
@@ -176,7 +202,7 @@ def _check_headers(program: Program) -> None:
     for name, header in _named(program.headers, Header, "headers").items():
         element = f"headers.{name}"
         if name in RESERVED_SCOPES:
-            _fail(element, f"{name!r} is reserved for field references")
+            _fail(element, f"{show(name)} is reserved for field references")
         _check_fields(header.fields, f"{element}.fields", by_name=False)
         if not header.fields:
             _fail(f"{element}.fields", "a header needs at least one field")
@@ -204,7 +230,7 @@ def _check_parser(program: Program) -> None:
     extracted: dict[str, str] = {}
     for name, state in states.items():
         if name in TERMINAL_STATES:
-            _fail(f"parser.{name}", f"{name!r} is a terminal state, not a state name")
+            _fail(f"parser.{name}", f"{show(name)} is a terminal state, not a state name")
         _check_state(program, state, f"parser.{name}", extracted)
     _check_acyclic(states)
 
@@ -216,7 +242,7 @@ def _check_state(program: Program, state: ParserState, path: str,
             _fail(f"{path}.extract", f"unknown header {show(state.extract)}")
         if state.extract in extracted:
             _fail(f"{path}.extract",
-                  f"header {state.extract!r} is already extracted by {extracted[state.extract]!r}")
+                  f"header {show(state.extract)} is already extracted by {show(extracted[state.extract])}")
         extracted[state.extract] = state.name
     for i, pair in enumerate(_tuple(state.sets, f"{path}.sets")):
         _check_set(program, pair, f"{path}.sets[{i}]")
@@ -336,7 +362,7 @@ def _check_params(params: Any, path: str) -> dict[str, int]:
             _fail(element, f"expected a (name, bits) pair, got {show(param)}")
         name = _ident(param[0], element)
         if name in out:
-            _fail(element, f"duplicate parameter {name!r}")
+            _fail(element, f"duplicate parameter {show(name)}")
         out[name] = _int(param[1], element, 1, MAX_FIELD_BITS)
     return out
 
@@ -381,7 +407,7 @@ def _check_map_arg(program: Program, arg: Any, role: str, element: str) -> Map |
     if m is None:
         _fail(element, f"unknown map {show(arg)}")
     if m.kind != kind:
-        _fail(element, f"map {arg!r} is a {m.kind}, this op needs a {kind}")
+        _fail(element, f"map {show(arg)} is a {m.kind}, this op needs a {kind}")
     return m
 
 
@@ -420,7 +446,7 @@ def _check_key_arg(program: Program, arg: Any, element: str, params: dict[str, i
         if _is_int(arg):
             return
     if map_ is not None and bits > map_.key_bits:
-        _fail(element, f"the key is {bits} bits; map {map_.name!r} holds {map_.key_bits}")
+        _fail(element, f"the key is {bits} bits; map {show(map_.name)} holds {map_.key_bits}")
 
 
 # -- tables ----------------------------------------------------------------------------
@@ -465,7 +491,7 @@ def _check_table_actions(program: Program, table: Table, path: str) -> None:
         if not isinstance(name, str) or program.action(name) is None:
             _fail(f"{path}.actions[{i}]", f"unknown action {show(name)}")
         if names.index(name) != i:
-            _fail(f"{path}.actions[{i}]", f"action {name!r} is listed twice")
+            _fail(f"{path}.actions[{i}]", f"action {show(name)} is listed twice")
     default = table.default_action
     if not isinstance(default, str) or default not in names:
         _fail(f"{path}.default_action", f"{show(default)} is not one of the table's actions")
@@ -503,7 +529,7 @@ def _check_stmt(program: Program, stmt: Any, path: str, applied: set[str]) -> No
         if not isinstance(stmt.table, str) or program.table(stmt.table) is None:
             _fail(f"{path}.table", f"unknown table {show(stmt.table)}")
         if stmt.table in applied:
-            _fail(f"{path}.table", f"table {stmt.table!r} is already applied")
+            _fail(f"{path}.table", f"table {show(stmt.table)} is already applied")
         applied.add(stmt.table)
     for j, op in enumerate(ops):
         _check_op(program, op, f"{path}.ops[{j}]", None)

@@ -42,12 +42,13 @@ from typing import Any, Callable, NoReturn
 import yaml
 
 from flexnet_lab.errors import ProgramError
+from flexnet_lab.inputs import read_yaml_file, show
 
 from . import library
 from .headers import LIBRARY
 from .model import (Action, Field, Header, Key, Map, Op, ParserState, Program, Stmt, Table,
                     Transition)
-from .validate import show, validate
+from .validate import validate
 
 PROGRAM_KEYS = ("name", "headers", "metadata", "parser", "maps", "actions", "tables", "control")
 STATE_KEYS = ("name", "extract", "sets", "select", "cases", "default")
@@ -56,22 +57,6 @@ ACTION_KEYS = ("params", "ops")
 TABLE_KEYS = ("keys", "actions", "default", "default_args", "size")
 HEADER_KEYS = ("name", "fields")
 STMT_KEYS = ("apply", "ops")
-
-
-class StrictLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses duplicate mapping keys."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        self.flatten_mapping(node)
-        seen: list[Any] = []
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    f"found duplicate key {key!r}", key_node.start_mark)
-            seen.append(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 # -- public API ------------------------------------------------------------------------
@@ -119,15 +104,9 @@ def load_program(path: str | Path) -> Program:
 
 
 def read_yaml(path: str | Path, error: Callable[[str, str], Exception]) -> Any:
-    """Parse a YAML file strictly; ``error(element, message)`` makes the exception raised."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"{path}: <file>", f"cannot read: {exc}") from exc
-    try:
-        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise error(f"{path}: <yaml>", str(exc)) from exc
+    """Parse a YAML file strictly (inputs.StrictLoader: no duplicate keys, no alias bombs);
+    ``error(element, message)`` makes the exception raised."""
+    return read_yaml_file(str(path), lambda field, message: error(f"{path}: {field}", message))
 
 
 # -- elements from data (errors: ProgramError with a path relative to the document) --
@@ -137,7 +116,7 @@ def header_from_dict(data: Any, path: str) -> Header:
     """A library header by name, or ``{name, fields: [[name, bits], ...]}``."""
     if isinstance(data, str):
         if data not in LIBRARY:
-            _fail(path, f"unknown library header {data!r}; one of {', '.join(LIBRARY)}")
+            _fail(path, f"unknown library header {show(data)}; one of {', '.join(LIBRARY)}")
         return LIBRARY[data]
     data = _mapping(data, path)
     _keys(data, HEADER_KEYS, path, required=HEADER_KEYS)

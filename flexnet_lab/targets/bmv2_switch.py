@@ -90,6 +90,8 @@ class Bmv2Switch:
         self._client: P4RuntimeClient | None = None
         self._thrift: Bmv2Thrift | None = None
         self._loadable: set[bytes] = set()     # digests of pipelines bmv2 has loaded
+        self._args: tuple = ()
+        self._pid = 0
         self.log_path = os.path.join(run_dir, f"{name}.bmv2.log")
 
     # --- life cycle -----------------------------------------------------------------------
@@ -103,18 +105,98 @@ class Bmv2Switch:
         for number, (ifname, _) in sorted(self.ports.items()):
             args += ["-i", f"{number}@{ifname}"]
         args += ["--", "--grpc-server-addr", f"unix:{sock}"]
-        log = open(self.log_path, "w")
-        self._proc = self.node.popen(args, stdout=log, stderr=log)
+        self._args = tuple(args)
+        self._launch(prepared, timeout_s)
+        # default actions come with the P4 source (declared from the model, not const)
+        self.program = program
+
+    def _launch(self, prepared: Bmv2Prepared, timeout_s: float = 15.0) -> None:
+        """Start simple_switch_grpc with self._args, connect, load the pipeline."""
+        sock = self._args[-1].split("unix:", 1)[1]
+        if os.path.exists(sock):
+            os.unlink(sock)
+        log = open(self.log_path, "a")
+        self._proc = self.node.popen(list(self._args), stdout=log, stderr=log)
+        log.close()
         try:
-            self._client = P4RuntimeClient(self.device, f"unix:{sock}", timeout_s=timeout_s)
+            self._client = P4RuntimeClient(self.device, f"unix:{sock}", timeout_s=timeout_s,
+                                           election_id=_election_id())
         except TargetError as exc:
             raise TargetError(self.device, f"simple_switch_grpc did not come up: {exc.message}; "
                               f"log ends: {self._log_tail()}") from exc
         self._thrift = self._connect_thrift(timeout_s)
         self._client.set_pipeline(self._info(prepared), prepared.device_json,
                                   "VERIFY_AND_COMMIT")
-        # default actions come with the P4 source (declared from the model, not const)
-        self.program = program
+
+    # --- a controller in another process ------------------------------------------------
+    def descriptor(self) -> dict:
+        """How a controller in another process reaches and, if need be, restarts it."""
+        return {"grpc": self._args[-1], "pid": self._proc.pid if self._proc else 0,
+                "args": self._args}
+
+    def release(self) -> None:
+        """Close this process's P4Runtime and thrift sessions; the switch keeps running
+        (close() still stops the process this object started)."""
+        if self._thrift is not None:
+            self._thrift.close()
+            self._thrift = None
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # the server may be gone already
+                pass
+            self._client = None
+
+    @classmethod
+    def adopt_running(cls, desc, ports: dict, run_dir: str, program: Program,
+                      env: dict[str, str]) -> "Bmv2Switch":
+        """Take over a running simple_switch_grpc (desc: the lab's fabric entry; env: the
+        run-tagged environment for a restart): a new
+        P4Runtime session with a higher election id, its P4Info read back. A dead one is
+        left for health()/heal() to restart."""
+        from .netlink import NamespaceNode
+        sw = cls(desc.name, NamespaceNode(desc.netns, env), ports, run_dir)
+        sw._args, sw._pid, sw.program = tuple(desc.args), desc.pid, program
+        if sw._alive():
+            sw._client = P4RuntimeClient(desc.name, desc.grpc, election_id=_election_id())
+            sw._client.p4info = sw._client.get_p4info()
+            sw._thrift = sw._connect_thrift(10.0)
+        return sw
+
+    def _alive(self) -> bool:
+        if self._proc is not None:
+            return self._proc.poll() is None
+        try:
+            with open(f"/proc/{self._pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except (OSError, IndexError):
+            return False
+
+    def health(self) -> list[str]:
+        """["dead"] when the simple_switch_grpc process is gone."""
+        return [] if self._alive() else ["dead"]
+
+    def heal(self, problems: list[str]) -> list[str]:
+        """Restart a dead switch with its pipeline (entries and registers are the
+        controller's to put back)."""
+        if "dead" not in problems:
+            return []
+        self.release()
+        self._launch(self._compiled_copy(self.program))
+        self._pid = self._proc.pid
+        return [f"simple_switch_grpc was dead: restarted (pid {self._pid}) with "
+                f"{self.program.name}"]
+
+    def restore_map(self, name: str, values) -> int:
+        """Write a map's snapshot (as read_map returned it) back; returns slots written."""
+        m = self._map(name)
+        objs = [f"{CONTROL}.{n}" for n in map_objects(m)]
+        if m.kind == "counter":
+            cols = [{i: v[k] for i, v in enumerate(values) if v[k]} for k in range(2)]
+            return self._thrift.write_registers(dict(zip(objs, cols)))
+        if m.kind in ("register", "sketch"):
+            return self._thrift.write_registers({objs[0]: {i: v for i, v in enumerate(values) if v}})
+        return 0
 
     def _connect_thrift(self, timeout_s: float) -> Bmv2Thrift:
         """bmv2's register interface, a TCP connection opened in the switch's namespace."""
@@ -147,15 +229,7 @@ class Bmv2Switch:
             return "(no log)"
 
     def close(self) -> None:
-        if self._thrift is not None:
-            self._thrift.close()
-            self._thrift = None
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:  # the server may be gone already
-                pass
-            self._client = None
+        self.release()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
@@ -420,6 +494,11 @@ class Bmv2Switch:
 
     def port_counters(self) -> dict[int, dict[str, int]]:
         return read_port_counters(self)
+
+
+def _election_id() -> int:
+    """Higher for every new session, so a restarted controller becomes primary."""
+    return int(time.time() * 1000) & 0xFFFFFFFFFFFF
 
 
 def _shape(m: Map) -> tuple:

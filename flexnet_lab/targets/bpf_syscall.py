@@ -17,7 +17,7 @@ _SYS_BPF = 321  # x86_64
 
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
 PROG_LOAD, OBJ_PIN, OBJ_GET = 5, 6, 7
-PROG_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD = 13, 15
+PROG_GET_FD_BY_ID, MAP_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD = 13, 14, 15
 
 # map types
 MAP_HASH, MAP_ARRAY, MAP_PROG_ARRAY, MAP_PERCPU_HASH, MAP_PERCPU_ARRAY = 1, 2, 3, 5, 6
@@ -159,6 +159,36 @@ class Bpf:
         attr = ctypes.create_string_buffer(_ATTR_SIZE)
         struct.pack_into("IIQ", attr, 0, fd, len(info), ctypes.addressof(info))
         self._call(OBJ_GET_INFO_BY_FD, attr, "program info")
+        return struct.unpack_from("I", info, 4)[0]
+
+    def prog_fd_by_id(self, prog_id: int) -> int:
+        """A new fd for the loaded program with kernel id `prog_id`."""
+        attr = ctypes.create_string_buffer(_ATTR_SIZE)
+        struct.pack_into("I", attr, 0, prog_id)
+        return self._call(PROG_GET_FD_BY_ID, attr, f"open program id {prog_id}")
+
+    def map_fd_by_id(self, map_id: int) -> int:
+        attr = ctypes.create_string_buffer(_ATTR_SIZE)
+        struct.pack_into("I", attr, 0, map_id)
+        return self._call(MAP_GET_FD_BY_ID, attr, f"open map id {map_id}")
+
+    def prog_map_ids(self, fd: int) -> list[int]:
+        """Kernel ids of the maps a loaded program uses (bpf_prog_info.map_ids)."""
+        ids = (ctypes.c_uint32 * 64)()
+        info = ctypes.create_string_buffer(256)
+        struct.pack_into("<IQ", info, 52, 64, ctypes.addressof(ids))
+        attr = ctypes.create_string_buffer(_ATTR_SIZE)
+        struct.pack_into("IIQ", attr, 0, fd, len(info), ctypes.addressof(info))
+        self._call(OBJ_GET_INFO_BY_FD, attr, "program info")
+        n = struct.unpack_from("I", info, 52)[0]
+        return list(ids[:min(n, 64)])
+
+    def map_id(self, fd: int) -> int:
+        """The kernel id of a map (bpf_map_info.id)."""
+        info = ctypes.create_string_buffer(128)
+        attr = ctypes.create_string_buffer(_ATTR_SIZE)
+        struct.pack_into("IIQ", attr, 0, fd, len(info), ctypes.addressof(info))
+        self._call(OBJ_GET_INFO_BY_FD, attr, "map info")
         return struct.unpack_from("I", info, 4)[0]
 
     def map_info(self, fd: int) -> MapSpec:

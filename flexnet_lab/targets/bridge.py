@@ -38,5 +38,11 @@ class BridgeSwitch:
         if proc.returncode != 0:
             raise TargetError(self.name, f"bridge fdb: {err.strip()[:200]}")
 
+    def descriptor(self) -> dict:
+        return {}
+
+    def release(self) -> None:
+        pass  # nothing held: the bridge lives in the kernel
+
     def close(self) -> None:
         pass  # the bridge dies with the switch's namespace

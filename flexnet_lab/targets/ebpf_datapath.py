@@ -61,6 +61,8 @@ class EbpfDatapath:
     hook: "tc" (ingress, or egress for hosts) or "xdp"; role: "switch" or "host".
     """
 
+    kind = "host"
+
     def __init__(self, device: str, netns: Netns, hook: str, role: str, compiler: Compiler,
                  bpf: Bpf, pin_dir: str | None, direction: str = "ingress"):
         self.device, self.netns, self.hook, self.role = device, netns, hook, role
@@ -72,6 +74,10 @@ class EbpfDatapath:
         self._slot_fd = -1
         self._attached: list[int] = []
         self._running: _Running | None = None
+        # a host function in a chain (targets/ebpf_hook.py): generated with a tail call to
+        # the next function, and these maps bound by name whatever runs (its flx_next)
+        self.chained = False
+        self.bound: dict[str, int] = {}
 
     # --- life cycle ---------------------------------------------------------------------
     @property
@@ -98,6 +104,119 @@ class EbpfDatapath:
         for ifname in interfaces:
             self._attach(ifname)
 
+    def adopt_pinned(self, program: Program, interfaces: list[str]) -> None:
+        """Take over a datapath another process started: the root program, the tail-call
+        map and the maps from the pins, the running pipeline from slot 0, the interfaces it
+        is attached to. Nothing on the device changes. `program` is what the caller
+        believes runs; health() says when slot 0 holds another pipeline."""
+        d = os.path.join(self._pin_dir, self.device)
+        try:
+            self._root_fd = self._bpf.obj_get(os.path.join(d, "root"))
+            self._pipe_fd = self._bpf.obj_get(os.path.join(d, PIPE_MAP))
+        except BpfCallError as exc:
+            raise TargetError(self.device, f"cannot adopt: {exc.strerror} ({d})") from exc
+        maps: dict[str, int] = {}
+        prog_fd = -1
+        slot = self._bpf.lookup(self._pipe_fd, (0).to_bytes(4, "little"), 4)
+        if slot is not None:
+            try:
+                prog_fd = self._bpf.prog_fd_by_id(int.from_bytes(slot, "little"))
+            except BpfCallError:
+                prog_fd = -1
+        if prog_fd >= 0:
+            # the pipeline's own maps first (a pin may be gone), then the pins
+            for map_id in self._bpf.prog_map_ids(prog_fd):
+                fd = self._bpf.map_fd_by_id(map_id)
+                name = self._bpf.map_info(fd).name
+                if name in maps or name in (PIPE_MAP, SLOT_MAP):
+                    self._bpf.close(fd)
+                else:
+                    maps[name] = fd
+        for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            if name not in maps and name not in ("root", PIPE_MAP):
+                maps[name] = self._bpf.obj_get(os.path.join(d, name))
+        self._running = _Running(program, prog_fd, maps)
+        self._attached = [self.netns.ifindex(i) for i in interfaces]
+
+    # --- drift ----------------------------------------------------------------------------
+    def running_prog_id(self) -> int:
+        return self._bpf.prog_id(self._running.prog_fd) if self._running and \
+            self._running.prog_fd >= 0 else 0
+
+    def health(self) -> list[str]:
+        """What differs from how this datapath was set up: `detached IFNAME` (root program
+        not on the interface), `slot` (slot 0 holds another pipeline than the running
+        one), `pin NAME` (a pin is gone). Tables are the controller's to compare."""
+        problems = []
+        root_id = self._bpf.prog_id(self._root_fd)
+        ipr = self.netns.ipr()
+        for idx in self._attached:
+            if not self._root_attached(ipr, idx, root_id):
+                problems.append(f"detached {self.netns.ifname(idx)}")
+        slot = self._bpf.lookup(self._pipe_fd, (0).to_bytes(4, "little"), 4)
+        if slot is None or int.from_bytes(slot, "little") != self.running_prog_id():
+            problems.append("slot")
+        if self._pin_dir:
+            d = os.path.join(self._pin_dir, self.device)
+            for name in ["root", PIPE_MAP] + sorted(self._running.maps if self._running else ()):
+                if not os.path.exists(os.path.join(d, name)):
+                    problems.append(f"pin {name}")
+        return problems
+
+    def _root_attached(self, ipr, idx: int, root_id: int) -> bool:
+        if self.hook == "xdp":
+            links = ipr.get_links(idx)
+            xdp = links[0].get_attr("IFLA_XDP") if links else None
+            attrs = dict(xdp["attrs"]) if xdp else {}
+            return attrs.get("IFLA_XDP_PROG_ID") == root_id
+        parent = int(TC_INGRESS.replace(":", ""), 16) if self.direction == "ingress" \
+            else int(TC_EGRESS.replace(":", ""), 16)
+        try:
+            filters = ipr.get_filters(index=idx, parent=parent)
+        except Exception:  # no clsact qdisc any more
+            return False
+        for f in filters:
+            opts = f.get_attr("TCA_OPTIONS")
+            if opts and dict(a for a in opts["attrs"] if a[0] != "UNKNOWN").get(
+                    "TCA_BPF_NAME") == "flexnet_root":
+                return True
+        return False
+
+    def heal(self, problems: list[str]) -> list[str]:
+        """Repair what health() found; returns what was done."""
+        done = []
+        for p in problems:
+            what, _, arg = p.partition(" ")
+            if what == "detached":
+                self._attach(arg, again=True)
+                done.append(f"re-attached the root program to {arg}")
+            elif what == "slot":
+                self._bpf.update(self._pipe_fd, (0).to_bytes(4, "little"),
+                                 self._running.prog_fd.to_bytes(4, "little"))
+                done.append(f"put pipeline {self.program.name} back into slot 0")
+            elif what == "pin":
+                fd = {"root": self._root_fd, PIPE_MAP: self._pipe_fd}.get(arg)
+                fd = fd if fd is not None else self._running.maps[arg]
+                self._pin(fd, arg)
+                done.append(f"pinned {arg} again")
+        return done
+
+    def release(self) -> None:
+        """Close this process's fds; attachments and pins stay (another process, or a
+        restarted controller, adopts them)."""
+        self._close_fds()
+        self.netns.close()
+
+    def _close_fds(self) -> None:
+        fds = [self._root_fd, self._pipe_fd, self._slot_fd]
+        if self._running:
+            fds += [self._running.prog_fd] + list(self._running.maps.values())
+        for fd in fds:
+            if fd >= 0:
+                self._bpf.close(fd)
+        self._running = None
+        self._root_fd = self._pipe_fd = self._slot_fd = -1
+
     def stop(self, detach: bool = True) -> None:
         """Detach the root programs (unless the namespace is going away anyway) and release
         every map and program of this device."""
@@ -107,14 +226,7 @@ class EbpfDatapath:
             except Exception:  # the interface may already be gone with its namespace
                 pass
         self._attached.clear()
-        fds = [self._root_fd, self._pipe_fd, self._slot_fd]
-        if self._running:
-            fds += [self._running.prog_fd] + list(self._running.maps.values())
-        for fd in fds:
-            if fd >= 0:
-                self._bpf.close(fd)
-        self._running = None
-        self._root_fd = self._pipe_fd = self._slot_fd = -1
+        self._close_fds()
         if self._pin_dir:
             shutil.rmtree(os.path.join(self._pin_dir, self.device), ignore_errors=True)
 
@@ -123,7 +235,8 @@ class EbpfDatapath:
         """Compile and load `program`, binding the running maps it shares (same name and
         layout). Nothing on the device changes; abort() releases what this created."""
         t0 = time.perf_counter()
-        source = generate(program, self.hook, self.role)
+        source = (generate(program, self.hook, self.role, chain=True) if self.chained
+                  else generate(program, self.hook, self.role))
         try:
             image = self._compiler.compile(source.text, ["pipeline"])
         except CompileError as exc:
@@ -133,7 +246,7 @@ class EbpfDatapath:
         maps, created = {}, []
         try:
             for name, spec in image.maps.items():
-                fd = running.get(name)
+                fd = self.bound.get(name, running.get(name))
                 if fd is not None and self._bpf.map_info(fd) == spec:
                     maps[name] = fd
                 else:
@@ -158,6 +271,9 @@ class EbpfDatapath:
                                  lay.encode_action(action_id(t.default_action),
                                                    tuple(t.default_args)))
 
+    def stage(self, prepared: Prepared) -> None:
+        """Nothing to stage: the prepared pipeline already binds the running maps."""
+
     def commit(self, prepared: Prepared) -> float:
         """Make `prepared` the running pipeline; returns the atomic step's time in ms."""
         t0 = time.perf_counter()
@@ -173,6 +289,10 @@ class EbpfDatapath:
         for name in prepared.created:
             self._pin(prepared.maps[name], name)
         return elapsed
+
+    def adopt_loaded(self, program: Program, prog_fd: int, maps: dict[str, int]) -> None:
+        """Take an already loaded pipeline as the running one (a chain adopting its pins)."""
+        self._running = _Running(program, prog_fd, dict(maps))
 
     def adopt(self, program: Program) -> None:
         """Take `program` as the running one without a swap: only its table defaults
@@ -199,20 +319,21 @@ class EbpfDatapath:
                                 f"{exc.strerror}", exc.log) from exc
 
     # --- attachment ---------------------------------------------------------------------
-    def _attach(self, ifname: str) -> None:
+    def _attach(self, ifname: str, again: bool = False) -> None:
         idx = self.netns.ifindex(ifname)
         if self.hook == "xdp":
             self.netns.ipr().link("set", index=idx,
                                   xdp={"attrs": [("IFLA_XDP_FD", self._root_fd),
                                                  ("IFLA_XDP_FLAGS", self.xdp_flags)]})
         else:
-            # clsact (EEXIST is fine: another hook of ours already made it) and the
-            # filter in one netlink round trip
+            # clsact (EEXIST is fine: another hook of ours made it) and the filter (again:
+            # replacing it) in one netlink round trip
             parent = TC_INGRESS if self.direction == "ingress" else TC_EGRESS
             self.netns.request([add_clsact(idx),
                                 add_bpf_filter(idx, int(parent.replace(":", ""), 16),
-                                               self._root_fd, "flexnet_root")])
-        self._attached.append(idx)
+                                               self._root_fd, "flexnet_root", replace=again)])
+        if idx not in self._attached:
+            self._attached.append(idx)
 
     def _detach(self, ifindex: int) -> None:
         # tc/ip rather than pyroute2 here: pyroute2 0.9.7 can wait forever on a filter

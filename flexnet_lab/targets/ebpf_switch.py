@@ -35,6 +35,11 @@ class EbpfSwitch(EbpfDatapath):
         self.ports[port] = (ifname, peer)
         self._set_ports(self._running.maps, {port: self.ports[port]})
 
+    def descriptor(self) -> dict:
+        """What a controller in another process needs beyond the fabric: nothing (the
+        pins hold the rest)."""
+        return {}
+
     def port_counters(self) -> dict[int, dict[str, int]]:
         return read_port_counters(self)
 

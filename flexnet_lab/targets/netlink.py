@@ -54,17 +54,28 @@ class Netns:
 
     def __init__(self, path: str | None):
         self.path = path
-        self._ipr: IPRoute | None = None
+        self._iprs: dict[int, IPRoute] = {}
+        self._lock = threading.Lock()
+        # one raw socket, any thread: its requests and their acks must not interleave
         self._rtnl: Rtnl | None = None
+        self._rtnl_lock = threading.Lock()
         self._indexes: dict[str, int] = {}
 
     def ipr(self) -> IPRoute:
-        if self._ipr is None:
-            self._ipr = socket_in_namespace(self.path) if self.path else IPRoute()
-        return self._ipr
+        """This thread's netlink socket in the namespace. One per thread: pyroute2 0.9
+        opens a socket per thread behind one IPRoute object, and one opened by another
+        thread than the one that entered the namespace lands in the root namespace."""
+        tid = threading.get_ident()
+        with self._lock:
+            ipr = self._iprs.get(tid)
+        if ipr is None:
+            ipr = socket_in_namespace(self.path) if self.path else IPRoute()
+            with self._lock:
+                self._iprs[tid] = ipr
+        return ipr
 
-    def rtnl(self) -> "Rtnl":
-        """The namespace's raw rtnetlink socket (batched requests)."""
+    def _raw(self) -> "Rtnl":
+        # caller holds _rtnl_lock
         if self._rtnl is None:
             self._rtnl = in_namespace(self.path, Rtnl) if self.path else Rtnl()
         return self._rtnl
@@ -72,16 +83,19 @@ class Netns:
     def ifindex(self, ifname: str) -> int:
         # names are looked up in one dump of all links, read again on a miss (a lab's
         # interfaces keep their names and indexes while it runs)
-        if ifname not in self._indexes:
-            self._indexes = self.rtnl().links()
-        if ifname not in self._indexes:
+        with self._rtnl_lock:
+            if ifname not in self._indexes:
+                self._indexes = self._raw().links()
+            index = self._indexes.get(ifname)
+        if index is None:
             raise TargetError(self.path or "root namespace", f"no interface {ifname}")
-        return self._indexes[ifname]
+        return index
 
     def request(self, requests: list["Request"]) -> None:
-        """Apply rtnetlink requests in batches (see Rtnl.run)."""
+        """Apply rtnetlink requests in batches (see Rtnl.run), from any thread."""
         try:
-            self.rtnl().run(requests)
+            with self._rtnl_lock:
+                self._raw().run(requests)
         except TargetError as exc:
             raise TargetError(self.path or "root namespace", exc.message) from None
 
@@ -102,15 +116,31 @@ class Netns:
         return res.stdout
 
     def close(self) -> None:
-        if self._rtnl is not None:
-            self._rtnl.close()
-            self._rtnl = None
-        if self._ipr is not None:
+        with self._rtnl_lock:
+            if self._rtnl is not None:
+                self._rtnl.close()
+                self._rtnl = None
+        with self._lock:
+            iprs, self._iprs = list(self._iprs.values()), {}
+        for ipr in iprs:
             try:
-                self._ipr.close()
+                ipr.close()
             except Exception:  # closing a socket of a namespace already gone
                 pass
-            self._ipr = None
+
+
+class NamespaceNode:
+    """Starts processes inside a namespace (nsenter), tagged like a lab node's: what a
+    controller in another process uses where the lab uses its Mininet node."""
+
+    def __init__(self, netns_path: str, env: dict[str, str]):
+        self.netns_path = netns_path
+        self.env = env
+
+    def popen(self, args: list[str], **kw) -> subprocess.Popen:
+        kw.setdefault("env", self.env)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.Popen(["nsenter", f"--net={self.netns_path}", *args], **kw)
 
 
 # --- raw rtnetlink: many requests per system call ---------------------------------------------
@@ -185,16 +215,18 @@ def add_clsact(index: int) -> Request:
                    f"add clsact to link {index}", ok=(-_EEXIST,))
 
 
-def add_bpf_filter(index: int, parent: int, prog_fd: int, name: str) -> Request:
-    """A direct-action cls_bpf filter running `prog_fd` (handle 1, all protocols)."""
+def add_bpf_filter(index: int, parent: int, prog_fd: int, name: str,
+                   replace: bool = False) -> Request:
+    """A direct-action cls_bpf filter running `prog_fd` (handle 1, all protocols); with
+    `replace`, `tc filter replace` (creates it when it is gone)."""
     info = socket.htons(_ETH_P_ALL)
     body = struct.pack("=BxxxiIII", socket.AF_UNSPEC, index, 1, parent, info)
     opts = (_attr(_TCA_BPF_FD, struct.pack("=I", prog_fd)) + _attr(_TCA_BPF_NAME, _cstr(name))
             + _attr(_TCA_BPF_FLAGS, struct.pack("=I", _TCA_BPF_FLAG_ACT_DIRECT))
             + _attr(_TCA_BPF_CLASSID, struct.pack("=I", 1)))
     body += _attr(_TCA_KIND, _cstr("bpf")) + _attr(_TCA_OPTIONS, opts)
-    return Request(_RTM_NEWTFILTER, _NLM_F_CREATE | _NLM_F_EXCL, body,
-                   f"attach {name} to link {index}")
+    flags = _NLM_F_CREATE | (_NLM_F_REPLACE if replace else _NLM_F_EXCL)
+    return Request(_RTM_NEWTFILTER, flags, body, f"attach {name} to link {index}")
 
 
 def add_neighbour(index: int, ip: str, mac: str) -> Request:

@@ -93,6 +93,12 @@ class P4RuntimeClient:
         if p4info is not None:
             self.p4info = info
 
+    def get_p4info(self):
+        """The P4Info of the running pipeline (GetForwardingPipelineConfig)."""
+        req = self._pb.GetForwardingPipelineConfigRequest(device_id=self.device_id)
+        req.response_type = self._pb.GetForwardingPipelineConfigRequest.P4INFO_AND_COOKIE
+        return self._call("get pipeline", self._stub.GetForwardingPipelineConfig, req).config.p4info
+
     # --- tables ---------------------------------------------------------------------------
     def _table(self, name: str, p4info=None):
         for t in (p4info or self.p4info).tables:

@@ -25,7 +25,7 @@ Rules:
   unquoted macs as numbers.
 * Each host hangs off exactly one switch; links are unique per node pair, have
   no self-loops, and a switch has at most 30 ports.
-* Link ``bw`` is a positive number of Mbit/s; ``delay``, ``loss`` and
+* Link ``bw`` is 0.1..1000 Mbit/s (what TCLink shapes); ``delay``, ``loss`` and
   ``jitter`` are rejected because this kernel has no netem qdisc.
 
 Every problem raises one ``TopologyError(source, field, message)``; ``field``
@@ -44,12 +44,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flexnet_lab.errors import TopologyError
+from flexnet_lab.inputs import read_yaml_file, show
 from flexnet_lab.topology.model import TARGETS, HostSpec, LinkSpec, SwitchSpec, Topology
 
 MAX_SWITCH_PORTS = 30
+MIN_BW_MBIT, MAX_BW_MBIT = 0.1, 1000.0   # what Mininet's TCLink (htb) shapes
 NETEM_MESSAGE = (
     "the kernel here has no netem qdisc: delay/loss/jitter cannot be emulated (only bw, via htb)"
 )
@@ -60,24 +60,6 @@ _IP = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})(?:/(\d{1,2}))?")
 _MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 _DEFAULT_PREFIXLEN = 24
 _AUTO_NET = "10.0.0."
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses duplicate mapping keys."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        self.flatten_mapping(node)
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) or key is None:
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
-                        f"found duplicate key {key!r}", key_node.start_mark,
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 @dataclass(frozen=True)
@@ -97,14 +79,7 @@ def load_topology(path: str | Path) -> Topology:
     """Read, parse and validate the topology file at ``path``."""
     path = Path(path)
     ctx = _Ctx(str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ctx.error("<file>", f"cannot read: {exc}") from exc
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ctx.error("<yaml>", str(exc)) from exc
+    data = read_yaml_file(str(path), ctx.error)
     return parse_topology(data, str(path), default_name=path.stem)
 
 
@@ -117,7 +92,10 @@ def parse_topology(data: Any, source: str = "<data>", default_name: str | None =
     ctx = _Ctx(source)
     if not isinstance(data, dict):
         raise ctx.error("<root>", f"expected a mapping, got {_kind(data)}")
-    _check_keys(ctx, data, ("name", "defaults", "hosts", "switches", "links"), "")
+    _check_keys(ctx, data, ("name", "defaults", "hosts", "switches", "links", "capture"), "")
+    capture = data.get("capture", False)
+    if not isinstance(capture, bool):
+        raise ctx.error("capture", f"expected true or false, got {show(capture)}")
     if default_name is None:
         default_name = "topology" if source.startswith("<") else Path(source).stem
     name = _parse_name(ctx, data.get("name", default_name))
@@ -126,7 +104,7 @@ def parse_topology(data: Any, source: str = "<data>", default_name: str | None =
     switches = _parse_switches(ctx, data.get("switches"), target, {h.name for h in hosts})
     links = _parse_links(ctx, data.get("links"), hosts, switches, bw)
     _check_degrees(ctx, hosts, switches, links)
-    return Topology(name, source, hosts, switches, links)
+    return Topology(name, source, hosts, switches, links, capture)
 
 
 def list_topologies(search_dir: str | Path) -> list[str]:
@@ -160,7 +138,7 @@ def find_topology(name_or_path: str | Path, search_dir: str | Path) -> Path:
 
 def _parse_name(ctx: _Ctx, value: Any) -> str:
     if not isinstance(value, str) or not _TOPOLOGY_NAME.fullmatch(value):
-        raise ctx.error("name", f"expected a name matching {_TOPOLOGY_NAME.pattern}, got {value!r}")
+        raise ctx.error("name", f"expected a name matching {_TOPOLOGY_NAME.pattern}, got {show(value)}")
     return value
 
 
@@ -184,7 +162,23 @@ def _parse_hosts(ctx: _Ctx, value: Any) -> tuple[HostSpec, ...]:
         hosts.append(HostSpec(name, ip, prefixlen, mac))
     _check_unique(ctx, hosts, "ip")
     _check_unique(ctx, hosts, "mac")
+    _check_one_subnet(ctx, hosts)
     return tuple(hosts)
+
+
+def _check_one_subnet(ctx: _Ctx, hosts: list[HostSpec]) -> None:
+    """Hosts have only their connected route and ARP for every peer directly (the switches
+    route /32s), so a host outside another's subnet could never reach it."""
+    first = hosts[0]
+    net = ipaddress.IPv4Network(f"{first.ip}/{first.prefixlen}", strict=False)
+    for host in hosts[1:]:
+        own = ipaddress.IPv4Network(f"{host.ip}/{host.prefixlen}", strict=False)
+        if ipaddress.IPv4Address(host.ip) not in net or ipaddress.IPv4Address(first.ip) not in own:
+            raise ctx.error(
+                f"hosts.{host.name}.ip",
+                f"{host.ip}/{host.prefixlen} is not in {first.name}'s subnet {net}: hosts have "
+                "no gateway (they ARP for each other through the switches), so every host "
+                "must be in one subnet, e.g. 10.0.0.N/24")
 
 
 def _parse_switches(
@@ -195,7 +189,7 @@ def _parse_switches(
     for name, options in section.items():
         field = _check_node_name(ctx, name, "switches")
         if name in host_names:
-            raise ctx.error(field, f"{name!r} is already the name of a host")
+            raise ctx.error(field, f"{show(name)} is already the name of a host")
         options = _optional_mapping(ctx, options, field)
         _check_keys(ctx, options, ("target",), field)
         target = _parse_target(ctx, options.get("target", default_target), f"{field}.target")
@@ -221,7 +215,7 @@ def _parse_links(
         link = _parse_link(ctx, entry, field, default_bw)
         for end, node in (("a", link.a), ("b", link.b)):
             if node not in nodes:
-                raise ctx.error(f"{field}.{end}", f"unknown node {node!r}")
+                raise ctx.error(f"{field}.{end}", f"unknown node {show(node)}")
         if link.a == link.b:
             raise ctx.error(field, f"self-loop on {link.a}")
         if link.a in host_names and link.b in host_names:
@@ -253,7 +247,7 @@ def _parse_link(ctx: _Ctx, entry: Any, field: str, default_bw: float | None) -> 
         raise ctx.error(field, f"expected [a, b] or {{a: .., b: .., bw: ..}}, got {_kind(entry)}")
     for end, node in (("a", a), ("b", b)):
         if not isinstance(node, str):
-            raise ctx.error(f"{field}.{end}", f"expected a node name, got {node!r}")
+            raise ctx.error(f"{field}.{end}", f"expected a node name, got {show(node)}")
     return LinkSpec(a, b, bw)
 
 
@@ -283,7 +277,7 @@ def _check_degrees(
 
 def _parse_target(ctx: _Ctx, value: Any, field: str) -> str:
     if not isinstance(value, str) or value not in TARGETS:
-        raise ctx.error(field, f"expected one of {', '.join(sorted(TARGETS))}, got {value!r}")
+        raise ctx.error(field, f"expected one of {', '.join(sorted(TARGETS))}, got {show(value)}")
     return value
 
 
@@ -292,7 +286,12 @@ def _parse_bw(ctx: _Ctx, value: Any, field: str) -> float | None:
         return None
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value <= 0:
-        raise ctx.error(field, f"expected a positive number of Mbit/s, got {value!r}")
+        raise ctx.error(field, f"expected a positive number of Mbit/s, got {show(value)}")
+    if not MIN_BW_MBIT <= value <= MAX_BW_MBIT:
+        # Mininet's TCLink ignores a bw outside 0..1000 with only a warning: the link would
+        # come up unshaped; below 0.1 Mbit/s one full frame takes over 0.1 s to send
+        raise ctx.error(field, f"{show(value)} Mbit/s cannot be shaped here: "
+                        f"{MIN_BW_MBIT:g}..{MAX_BW_MBIT:g} Mbit/s (Mininet's TCLink)")
     return float(value)
 
 
@@ -303,11 +302,11 @@ def _parse_ip(ctx: _Ctx, value: Any, number: int, field: str) -> tuple[str, int]
         return f"{_AUTO_NET}{number}", _DEFAULT_PREFIXLEN
     match = _IP.fullmatch(value) if isinstance(value, str) else None
     if match is None:
-        raise ctx.error(field, f"expected an address like 10.0.0.1/24, got {value!r}")
+        raise ctx.error(field, f"expected an address like 10.0.0.1/24, got {show(value)}")
     try:
         address = ipaddress.IPv4Address(match.group(1))
     except ValueError as exc:
-        raise ctx.error(field, f"bad address {value!r}: {exc}") from exc
+        raise ctx.error(field, f"bad address {show(value)}: {exc}") from exc
     prefixlen = int(match.group(2)) if match.group(2) else _DEFAULT_PREFIXLEN
     if not 1 <= prefixlen <= 32:
         raise ctx.error(field, f"prefix length must be 1..32, got {prefixlen}")
@@ -329,10 +328,10 @@ def _parse_mac(ctx: _Ctx, value: Any, number: int, field: str) -> str:
     if value is None:
         return ":".join(f"{octet:02x}" for octet in number.to_bytes(6, "big"))
     if not isinstance(value, str):
-        raise ctx.error(field, f"expected a quoted mac like \"00:00:00:00:00:01\", got {value!r}")
+        raise ctx.error(field, f"expected a quoted mac like \"00:00:00:00:00:01\", got {show(value)}")
     mac = value.lower()
     if not _MAC.fullmatch(mac):
-        raise ctx.error(field, f"expected a mac like 00:00:00:00:00:01, got {value!r}")
+        raise ctx.error(field, f"expected a mac like 00:00:00:00:00:01, got {show(value)}")
     if int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":
         raise ctx.error(field, f"{value} is not a unicast mac")
     return mac
@@ -359,7 +358,7 @@ def _check_node_name(ctx: _Ctx, name: Any, section: str) -> str:
     if not isinstance(name, str) or not _NODE_NAME.fullmatch(name):
         raise ctx.error(
             field,
-            f"bad node name {name!r}: must match {_NODE_NAME.pattern} "
+            f"bad node name {show(name)}: must match {_NODE_NAME.pattern} "
             "(interface names must fit 15 characters)",
         )
     return field
@@ -372,7 +371,7 @@ def _check_keys(ctx: _Ctx, mapping: dict, allowed: tuple[str, ...], prefix: str)
         field = f"{prefix}.{key}" if prefix else str(key)
         if key in _NETEM_KEYS and (prefix == "defaults" or prefix.startswith("links[")):
             raise ctx.error(field, NETEM_MESSAGE)
-        raise ctx.error(field, f"unknown key {key!r}; allowed: {', '.join(allowed)}")
+        raise ctx.error(field, f"unknown key {show(key)}; allowed: {', '.join(allowed)}")
 
 
 def _optional_mapping(ctx: _Ctx, value: Any, field: str) -> dict:

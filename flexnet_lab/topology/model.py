@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Callable, Mapping
 
 from flexnet_lab.errors import TopologyError
+from flexnet_lab.inputs import show
 
 TARGETS: frozenset[str] = frozenset({"ebpf", "bmv2", "auto"})
 """Switch targets a topology may name; "auto" is resolved before the lab starts."""
@@ -73,6 +74,7 @@ class Topology:
     hosts: tuple[HostSpec, ...]
     switches: tuple[SwitchSpec, ...]
     links: tuple[LinkSpec, ...]
+    capture: bool = False   # a pcap per switch port in the run folder (lab/capture.py)
 
     # -- lookups ---------------------------------------------------------------
 
@@ -132,7 +134,7 @@ class Topology:
                 raise TopologyError(
                     self.source,
                     f"switches.{spec.name}.target",
-                    f"resolver returned {target!r}; expected one of "
+                    f"resolver returned {show(target)}; expected one of "
                     f"{sorted(TARGETS | BASELINE_TARGETS)}",
                 )
             switches.append(dataclasses.replace(spec, target=target))
@@ -165,7 +167,7 @@ class Topology:
             "nodes": self.node_names(),
         }[kind]
         return TopologyError(
-            self.source, kind, f"no {kind[:-1]} named {name!r}; known: {', '.join(known)}"
+            self.source, kind, f"no {kind[:-1]} named {show(name)}; known: {', '.join(known)}"
         )
 
 

@@ -33,188 +33,15 @@ import time
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
-import yaml
-
-from ..errors import FlexNetError, ScenarioError
-from ..program import library
-from ..program.delta import Delta, delta_from_dict, load_delta
+from ..errors import FlexNetError
 from ..program.model import Program
+from .scenario_file import (Change, Scenario, check_results_dir, dry_run, host_program,
+                            is_pattern, load_scenario, parse_scenario)
 from .traffic import FlowResult, FlowSpec, Traffic
-from .verdict import Window, baseline, impacts, locate
+from .verdict import Window, baseline, blame_stop, impacts, locate, stopped_at
 
-
-# --- the scenario as data ---------------------------------------------------------------
-@dataclass(frozen=True)
-class Change:
-    at: float
-    kind: str                     # delta | undo | swap | entry
-    device: str                   # switch name, or host
-    delta: Delta | None = None
-    undo: int | None = None
-    program: str | None = None
-    hook: str = "xdp"
-    direction: str = "ingress"
-    params: tuple = ()
-    entry: tuple = ()
-
-    def describe(self) -> str:
-        if self.kind == "delta":
-            return f"{self.device}: delta {self.delta.name or '(unnamed)'}"
-        if self.kind == "undo":
-            return f"{self.device}: undo change #{self.undo}"
-        if self.kind == "entry":
-            return f"{self.device}: entry {dict(self.entry).get('table')}"
-        return f"{self.device}: swap to {self.program}"
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    source: str
-    topology: str
-    setup: tuple[dict, ...]
-    flows: tuple[FlowSpec, ...]
-    duration: float
-    baseline_s: float
-    changes: tuple[Change, ...]
-    expect: tuple[dict, ...]
-    targets: tuple[tuple[str, str], ...] = ()     # (switch name or pattern, target)
-
-    def topology_for(self, topo):
-        """The topology with this scenario's switch targets; `auto` becomes ebpf, since
-        scenario rates are set for it (a scenario that wants bmv2 says so in targets)."""
-        def target(spec) -> str:
-            for pattern, t in self.targets:
-                if fnmatchcase(spec.name, pattern):
-                    return t
-            return "ebpf" if spec.target == "auto" else spec.target
-        for pattern, _ in self.targets:
-            if not any(fnmatchcase(s.name, pattern) for s in topo.switches):
-                raise ScenarioError(self.source, f"targets.{pattern}",
-                                    f"no switch of {topo.name} matches")
-        return topo.with_targets(target)
-
-
-def _rate(value, where: str, src: str) -> int:
-    if isinstance(value, (int, float)):
-        return int(value)
-    s = str(value).strip().upper()
-    mult = {"K": 1e3, "M": 1e6, "G": 1e9}.get(s[-1:], 1)
-    try:
-        return int(float(s.rstrip("KMG")) * mult)
-    except ValueError:
-        raise ScenarioError(src, where, f"not a rate: {value!r} (e.g. 200M)") from None
-
-
-def _need(d: dict, key: str, src: str, where: str):
-    if not isinstance(d, dict) or key not in d:
-        raise ScenarioError(src, where, f"missing {key!r}")
-    return d[key]
-
-
-def _known(d: dict, keys: set, src: str, where: str) -> None:
-    extra = set(d) - keys
-    if extra:
-        raise ScenarioError(src, f"{where}.{sorted(extra)[0]}", "unknown key")
-
-
-def load_scenario(path: str) -> Scenario:
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ScenarioError(path, "<file>", str(exc)) from exc
-    except yaml.YAMLError as exc:
-        raise ScenarioError(path, "<yaml>", str(exc)) from exc
-    return parse_scenario(data, path)
-
-
-def parse_scenario(data, src: str) -> Scenario:
-    if not isinstance(data, dict):
-        raise ScenarioError(src, "<root>", "a scenario is a mapping")
-    _known(data, {"name", "topology", "targets", "setup", "traffic", "changes", "expect",
-                  "description"}, src, "scenario")
-    targets = data.get("targets") or {}
-    if not isinstance(targets, dict):
-        raise ScenarioError(src, "targets", "a mapping of switch name (or pattern) to target")
-    for pattern, t in targets.items():
-        if t not in ("ebpf", "bmv2"):
-            raise ScenarioError(src, f"targets.{pattern}", f"{t!r}: ebpf or bmv2")
-    base = os.path.dirname(os.path.abspath(src))
-    traffic = data.get("traffic") or {}
-    _known(traffic, {"duration", "baseline", "flows"}, src, "traffic")
-    duration = float(traffic.get("duration", 10))
-    flows = []
-    for i, f in enumerate(traffic.get("flows") or []):
-        where = f"traffic.flows[{i}]"
-        _known(f, {"name", "src", "dst", "proto", "rate", "port", "length"}, src, where)
-        proto = f.get("proto", "udp")
-        if proto not in ("udp", "tcp"):
-            raise ScenarioError(src, f"{where}.proto", "udp or tcp")
-        flows.append(FlowSpec(str(f.get("name", f"flow{i}")), _need(f, "src", src, where),
-                              _need(f, "dst", src, where), proto,
-                              _rate(f.get("rate", "100M" if proto == "udp" else 0),
-                                    f"{where}.rate", src), duration,
-                              int(f.get("port", 5201 + i)), int(f.get("length", 1200))))
-    changes = tuple(_change(c, i, src, base) for i, c in enumerate(data.get("changes") or []))
-    for i, c in enumerate(changes):
-        if not 0 <= c.at < duration:
-            raise ScenarioError(src, f"changes[{i}].at", f"must be within 0..{duration} s")
-        if c.kind == "undo" and not (c.undo is not None and 0 <= c.undo < i
-                                     and changes[c.undo].kind == "delta"
-                                     and changes[c.undo].device == c.device):
-            raise ScenarioError(src, f"changes[{i}].undo", "must name an earlier delta change "
-                                "on the same switch (or switch pattern)")
-    return Scenario(str(data.get("name", os.path.splitext(os.path.basename(src))[0])), src,
-                    str(_need(data, "topology", src, "scenario")),
-                    tuple(data.get("setup") or ()), tuple(flows), duration,
-                    float(traffic.get("baseline", 2)), changes,
-                    tuple(data.get("expect") or ()),
-                    tuple((str(k), str(v)) for k, v in targets.items()))
-
-
-def _change(c, i: int, src: str, base: str) -> Change:
-    where = f"changes[{i}]"
-    if not isinstance(c, dict):
-        raise ScenarioError(src, where, "a change is a mapping")
-    _known(c, {"at", "switch", "host", "delta", "undo", "swap", "hook", "direction",
-               "rate_mbit", "entry"}, src, where)
-    at = float(_need(c, "at", src, where))
-    device = c.get("switch") or c.get("host")
-    if not device:
-        raise ScenarioError(src, where, "names a `switch` or a `host`")
-    if "delta" in c:
-        d = c["delta"]
-        try:
-            delta = (load_delta(os.path.join(base, d)) if isinstance(d, str)
-                     else delta_from_dict(d, f"{src}: {where}.delta"))
-        except FlexNetError as exc:
-            raise ScenarioError(src, f"{where}.delta", str(exc)) from exc
-        return Change(at, "delta", device, delta=delta)
-    if "undo" in c:
-        return Change(at, "undo", device, undo=int(c["undo"]))
-    if "swap" in c:
-        params = (("rate_mbit", c["rate_mbit"]),) if "rate_mbit" in c else ()
-        return Change(at, "swap", device, program=str(c["swap"]), hook=c.get("hook", "xdp"),
-                      direction=c.get("direction", "ingress"), params=params)
-    if "entry" in c:
-        e = c["entry"]
-        _known(e, {"table", "match", "action", "args", "priority"}, src, f"{where}.entry")
-        return Change(at, "entry", device, entry=tuple(sorted(
-            {**e, "match": tuple(e.get("match", ())), "args": tuple(e.get("args", ()))}.items())))
-    raise ScenarioError(src, where, "needs one of delta, undo, swap, entry")
-
-
-def host_program(name: str, base: str, params: tuple = ()) -> Program:
-    """A host program by library name (with rate_mbit for the rate limiter) or YAML path."""
-    kw = dict(params)
-    if name in library.HOST_PROGRAMS:
-        if name == "rate_limiter" and "rate_mbit" in kw:
-            rate = int(float(kw["rate_mbit"]) * 1e6 / 8)
-            return library.rate_limiter(rate, max(rate // 8, 150_000))
-        return library.HOST_PROGRAMS[name]()
-    from ..program.yaml_form import load_program
-    return load_program(os.path.join(base, name))
+__all__ = ["Change", "Scenario", "Outcome", "dry_run", "host_program", "load_scenario",
+           "parse_scenario", "precompile", "run_scenario"]
 
 
 # --- running it -------------------------------------------------------------------------
@@ -224,47 +51,7 @@ class Outcome:
     passed: bool
     rows: list[dict] = field(default_factory=list)
     report: dict = field(default_factory=dict)
-
-
-def dry_run(sc: Scenario, topo) -> list[tuple[Program, str, str, str]]:
-    """Apply the timeline to the program models only: a bad delta fails before any lab.
-    Returns every program the timeline will load, as (program, hook, role, device)."""
-    programs = {s.name: library.infrastructure() for s in topo.switches}
-    loads: list[tuple[Program, str, str, str]] = []
-    inverses: dict[tuple[int, str], Delta] = {}
-    nodes = set(topo.node_names())
-    for f in sc.flows:
-        for end in (f.src, f.dst):
-            if not topo.is_host(end) if end in nodes else True:
-                raise ScenarioError(sc.source, f"flow {f.name}", f"{end} is not a host")
-    for i, c in enumerate(sc.changes):
-        where = f"changes[{i}]"
-        targets = ([n for n in programs if fnmatchcase(n, c.device)] if _is_pattern(c.device)
-                   else [c.device])
-        if not targets or any(t not in nodes for t in targets):
-            raise ScenarioError(sc.source, where, f"no node {c.device!r} in {topo.name}")
-        try:
-            if c.kind in ("delta", "undo"):
-                for t in targets:
-                    if t not in programs:
-                        raise ScenarioError(sc.source, where, f"{t} is not a switch")
-                    delta = c.delta if c.kind == "delta" else inverses[(c.undo, t)]
-                    programs[t], inv = delta.apply(programs[t])
-                    if c.kind == "delta":
-                        inverses[(i, t)] = inv
-                    loads.append((programs[t], "tc", "switch", t))
-            elif c.kind == "swap":
-                loads.append((host_program(c.program, os.path.dirname(sc.source), c.params),
-                              c.hook, "host", c.device))
-            elif c.kind == "entry":
-                table = dict(c.entry).get("table")
-                for t in targets:
-                    if t in programs and programs[t].table(table) is None:
-                        raise ScenarioError(sc.source, f"{where}.entry.table",
-                                            f"{t} will have no table {table!r} at t={c.at}")
-        except FlexNetError as exc:
-            raise ScenarioError(sc.source, where, str(exc)) from exc
-    return loads
+    failed_change: str | None = None   # a change a device refused during the run, and why
 
 
 def precompile(lab, loads: list[tuple[Program, str, str, str]]) -> float:
@@ -281,25 +68,47 @@ def precompile(lab, loads: list[tuple[Program, str, str, str]]) -> float:
     return time.perf_counter() - t0
 
 
-def run_scenario(path: str, topology_dir: str, results_dir: str = "results",
-                 quiet: bool = False) -> Outcome:
-    from ..lab.network import Lab
+def prepare_scenario(path: str, topology_dir: str, results_dir: str | None = None):
+    """Everything checked before a lab starts: the file, the topology, the whole timeline
+    against the program models, the results folder. Returns (scenario, topology, loads,
+    output folder or None)."""
     from ..topology.loader import find_topology, load_topology
     sc = load_scenario(path)
-    topo = sc.topology_for(load_topology(find_topology(sc.topology, topology_dir)))
+    topo = sc.topology_for(load_topology(_topology_file(sc, topology_dir)))
     loads = dry_run(sc, topo)
+    out_dir = check_results_dir(results_dir, sc.name) if results_dir is not None else None
+    return sc, topo, loads, out_dir
+
+
+def _topology_file(sc: Scenario, topology_dir: str):
+    """A topology name (topologies/), or a path: relative to the scenario's folder first."""
+    from ..topology.loader import find_topology
+    near = os.path.join(os.path.dirname(os.path.abspath(sc.source)), sc.topology)
+    if os.sep in sc.topology and not os.path.isabs(sc.topology) and os.path.isfile(near):
+        return find_topology(near, topology_dir)
+    return find_topology(sc.topology, topology_dir)
+
+
+def run_scenario(path: str, topology_dir: str, results_dir: str = "results",
+                 quiet: bool = False) -> Outcome:
+    sc, topo, loads, out_dir = prepare_scenario(path, topology_dir, results_dir)
+    from ..lab.network import Lab    # mininet: imported once the input is known good
     base = os.path.dirname(os.path.abspath(path))
+    from ..control.controller import controller_for
     with Lab(topo) as lab:
-        for i, step in enumerate(sc.setup):
-            lab.attach_host_program(step["host"], host_program(step["attach"], base),
-                                    step.get("hook", "xdp"), step.get("direction", "ingress"))
-        secs = precompile(lab, loads)
-        if not quiet:
-            print(f"*** {topo.name} up in {lab.bringup_s:.2f} s; {len(loads)} programs of the "
-                  f"timeline compiled in {secs:.2f} s; traffic for {sc.duration:g} s")
-        outcome = _run_live(lab, sc, base, quiet)
-    out_dir = os.path.join(results_dir, sc.name)
-    os.makedirs(out_dir, exist_ok=True)
+        lab.keep_dir = out_dir         # capture: true keeps its pcaps in out_dir/pcap
+        ctl = controller_for(lab)      # every change goes through the run's controller
+        try:
+            for i, step in enumerate(sc.setup):
+                ctl.attach(step["host"], host_program(step["attach"], base), step["hook"],
+                           step["direction"])
+            secs = precompile(lab, loads)
+            if not quiet:
+                print(f"*** {topo.name} up in {lab.bringup_s:.2f} s; {len(loads)} programs of "
+                      f"the timeline compiled in {secs:.2f} s; traffic for {sc.duration:g} s")
+            outcome = _run_live(lab, ctl, sc, base, quiet)
+        finally:
+            ctl.close()
     with open(os.path.join(out_dir, "report.json"), "w") as fh:
         json.dump(outcome.report, fh, indent=1)
     from .plot import plot_timeline
@@ -310,22 +119,31 @@ def run_scenario(path: str, topology_dir: str, results_dir: str = "results",
     return outcome
 
 
-def _snapshot(lab) -> dict:
-    return {n: sw.port_counters() for n, sw in lab.switches.items()
-            if hasattr(sw, "port_counters")}
+def _snapshot(ctl) -> dict:
+    return {n: ctl.counters(n) for n in ctl.switches("*")}
 
 
-def _run_live(lab, sc: Scenario, base: str, quiet: bool) -> Outcome:
+def _run_live(lab, ctl, sc: Scenario, base: str, quiet: bool) -> Outcome:
     traffic = Traffic(lab, list(sc.flows))
     records, applied, inverses = [], [], {}
+    failed = None
     try:
         t0 = traffic.start()
         for i, c in enumerate(sc.changes):
             delay = t0 + c.at - time.time()
             if delay > 0:
                 time.sleep(delay)
-            before = _snapshot(lab)
-            rec = _apply(lab, c, i, inverses, base)
+            before = _snapshot(ctl)
+            try:
+                rec = _apply(ctl, c, i, inverses, base)
+            except FlexNetError as exc:
+                # every change is all-or-nothing, so the network still runs what it ran;
+                # later changes may build on this one, so none is applied
+                failed = {"index": i, "change": c.describe(), "at_s": round(time.time() - t0, 3),
+                          "error": str(exc), "skipped": len(sc.changes) - i - 1}
+                if not quiet:
+                    print(f"  t={failed['at_s']:6.2f}s  {c.describe():40s} REFUSED: {exc}")
+                break
             applied.append((c.describe(), rec.at - t0, rec, before))
             if not quiet:
                 print(f"  t={rec.at - t0:6.2f}s  {c.describe():40s} {rec.kind:12s} "
@@ -336,14 +154,15 @@ def _run_live(lab, sc: Scenario, base: str, quiet: bool) -> Outcome:
         traffic.stop()
     # counters after the traffic ended: link-level accounting is exact once quiet
     time.sleep(0.2)
-    final = _snapshot(lab)
+    final = _snapshot(ctl)
     reach = lab.ping_all() if any("reachability" in e for e in sc.expect) else None
-    host_maps = _host_maps(lab, sc)
-    return _judge(sc, lab, results, applied, final, reach, host_maps)
+    host_maps = _host_maps(ctl, sc)
+    outcome = _judge(sc, lab, results, applied, final, reach, host_maps, failed)
+    return outcome
 
 
 def _is_pattern(device: str) -> bool:
-    return any(ch in device for ch in "*?[")
+    return is_pattern(device)
 
 
 def _combined(records, device: str, desc: str):
@@ -362,53 +181,44 @@ def _combined(records, device: str, desc: str):
                         plan=first.plan, notes=notes)
 
 
-def _apply(lab, c: Change, i: int, inverses: dict, base: str):
-    if c.kind == "delta" and _is_pattern(c.device):
-        recs, inverses[i] = lab.apply_delta_network(c.device, c.delta, c.describe())
-        return _combined(recs, c.device, c.describe())
-    if c.kind == "undo" and _is_pattern(c.device):
-        from ..plan.execute import apply_programs
-        changes = []
-        for name, inv in inverses[c.undo].items():
-            new, _ = inv.apply(lab.switch(name).program)
-            changes.append((lab.switch(name), new, c.describe()))
-        return _combined(apply_programs(changes), c.device, c.describe())
+def _apply(ctl, c: Change, i: int, inverses: dict, base: str):
+    """One change of the timeline through the controller: on every device it names, or
+    (refused) on none."""
     if c.kind == "delta":
-        rec, inverses[i] = lab.apply_delta(c.device, c.delta, c.describe())
-        return rec
-    if c.kind == "undo":
-        rec, _ = lab.apply_delta(c.device, inverses[c.undo], c.describe())
-        return rec
-    if c.kind == "swap":
-        return lab.swap_host_program(c.device, host_program(c.program, base, c.params),
-                                     c.hook, c.direction)
-    from ..plan.execute import ChangeRecord
-    e = dict(c.entry)
-    devices = ([sw for n, sw in lab.switches.items() if fnmatchcase(n, c.device)]
-               if _is_pattern(c.device) else [lab.device(c.device)])
-    t = time.perf_counter()
-    for sw in devices:
-        sw.insert(e["table"], tuple(e["match"]), e["action"], tuple(e.get("args", ())),
-                  int(e.get("priority", 0)))
-    ms = (time.perf_counter() - t) * 1e3
-    return ChangeRecord(c.device, c.describe(), "entries_only", at=time.time(), swap_ms=ms,
-                        total_ms=ms)
+        recs, inverses[i] = ctl.apply_delta(c.device, c.delta, c.describe())
+    elif c.kind == "undo":
+        recs = ctl.apply_inverses(inverses[c.undo], c.describe())
+    elif c.kind == "swap":
+        recs = ctl.swap(c.device, host_program(c.program, base, c.params), c.hook, c.direction)
+    else:
+        e = dict(c.entry)
+        target = f"{c.device}:{c.hook}:{c.direction}" if c.on_host else c.device
+        t = time.perf_counter()
+        recs = ctl.insert_entry(target, e["table"], tuple(e["match"]), e["action"],
+                                tuple(e["args"]), int(e["priority"]))
+        ms = (time.perf_counter() - t) * 1e3
+        for r in recs:
+            r.kind, r.swap_ms, r.total_ms = "entries_only", ms, ms
+    return _combined(recs, c.device, c.describe()) if len(recs) > 1 else recs[0]
 
 
-def _host_maps(lab, sc: Scenario) -> dict:
+def _host_maps(ctl, sc: Scenario) -> dict:
     out = {}
     for e in sc.expect:
         if "host" in e and "map" in e:
-            dp = lab.host_program(e["host"], e.get("hook", "xdp"), e.get("direction", "ingress"))
-            value = dp.read_map(e["map"])
             idx = int(e.get("index", 0))
+            try:
+                value = ctl.read_map(f"{e['host']}:{e['hook']}:{e['direction']}", e["map"])
+            except FlexNetError as exc:   # e.g. the swap that brings the map was refused
+                out[(e["host"], e["map"], idx)] = f"not read: {exc}"
+                continue
             item = value[idx] if isinstance(value, list) else sum(v[0] for v in value.values())
             out[(e["host"], e["map"], idx)] = item[0] if isinstance(item, tuple) else item
     return out
 
 
 def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
-           host_maps) -> Outcome:
+           host_maps, failed: dict | None = None) -> Outcome:
     changes = [(desc, at) for desc, at, _, _ in applied]
     flows = {r.spec.name: r for r in results}
     first_change = min([at for _, at in changes], default=sc.duration)
@@ -423,13 +233,31 @@ def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
         for n in impact:
             impact[n][idx].located = where
             impact[n][idx].on_path = bool(touched & paths[n])
+    # a flow cut off for good (a black hole) is blamed on the change that cut it, even
+    # when its loss shows only as datagrams that never arrived, outside any window
+    stops = {}
+    for n, r in flows.items():
+        stop = stopped_at(r, sc.duration)
+        if stop is None or not r.sent:
+            continue
+        stops[n] = stop
+        idx = blame_stop(r, stop, [(i.change, i.at_s, i.on_path) for i in impact[n]])
+        if idx is not None:
+            impact[n][idx].cut = max(1, r.sent - r.received) if r.spec.proto == "udp" else 1
     links = _switch_links(lab)
-    rows = []
+    targeted = {e["flow"] for e in sc.expect if "lost_at_least" in e}
+    rows = [_flow_ran(r, r.spec.name in targeted, stops.get(r.spec.name), impact[r.spec.name])
+            for r in results]
+    if failed:
+        rows.append({"expect": {"change": failed["index"]}, "ok": False,
+                     "detail": f"{failed['change']} refused at t={failed['at_s']:g} s: "
+                               f"{failed['error']}; {failed['skipped']} later changes not run"})
     for e in sc.expect:
         rows.append(_expectation(e, flows, impact, bases, reach, host_maps))
     passed = all(r["ok"] for r in rows)
     report = {
         "scenario": sc.name, "topology": sc.topology, "passed": passed,
+        "failed_change": failed,
         "duration_s": sc.duration, "baseline_window_s": [0.5, min(sc.baseline_s, first_change - 0.3)],
         "window_s": [-Window().before_s, Window().after_s],
         "changes": [{**rec.to_json(), "at_s": round(at, 3)} for _, at, rec, _ in applied],
@@ -442,7 +270,28 @@ def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
                                       "dropped_packets": 0} for p in cs}
                              for sw, cs in final.items()}, final, links),
     }
-    return Outcome(sc, passed, rows, report)
+    return Outcome(sc, passed, rows, report,
+                   failed_change=(f"changes[{failed['index']}] ({failed['change']}): "
+                                  f"{failed['error']}") if failed else None)
+
+
+def _flow_ran(r: FlowResult, targeted: bool, stop: float | None, impact) -> dict:
+    """Every flow must have run, expectation or not: no error, something sent, and
+    something delivered unless the scenario means to drop it (lost_at_least)."""
+    problems = []
+    if r.error:
+        problems.append(f"iperf3: {r.error}")
+    if not r.sent:
+        problems.append("sent nothing")
+    elif not r.received and not targeted:
+        problems.append(f"nothing of {r.sent} {'datagrams' if r.spec.proto == 'udp' else 'bytes'}"
+                        " arrived (black-holed)")
+    elif stop is not None and not targeted:
+        cut = [i.change for i in impact if i.cut]
+        problems.append(f"stopped getting through at t={stop:.1f} s"
+                        + (f" after {cut[0]}" if cut else ""))
+    return {"expect": {"flow": r.spec.name, "ran": True}, "ok": not problems,
+            "detail": "; ".join(problems) or f"{r.sent} sent, {r.received} received"}
 
 
 TAIL_TOLERANCE = 20  # datagrams iperf3's server may leave unread when the test ends
@@ -483,12 +332,14 @@ def _expectation(e: dict, flows, impact, bases, reach, host_maps) -> dict:
         # iperf3 leaves unread at the end of a test, fail it even outside change windows
         allowed_gaps = base.loss_rate * max(r.sent, 1) + 0.5
         tail_ok = r.tail_lost <= max(TAIL_TOLERANCE, r.sent // 10000)
-        ok = not blamed and r.error is None and r.gap_lost <= allowed_gaps and tail_ok
+        ok = (not blamed and r.error is None and r.sent > 0 and r.received > 0
+              and r.gap_lost <= allowed_gaps and tail_ok)
         detail = (f"{r.lost} lost of {r.sent} in the run ({r.gap_lost} as gaps, {r.tail_lost} "
                   f"unread at the end); baseline {base.lost} lost of {base.packets}")
         if blamed:
             detail += "; blamed: " + "; ".join(
-                f"{b.change} (+{b.excess:.0f} lost{', ' + ', '.join(b.located) if b.located else ''})"
+                f"{b.change} (+{b.excess:.0f} lost{', flow cut off' if b.cut else ''}"
+                f"{', ' + ', '.join(b.located) if b.located else ''})"
                 for b in blamed)
         if r.error:
             detail += f"; iperf3: {r.error}"
@@ -499,7 +350,9 @@ def _expectation(e: dict, flows, impact, bases, reach, host_maps) -> dict:
                                 for i in impact[e["flow"]] if i.on_path))
             if blamed:
                 detail += "; blamed: " + "; ".join(
-                    f"{b.change} (+{b.excess_retransmits:.0f} retransmits)" for b in blamed)
+                    f"{b.change} (" + ("flow cut off" if b.cut else
+                                       f"+{b.excess_retransmits:.0f} retransmits") + ")"
+                    for b in blamed)
             ok = r.error is None and r.received > 0 and not blamed
         return {"expect": e, "ok": ok, "detail": detail}
     if "lost_at_least" in e:
@@ -513,6 +366,8 @@ def _expectation(e: dict, flows, impact, bases, reach, host_maps) -> dict:
                 "detail": f"{reach['received']}/{reach['sent']} pings" if reach else "not run"}
     if "map" in e:
         v = host_maps.get((e["host"], e["map"], int(e.get("index", 0))), 0)
+        if isinstance(v, str):
+            return {"expect": e, "ok": False, "detail": v}
         return {"expect": e, "ok": v >= int(e.get("at_least", 0)), "detail": f"value {v}"}
     return {"expect": e, "ok": False, "detail": "unknown expectation"}
 

@@ -13,6 +13,7 @@ from .traffic import FlowResult
 
 
 RETRANSMIT_TOLERANCE = 10   # TCP segments beyond the baseline's rate in one change window
+STOP_MARGIN_S = 1.0         # a flow silent for longer than this before its end was cut off
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,12 @@ class ChangeImpact:
     expected_retransmits: float
     located: list[str] = field(default_factory=list)
     on_path: bool = True          # the changed device carries this flow (either direction)
+    cut: int = 0                  # the flow stopped getting through after this change:
+                                  # packets (UDP) or 1 (TCP) that never arrived after it
 
     @property
     def excess(self) -> float:
-        return max(0.0, self.lost - self.expected_lost)
+        return max(0.0, self.lost - self.expected_lost) + self.cut
 
     @property
     def excess_retransmits(self) -> float:
@@ -47,6 +50,8 @@ class ChangeImpact:
         # one datagram beyond what the baseline predicts is a loss caused by the change;
         # TCP over veth retransmits spuriously when segments are reordered across CPUs, so
         # retransmits count only on the flow's path and beyond a tolerance
+        if self.cut:
+            return True
         if self.lost or self.expected_lost:
             return self.excess >= 1.0
         return self.on_path and self.excess_retransmits > RETRANSMIT_TOLERANCE
@@ -57,7 +62,8 @@ class ChangeImpact:
                 "expected_lost": round(self.expected_lost, 3),
                 "retransmits": self.retransmits,
                 "expected_retransmits": round(self.expected_retransmits, 3),
-                "on_path": self.on_path, "blamed": self.blamed, "located": self.located}
+                "on_path": self.on_path, "cut": self.cut, "blamed": self.blamed,
+                "located": self.located}
 
 
 @dataclass
@@ -106,6 +112,30 @@ def impacts(flow: FlowResult, base: Baseline, changes: list[tuple[str, float]],
                                 sum(i.retransmits for i in ivs),
                                 base.retransmit_rate * secs))
     return out
+
+
+def stopped_at(flow: FlowResult, duration_s: float) -> float | None:
+    """When a flow stopped getting through for good, if that was more than STOP_MARGIN_S
+    before its end (a black hole, not the end of the test): the end of the last interval
+    that delivered anything, 0 when nothing ever arrived. None: it ran to the end."""
+    if flow.received <= 0:
+        return 0.0
+    if flow.spec.proto == "udp":
+        last = max((i.end for i in flow.intervals if i.packets > 0), default=0.0)
+    else:
+        last = max((i.end for i in flow.intervals if i.bps > 0), default=0.0)
+    return last if last < duration_s - STOP_MARGIN_S else None
+
+
+def blame_stop(flow: FlowResult, stop_s: float, changes: list[tuple[str, float, bool]],
+               window: Window = Window()) -> int | None:
+    """Which change cut a flow off at stop_s: the last one applied before it stopped,
+    preferring a change on the flow's path. changes: (description, at_s, on_path).
+    Returns its index, or None when the flow stopped before any change."""
+    before = [i for i, (_, at, _) in enumerate(changes) if at - window.before_s <= stop_s]
+    on_path = [i for i in before if changes[i][2]]
+    pick = on_path or before
+    return pick[-1] if pick else None
 
 
 def locate(before: dict[str, dict], after: dict[str, dict], links: list[tuple]) -> list[str]:

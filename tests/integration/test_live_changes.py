@@ -1,9 +1,9 @@
 """Live changes on real namespaces and BPF, measured with real iperf3 traffic.
 
 Every test here needs root (marker `root`). Most share one linear lab (h1 - s1 - s2 - h2,
-eBPF switches) for the module; a test that changes a device's program undoes its change
-before it ends, so the next test starts from the base program. iperf3 processes are
-stopped on every exit path (Traffic.stop()).
+eBPF switches) for the module and its controller (every change goes through it); a test
+that changes a device's program undoes its change before it ends, so the next test starts
+from the base program. iperf3 processes are stopped on every exit path (Traffic.stop()).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ PYTHON = str(REPO / ".venv" / "bin" / "python")
 if not os.path.exists(PYTHON):  # e.g. a VM whose venv lives elsewhere
     PYTHON = sys.executable
 
-H2_XDP = ("h2", "xdp", "ingress")
+H2_XDP = "h2:xdp:ingress"
 
 
 # --- fixtures and helpers -----------------------------------------------------------------
@@ -46,16 +46,25 @@ def lab():
         yield lab
 
 
-def _h2_flow_counter(lab):
-    """h2's XDP slot running flow_counter (attached on first use, swapped back if not)."""
+@pytest.fixture(scope="module")
+def ctl(lab):
+    """The lab's controller, in this process; closed before the lab stops."""
+    from flexnet_lab.control.controller import controller_for
+    with controller_for(lab) as controller:
+        yield controller
+
+
+def _h2_flow_counter(ctl):
+    """h2's XDP hook running flow_counter (attached on first use, swapped back if not);
+    returns the hook's target."""
     from flexnet_lab.program import library
 
-    if H2_XDP not in lab.host_programs:
-        return lab.attach_host_program("h2", library.flow_counter(), "xdp")
-    dp = lab.host_programs[H2_XDP]
-    if dp.program.name != "flow_counter":
-        lab.swap_host_program("h2", library.flow_counter())
-    return dp
+    running = ctl.host_programs().get(H2_XDP)
+    if running is None:
+        ctl.attach("h2", library.flow_counter(), "xdp")
+    elif running != "flow_counter":
+        ctl.swap("h2", library.flow_counter(), "xdp", "ingress")
+    return ctl.handle(H2_XDP)
 
 
 def _precompile(lab, program, hook: str, role: str) -> None:
@@ -145,10 +154,10 @@ def _dropped(sw) -> int:
 
 # --- 1. host hot swap under load ----------------------------------------------------------
 
-def test_host_hot_swap_under_load_loses_nothing(lab):
+def test_host_hot_swap_under_load_loses_nothing(lab, ctl):
     from flexnet_lab.program import library
 
-    dp = _h2_flow_counter(lab)
+    dp = _h2_flow_counter(ctl)
     fc = library.flow_counter()
     rl = library.rate_limiter(rate_bytes=125_000_000, burst=12_500_000)  # 1 Gbit/s
     for program in (fc, rl):
@@ -159,10 +168,10 @@ def test_host_hot_swap_under_load_loses_nothing(lab):
     def swaps(t0):
         _sleep_until(t0 + 1.0)
         for _ in range(12):  # flow_counter -> rate_limiter -> flow_counter, 12 times
-            records.append(lab.swap_host_program("h2", rl))
+            records.extend(ctl.swap("h2", rl, "xdp", "ingress"))
             assert dp.program.name == "rate_limiter"
             time.sleep(0.08)
-            records.append(lab.swap_host_program("h2", fc))
+            records.extend(ctl.swap("h2", fc, "xdp", "ingress"))
             assert dp.program.name == "flow_counter"
             time.sleep(0.08)
 
@@ -172,7 +181,8 @@ def test_host_hot_swap_under_load_loses_nothing(lab):
         [r.kind for r in records]
     assert all(r.compile_ms < 50 for r in records), \
         f"a swap compiled during the flow: {[round(r.compile_ms) for r in records]}"
-    assert lab.host_program("h2") is dp and dp.program == fc
+    assert ctl.handle(H2_XDP) is dp and dp.program == fc
+    assert ctl.device_intent(H2_XDP).program == fc
     assert flow.lost == 0, _loss(flow)
     # the pkts counter is shared by both programs: it kept counting across all 24 swaps
     counted = dp.read_map("pkts")[0][0] - before
@@ -182,10 +192,10 @@ def test_host_hot_swap_under_load_loses_nothing(lab):
 
 # --- 2. switch table add/remove under load ------------------------------------------------
 
-def test_switch_table_add_remove_under_load_loses_nothing(lab):
+def test_switch_table_add_remove_under_load_loses_nothing(lab, ctl):
     from flexnet_lab.program.delta import load_delta
 
-    s1 = lab.switch("s1")
+    s1 = ctl.handle("s1")
     base = s1.program
     assert s1.program.table("acl") is None
     routes = s1.entries("l3_fwd")
@@ -201,7 +211,7 @@ def test_switch_table_add_remove_under_load_loses_nothing(lab):
         try:
             for i in range(20):
                 delta = acl if i % 2 == 0 else undo
-                rec, _ = lab.apply_delta("s1", delta)
+                (rec,), _ = ctl.apply_delta("s1", delta)
                 applied.append((delta.name, rec))
                 has_acl = s1.program.table("acl") is not None
                 assert has_acl == (i % 2 == 0), f"change {i}: acl table present={has_acl}"
@@ -210,7 +220,7 @@ def test_switch_table_add_remove_under_load_loses_nothing(lab):
                 time.sleep(0.15)
         finally:
             if s1.program.table("acl") is not None:  # leave the base program behind
-                lab.apply_delta("s1", undo)
+                ctl.apply_delta("s1", undo)
 
     (flow,) = _run(lab, [_udp("udp1", 200_000_000, 6)], changes)
     assert len(applied) == 20
@@ -221,12 +231,12 @@ def test_switch_table_add_remove_under_load_loses_nothing(lab):
 
 # --- 3. the ACL does what it says ---------------------------------------------------------
 
-def test_acl_drops_udp_9999_and_nothing_else(lab):
+def test_acl_drops_udp_9999_and_nothing_else(lab, ctl):
     from flexnet_lab.program.delta import load_delta
 
-    s1 = lab.switch("s1")
+    s1 = ctl.handle("s1")
     base = s1.program
-    _, undo = lab.apply_delta("s1", load_delta(ACL_DELTA))
+    _, undo = ctl.apply_delta("s1", load_delta(ACL_DELTA))
     try:
         dropped_before = []
 
@@ -235,7 +245,7 @@ def test_acl_drops_udp_9999_and_nothing_else(lab):
             # drops every data datagram from here on
             _sleep_until(t0 + 0.3)
             dropped_before.append(_dropped(s1))
-            s1.insert("acl", (17, 9999), "drop")
+            ctl.insert_entry("s1", "acl", (17, 9999), "drop")
 
         blocked, other = _run(lab, [_udp("udp9999", 50_000_000, 5, port=9999),
                                     _udp("udp5201", 100_000_000, 5, port=5201)], block)
@@ -243,7 +253,7 @@ def test_acl_drops_udp_9999_and_nothing_else(lab):
         dropped = _dropped(s1) - dropped_before[0]
         assert [e.match for e in s1.entries("acl")] == [(17, 9999)]
     finally:
-        lab.apply_delta("s1", undo)
+        ctl.apply_inverses(undo)
     assert s1.program == base
     assert blocked.spec.port == 9999 and other.spec.port == 5201
     lost = blocked.sent - blocked.received
@@ -320,10 +330,10 @@ def _shim_frames_received(lab, count: int = 200, listen_s: float = 2.0) -> int:
                 p.wait()
 
 
-def test_parser_state_added_at_runtime_forwards_shim_and_removing_restores(lab):
+def test_parser_state_added_at_runtime_forwards_shim_and_removing_restores(lab, ctl):
     from flexnet_lab.program.delta import load_delta
 
-    s1, s2 = lab.switch("s1"), lab.switch("s2")
+    s1, s2 = ctl.handle("s1"), ctl.handle("s2")
     bases = {"s1": s1.program, "s2": s2.program}
     shim = load_delta(SHIM_DELTA)
 
@@ -333,15 +343,15 @@ def test_parser_state_added_at_runtime_forwards_shim_and_removing_restores(lab):
 
     undo = {}
     try:
-        for name in ("s1", "s2"):  # the frames cross both switches
-            _, undo[name] = lab.apply_delta(name, shim)
+        records, undo = ctl.apply_delta("s[12]", shim)  # the frames cross both switches
+        assert sorted(r.device for r in records) == ["s1", "s2"]
         assert s1.program.state("shim") is not None and s2.program.state("shim") is not None
         d1 = _dropped(s1)
         assert _shim_frames_received(lab) == 200
         assert _dropped(s1) - d1 < 200
     finally:
-        for name, inverse in undo.items():
-            lab.apply_delta(name, inverse)
+        if undo:
+            ctl.apply_inverses(undo)
     assert s1.program == bases["s1"] and s2.program == bases["s2"]
 
     d2 = _dropped(s1)
@@ -360,20 +370,20 @@ _UNCHECKED = ("    { u32 zz = ctx->ingress_ifindex; u32 *unchecked = flx_inport.
               "      if (*unchecked == 0xFFFFFFFFu) return TC_ACT_SHOT; }\n")
 
 
-def _state(lab, device: str) -> dict:
-    dev = lab.device(device)
+def _state(lab, ctl, device: str) -> dict:
+    dev = ctl.handle(device)
     out = {"program": dev.program, "name": dev.program.name,
            "prog_fd": dev._running.prog_fd, "slot": _pipe_prog_id(lab, dev.device),
            "tables": {t.name: dev.entries(t.name) for t in dev.program.tables}}
     return out
 
 
-def test_bad_delta_changes_nothing_and_traffic_is_unaffected(lab, monkeypatch):
+def test_bad_delta_changes_nothing_and_traffic_is_unaffected(lab, ctl, monkeypatch):
     from flexnet_lab.errors import DeltaError, TargetError, VerifierError
     from flexnet_lab.program.delta import delta_from_dict, load_delta
     from flexnet_lab.targets import ebpf_datapath
 
-    _h2_flow_counter(lab)
+    _h2_flow_counter(ctl)
     acl = load_delta(ACL_DELTA)
     real_generate = ebpf_datapath.generate
 
@@ -384,7 +394,7 @@ def test_bad_delta_changes_nothing_and_traffic_is_unaffected(lab, monkeypatch):
             _FUNCTION_START, _FUNCTION_START + _UNCHECKED, 1))
 
     # compile the broken program now (clang accepts it): only the kernel refuses it later
-    with_acl, _ = acl.apply(lab.switch("s1").program)
+    with_acl, _ = acl.apply(ctl.handle("s1").program)
     lab.compiler.compile(unverifiable(with_acl, "tc", "switch").text, ["pipeline"])
 
     push_vlan = delta_from_dict({"name": "tag-vlan", "ops": [{
@@ -393,23 +403,24 @@ def test_bad_delta_changes_nothing_and_traffic_is_unaffected(lab, monkeypatch):
         "actions": {"tag": {"ops": [["push_vlan", 100]]}}}]})
     nosuch = delta_from_dict({"ops": [{"remove_tables": "nosuch"}]})
 
-    before = {d: _state(lab, d) for d in ("s1", "s2", "h2")}
+    before = {d: _state(lab, ctl, d) for d in ("s1", "s2", H2_XDP)}
+    intent = {d: ctl.device_intent(d) for d in before}
     errors = {}
 
     def bad_changes(t0):
         _sleep_until(t0 + 0.8)
         with pytest.raises(DeltaError) as exc:          # (a) an unknown table
-            lab.apply_delta("s1", nosuch)
+            ctl.apply_delta("s1", nosuch)
         errors["a"] = exc.value
         time.sleep(0.3)
         with pytest.raises(TargetError) as exc:         # (b) XDP cannot push a VLAN tag
-            lab.apply_delta("h2", push_vlan)
+            ctl.apply_delta(H2_XDP, push_vlan)
         errors["b"] = exc.value
         time.sleep(0.3)
         with monkeypatch.context() as m:                # (c) the verifier refuses it
             m.setattr(ebpf_datapath, "generate", unverifiable)
             with pytest.raises(VerifierError) as exc:
-                lab.apply_delta("s1", acl)
+                ctl.apply_delta("s1", acl)
         errors["c"] = exc.value
 
     (flow,) = _run(lab, [_udp("udp1", 200_000_000, 4)], bad_changes)
@@ -417,13 +428,14 @@ def test_bad_delta_changes_nothing_and_traffic_is_unaffected(lab, monkeypatch):
     assert "nosuch" in str(errors["a"]), errors["a"]
     assert not isinstance(errors["b"], VerifierError)
     assert "push_vlan" in str(errors["b"]), errors["b"]
-    assert errors["b"].device == lab.device("h2").device
+    assert errors["b"].device == ctl.handle(H2_XDP).device
     assert errors["c"].device == "s1"
     assert "map_value_or_null" in errors["c"].log, errors["c"].log[-2000:]
     for device, state in before.items():
-        after = _state(lab, device)
+        after = _state(lab, ctl, device)
         assert after["program"] is state["program"], f"{device}: program object replaced"
         assert after == state, f"{device}: {state} -> {after}"
+        assert ctl.device_intent(device) == intent[device], f"{device}: intent changed"
     assert flow.lost == 0, _loss(flow)
     # and the untouched devices still do their job
     assert lab.ping_all()["loss_pct"] == 0.0
@@ -464,8 +476,10 @@ expect:
     report = json.loads(report_path.read_text())
     assert report["passed"] is False
     assert [c["device"] for c in report["changes"]] == ["s1"]
-    (row,) = report["expectations"]
+    rows = [r for r in report["expectations"] if "map" in r["expect"]]
+    (row,) = rows                      # besides it, one "the flow ran" row, which passes
     assert row["ok"] is False and row["expect"]["map"] == "pkts"
+    assert all(r["ok"] for r in report["expectations"] if r is not row)
 
 
 def test_malformed_scenario_exits_2_naming_the_change(tmp_path):

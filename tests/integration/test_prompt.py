@@ -20,6 +20,11 @@ def test_prompt_shows_tables_and_changes_the_network_live():
         "swap h2 rate_limiter",
         "undo",
         "tables s1",
+        "app deploy flexnet://class/cm count_min --on s2",
+        "app list",
+        "tables s2",
+        "app remove flexnet://class/cm",
+        "app show flexnet://class/cm",
         "pingall",
         "exit",
     ]) + "\n"
@@ -34,3 +39,6 @@ def test_prompt_shows_tables_and_changes_the_network_live():
     # after undo the acl table is gone again
     assert out.count("table acl [") == 1
     assert "0% dropped" in out
+    # apps by URI from the prompt, through the same controller
+    assert '"devices": [\n   "s2"' in out and "table count_min_fn [" in out
+    assert "error: flexnet://class/cm: no such app" in out

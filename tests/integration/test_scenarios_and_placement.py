@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from flexnet_lab.control.controller import controller_for
 from flexnet_lab.lab.network import Lab
 from flexnet_lab.program import library
 from flexnet_lab.program.delta import load_delta
@@ -45,21 +46,33 @@ def leaf_spine():
         yield lab
 
 
-def test_sketch_placed_on_host_when_switch_is_short_of_state(leaf_spine):
+@pytest.fixture(scope="module")
+def ctl(leaf_spine):
+    """The lab's controller, in this process; closed before the lab stops."""
+    with controller_for(leaf_spine) as controller:
+        yield controller
+
+
+def test_sketch_placed_on_host_when_switch_is_short_of_state(leaf_spine, ctl):
     lab = leaf_spine
-    where = lab.place_function(library.count_min(), ["l4", "h8"], switch_state=8 * 1024)
-    assert where.device == "h8" and "l4 (switch) passed over: state" in where.explain()
+    where = ctl.deploy("flexnet://t/cms-host", {"function": "count_min", "on": ["l4", "h8"],
+                                                "switch_state_kb": 8})
+    assert where["devices"] == ["h8:xdp:ingress"], where
+    assert any("l4 (switch) passed over: state" in r for r in where["reasons"]), where
     lab.host("h1").cmd("ping -c 20 -i 0.01 -q 10.0.0.8")
-    dp = lab.host_program("h8", "xdp")
+    dp = ctl.handle("h8:xdp:ingress")
+    assert dp.program.name == library.count_min().name
     rows = _sketch_total(dp.read_map("cms"), 4, 1024)
     assert all(r >= 20 for r in rows)  # every row of the sketch counted the echo requests
 
 
-def test_sketch_placed_on_switch_when_it_fits(leaf_spine):
+def test_sketch_placed_on_switch_when_it_fits(leaf_spine, ctl):
     lab = leaf_spine
-    where = lab.place_function(library.count_min(), ["l3", "h5"], switch_state=1 << 20)
-    assert where.device == "l3" and "has what it needs" in where.explain()
-    sw = lab.switch("l3")
+    where = ctl.deploy("flexnet://t/cms-switch", {"function": "count_min", "on": ["l3", "h5"],
+                                                  "switch_state_kb": 1024})
+    assert where["devices"] == ["l3"], where
+    assert any("has what it needs" in r for r in where["reasons"]), where
+    sw = ctl.handle("l3")
     assert sw.program.table("count_min_fn") is not None
     assert len(sw.entries("l3_fwd")) == 8      # the routes survived the change
     lab.host("h1").cmd("ping -c 20 -i 0.01 -q 10.0.0.5")
@@ -68,23 +81,24 @@ def test_sketch_placed_on_switch_when_it_fits(leaf_spine):
     assert lab.ping_all()["loss_pct"] == 0.0
 
 
-def test_vlan_tag_and_untag_work_as_a_pair(leaf_spine):
+def test_vlan_tag_and_untag_work_as_a_pair(leaf_spine, ctl):
     lab = leaf_spine
     h1, h2 = lab.host("h1"), lab.host("h2")
-    lab.attach_host_program("h1", library.vlan_tag(100), "tc", "egress")
+    ctl.attach("h1", library.vlan_tag(100), "tc", "egress")
     # l1's program has no vlan parser state: it drops tagged frames, as bmv2 would
     assert " 0 received" in h1.cmd("ping -c 2 -W 1 -i 0.2 10.0.0.2")
-    l1 = lab.switch("l1")
+    l1 = ctl.handle("l1")
     dropped = l1.port_counters()[0]["dropped_packets"]
     assert dropped >= 2
-    _, inverse = lab.apply_delta("l1", load_delta(
+    _, inverses = ctl.apply_delta("l1", load_delta(
         os.path.join(ROOT, "scenarios/deltas/vlan-parser.yaml")))
     try:
         # now l1 forwards them, tag kept; h2's kernel has no VLAN 100 device: no answer
         assert " 0 received" in h1.cmd("ping -c 2 -W 1 -i 0.2 10.0.0.2")
-        untag = lab.attach_host_program("h2", library.vlan_untag(), "tc", "ingress")
+        ctl.attach("h2", library.vlan_untag(), "tc", "ingress")
+        untag = ctl.handle("h2:tc:ingress")
         h1.cmd("ping -c 1 -W 2 10.0.0.2")        # h1 re-learns h2's address (ARP, tagged)
         assert " 0% packet loss" in h1.cmd("ping -c 3 -i 0.2 10.0.0.2")
         assert untag.read_map("pkts")[0][0] >= 4
     finally:
-        lab.apply_delta("l1", inverse)
+        ctl.apply_inverses(inverses)

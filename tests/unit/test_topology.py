@@ -140,11 +140,11 @@ def test_explicit_host_values_and_default_bw() -> None:
     data = base()
     data["defaults"] = {"bw": 10, "target": "bmv2"}
     data["hosts"]["h1"] = {"ip": "192.168.1.5/16", "mac": "02:AA:00:00:00:01"}
-    data["hosts"]["h2"] = {"ip": "172.16.0.9"}  # other subnet: allowed; default /24
+    data["hosts"]["h2"] = {"ip": "192.168.1.9"}  # default /24
     topo = parse_topology(data, "x/my-topo.yaml")
     assert topo.name == "my-topo"
     assert topo.host("h1") == HostSpec("h1", "192.168.1.5", 16, "02:aa:00:00:00:01")
-    assert (topo.host("h2").ip, topo.host("h2").prefixlen) == ("172.16.0.9", 24)
+    assert (topo.host("h2").ip, topo.host("h2").prefixlen) == ("192.168.1.9", 24)
     assert [link.bw for link in topo.links] == [10.0, 100.0, 10.0]
     assert {s.target for s in topo.switches} == {"bmv2", "ebpf"}
 
@@ -356,10 +356,23 @@ def test_thirty_ports_is_fine() -> None:
     assert len(topo.ports("s1")) == 30
 
 
-def test_hosts_in_different_subnets_are_fine() -> None:
+def test_hosts_in_different_subnets_are_refused_with_a_hint() -> None:
     data = base()
     data["hosts"] = {"h1": {"ip": "10.0.0.1/24"}, "h2": {"ip": "10.1.0.1/16"}}
+    with pytest.raises(TopologyError) as info:
+        parse_topology(data, "<data>")
+    assert info.value.field == "hosts.h2.ip" and "one subnet" in info.value.message
+    data["hosts"] = {"h1": {"ip": "10.0.0.1/16"}, "h2": {"ip": "10.0.9.1/16"}}
     assert parse_topology(data, "<data>").host("h2").prefixlen == 16
+
+
+@pytest.mark.parametrize("bw", [1000.5, 5000, 0.000001, 0.05])
+def test_bandwidth_tclink_cannot_shape_is_refused(bw) -> None:
+    data = base()
+    data["links"][1]["bw"] = bw
+    with pytest.raises(TopologyError) as info:
+        parse_topology(data, "<data>")
+    assert info.value.field == "links[1].bw"
 
 
 @pytest.mark.parametrize("option", ["delay", "loss", "jitter"])

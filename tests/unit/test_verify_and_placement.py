@@ -63,7 +63,7 @@ def test_default_scenario_parses_and_its_timeline_applies_to_the_models():
     ({"topology": "linear", "traffic": {"flows": [{"src": "h1", "dst": "h2", "rate": "fast"}]}},
      "traffic.flows[0].rate"),
     ({"topology": "linear", "changes": [{"at": 1, "switch": "s1", "undo": 0}]}, "changes[0].undo"),
-    ({"changes": []}, "scenario"),
+    ({"changes": []}, "topology"),
     ({"topology": "linear", "targets": {"s1": "tofino"}}, "targets.s1"),
     ({"topology": "linear", "targets": ["s1"]}, "targets"),
 ])

@@ -1,0 +1,164 @@
+/* FlexNet Lab: program 'infra' for tc (switch). Generated from the model; do not edit. */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+
+struct flx_action { u32 action; u32 prio; u64 args[4]; };
+struct flx_ctr { u64 packets; u64 bytes; };
+struct flx_meter { u64 tokens; u64 last_ns; };
+struct flx_port { u32 ifindex; u32 peer; };
+struct flx_std { u64 ingress_port; u64 egress_port; u64 pkt_len; u32 drop; };
+
+BPF_ARRAY(flx_ports, struct flx_port, 64);
+BPF_HASH(flx_inport, u32, u32, 64);
+BPF_ARRAY(m_port_rx, struct flx_ctr, 32);
+BPF_ARRAY(m_port_tx, struct flx_ctr, 32);
+/* table l3_fwd: lpm, keys meta.l3_dst */
+struct k_l3_fwd { u32 prefixlen; u8 data[4]; };
+BPF_LPM_TRIE(t_l3_fwd, struct k_l3_fwd, struct flx_action, 1024);
+BPF_ARRAY(d_l3_fwd, struct flx_action, 1);
+
+struct flx_meta { u64 l3_dst; u64 ip_proto; u64 l4_sport; u64 l4_dport; u64 _pad; };
+
+/* The kernel hands tc a frame's outer 802.1Q/802.1ad tag out of band (skb->vlan_*), not in
+ * the frame. The parser and deparser work on the frame as it is on the wire: with a tag out
+ * of band (vl), wire bytes 12..15 are that tag (tag[]) and wire byte n >= 16 is frame byte
+ * n - 4. push_vlan/pop_vlan change the out-of-band tag and leave the frame bytes alone. */
+static __always_inline int flx_load(struct __sk_buff *ctx, u32 off, u8 *to, u32 len,
+                                    const u8 *tag, int vl)
+{
+    if (!vl || off >= 16)
+        return bpf_skb_load_bytes(ctx, vl ? off - 4 : off, to, len);
+    for (u32 i = 0; i < len; i++) {
+        u32 w = off + i;
+        if (w >= 12 && w < 16)
+            to[i] = tag[w - 12];
+        else if (bpf_skb_load_bytes(ctx, w < 12 ? w : w - 4, to + i, 1) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static __always_inline void flx_store(struct __sk_buff *ctx, u32 off, const u8 *from,
+                                      u32 len, u8 *tag, int vl)
+{
+    if (!vl || off >= 16) {
+        bpf_skb_store_bytes(ctx, vl ? off - 4 : off, from, len, 0);
+        return;
+    }
+    for (u32 i = 0; i < len; i++) {
+        u32 w = off + i;
+        if (w >= 12 && w < 16)
+            tag[w - 12] = from[i];
+        else
+            bpf_skb_store_bytes(ctx, w < 12 ? w : w - 4, from + i, 1, 0);
+    }
+}
+
+int pipeline(struct __sk_buff *ctx) {
+    struct flx_std std = {}; struct flx_meta meta = {}; u32 off = 0;
+    u8 flx_tag[4] = {}, flx_tag0[4] = {}; int flx_vl = ctx->vlan_present;
+    if (flx_vl) {
+        u16 tpid = bpf_ntohs(ctx->vlan_proto), tci = ctx->vlan_tci;
+        flx_tag[0] = tpid >> 8; flx_tag[1] = tpid; flx_tag[2] = tci >> 8; flx_tag[3] = tci;
+        __builtin_memcpy(flx_tag0, flx_tag, 4);
+    }
+    std.pkt_len = ctx->len + (flx_vl ? 4 : 0);   /* as on the wire */
+    { u32 ifi = ctx->ingress_ifindex; u32 *pp = flx_inport.lookup(&ifi); std.ingress_port = pp ? *pp : 0; }
+    u8 h_ethernet[14] = {}; u32 off_ethernet = 0; u8 valid_ethernet = 0, dirty_ethernet = 0;
+    u8 h_arp[28] = {}; u32 off_arp = 0; u8 valid_arp = 0, dirty_arp = 0;
+    u8 h_ipv4[20] = {}; u32 off_ipv4 = 0; u8 valid_ipv4 = 0, dirty_ipv4 = 0;
+    u8 h_tcp[20] = {}; u32 off_tcp = 0; u8 valid_tcp = 0, dirty_tcp = 0;
+    u8 h_udp[8] = {}; u32 off_udp = 0; u8 valid_udp = 0, dirty_udp = 0;
+    goto st_start;
+st_start:
+    if (flx_load(ctx, off, h_ethernet, 14, flx_tag, flx_vl) < 0) goto reject;
+    off_ethernet = off; valid_ethernet = 1; off += 14;
+    if ((((((u64)h_ethernet[12] << 8) | ((u64)h_ethernet[13] << 0)) >> 0) & 0xffffULL) == 0x800ULL) goto st_ipv4;
+    if ((((((u64)h_ethernet[12] << 8) | ((u64)h_ethernet[13] << 0)) >> 0) & 0xffffULL) == 0x806ULL) goto st_arp;
+    goto accept;
+st_ipv4:
+    if (flx_load(ctx, off, h_ipv4, 20, flx_tag, flx_vl) < 0) goto reject;
+    off_ipv4 = off; valid_ipv4 = 1; off += 20;
+    meta.l3_dst = (((((u64)h_ipv4[16] << 24) | ((u64)h_ipv4[17] << 16) | ((u64)h_ipv4[18] << 8) | ((u64)h_ipv4[19] << 0)) >> 0) & 0xffffffffULL);
+    meta.ip_proto = (((((u64)h_ipv4[9] << 0)) >> 0) & 0xffULL);
+    if ((((((u64)h_ipv4[0] << 0)) >> 0) & 0xfULL) == 0x5ULL && (((((u64)h_ipv4[9] << 0)) >> 0) & 0xffULL) == 0x6ULL) goto st_tcp;
+    if ((((((u64)h_ipv4[0] << 0)) >> 0) & 0xfULL) == 0x5ULL && (((((u64)h_ipv4[9] << 0)) >> 0) & 0xffULL) == 0x11ULL) goto st_udp;
+    goto accept;
+st_arp:
+    if (flx_load(ctx, off, h_arp, 28, flx_tag, flx_vl) < 0) goto reject;
+    off_arp = off; valid_arp = 1; off += 28;
+    meta.l3_dst = (((((u64)h_arp[24] << 24) | ((u64)h_arp[25] << 16) | ((u64)h_arp[26] << 8) | ((u64)h_arp[27] << 0)) >> 0) & 0xffffffffULL);
+    goto accept;
+st_tcp:
+    if (flx_load(ctx, off, h_tcp, 20, flx_tag, flx_vl) < 0) goto reject;
+    off_tcp = off; valid_tcp = 1; off += 20;
+    meta.l4_sport = (((((u64)h_tcp[0] << 8) | ((u64)h_tcp[1] << 0)) >> 0) & 0xffffULL);
+    meta.l4_dport = (((((u64)h_tcp[2] << 8) | ((u64)h_tcp[3] << 0)) >> 0) & 0xffffULL);
+    goto accept;
+st_udp:
+    if (flx_load(ctx, off, h_udp, 8, flx_tag, flx_vl) < 0) goto reject;
+    off_udp = off; valid_udp = 1; off += 8;
+    meta.l4_sport = (((((u64)h_udp[0] << 8) | ((u64)h_udp[1] << 0)) >> 0) & 0xffffULL);
+    meta.l4_dport = (((((u64)h_udp[2] << 8) | ((u64)h_udp[3] << 0)) >> 0) & 0xffffULL);
+    goto accept;
+accept:
+    {
+        { u32 i = std.ingress_port; struct flx_ctr *c = m_port_rx.lookup(&i);
+          if (c) { __sync_fetch_and_add(&c->packets, 1); __sync_fetch_and_add(&c->bytes, std.pkt_len); } }
+    }
+    if (1) {  /* apply l3_fwd */
+        struct flx_action *a = 0; u32 zero = 0;
+        struct k_l3_fwd k = { .prefixlen = 32 };
+        u64 kv = meta.l3_dst << 0;
+        k.data[0] = (u8)(kv >> 24);
+        k.data[1] = (u8)(kv >> 16);
+        k.data[2] = (u8)(kv >> 8);
+        k.data[3] = (u8)(kv >> 0);
+        a = t_l3_fwd.lookup(&k);
+        if (!a) a = d_l3_fwd.lookup(&zero);
+        if (a) switch (a->action) {
+        case 3026167834u: /* forward */
+            if (!std.drop) std.egress_port = a->args[0];
+            break;
+        case 2846199180u: /* drop */
+            std.drop = 1; std.egress_port = 0;
+            break;
+        default: break;
+        }
+    }
+    {
+        { u32 i = std.egress_port; struct flx_ctr *c = m_port_tx.lookup(&i);
+          if (c) { __sync_fetch_and_add(&c->packets, 1); __sync_fetch_and_add(&c->bytes, std.pkt_len); } }
+    }
+    if (dirty_ethernet) {
+        flx_store(ctx, off_ethernet, h_ethernet, 14, flx_tag, flx_vl);
+    }
+    if (dirty_arp) {
+        flx_store(ctx, off_arp, h_arp, 28, flx_tag, flx_vl);
+    }
+    if (dirty_ipv4) {
+        u32 s = 0; h_ipv4[10] = 0; h_ipv4[11] = 0;
+        for (int i = 0; i < 20; i += 2) s += ((u32)h_ipv4[i] << 8) | h_ipv4[i + 1];
+        s = (s & 0xffff) + (s >> 16); s = (s & 0xffff) + (s >> 16); s = ~s & 0xffff;
+        h_ipv4[10] = s >> 8; h_ipv4[11] = s & 0xff;
+        flx_store(ctx, off_ipv4, h_ipv4, 20, flx_tag, flx_vl);
+    }
+    if (dirty_tcp) {
+        flx_store(ctx, off_tcp, h_tcp, 20, flx_tag, flx_vl);
+    }
+    if (dirty_udp) {
+        flx_store(ctx, off_udp, h_udp, 8, flx_tag, flx_vl);
+    }
+    if (flx_vl && ctx->vlan_present && __builtin_memcmp(flx_tag, flx_tag0, 4) != 0) {
+        bpf_skb_vlan_pop(ctx);
+        bpf_skb_vlan_push(ctx, bpf_htons(((u16)flx_tag[0] << 8) | flx_tag[1]), ((u16)flx_tag[2] << 8) | flx_tag[3]);
+    }
+    if (std.drop || std.egress_port == 0) return TC_ACT_SHOT;
+    { u32 p = std.egress_port; struct flx_port *pp = flx_ports.lookup(&p);
+      if (!pp || !pp->ifindex) return TC_ACT_SHOT;
+      /* between switches: straight into the peer namespace's ingress */
+      return pp->peer ? bpf_redirect_peer(pp->ifindex, 0) : bpf_redirect(pp->ifindex, 0); }
+reject:
+    return TC_ACT_SHOT;
+}

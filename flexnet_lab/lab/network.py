@@ -115,7 +115,7 @@ class Lab:
             self.stop()
             raise
         self.bringup_s = time.perf_counter() - t0
-        self.progress.finish(f"up in {self.bringup_s:.2f} s, run {self.tag.run}")
+        self.progress.finish("up")
         self.fabric().save()
         if self.topology.capture:
             for name in self.topology_switch_names():

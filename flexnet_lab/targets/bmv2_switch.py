@@ -149,13 +149,13 @@ class Bmv2Switch:
 
     @classmethod
     def adopt_running(cls, desc, ports: dict, run_dir: str, program: Program,
-                      env: dict[str, str]) -> "Bmv2Switch":
+                      env: dict[str, str], compiled: dict | None = None) -> "Bmv2Switch":
         """Take over a running simple_switch_grpc (desc: the lab's fabric entry; env: the
         run-tagged environment for a restart): a new
         P4Runtime session with a higher election id, its P4Info read back. A dead one is
         left for health()/heal() to restart."""
         from .netlink import NamespaceNode
-        sw = cls(desc.name, NamespaceNode(desc.netns, env), ports, run_dir)
+        sw = cls(desc.name, NamespaceNode(desc.netns, env), ports, run_dir, compiled)
         sw._args, sw.program = tuple(desc.args), program
         # the process may have been restarted since the lab wrote its pid: find it
         sw._pid = _switch_pid(desc.netns) or desc.pid
@@ -164,6 +164,13 @@ class Bmv2Switch:
             sw._client.p4info = sw._client.get_p4info()
             sw._thrift = sw._connect_thrift(10.0)
         return sw
+
+    def warm(self) -> None:
+        """Compile the running program's pipeline into the cache (p4c, ~1 s)."""
+        try:
+            self._compiled_copy(self.program)
+        except Exception:  # a restart compiles it then, and reports what fails
+            pass
 
     def _alive(self) -> bool:
         if self._proc is not None:

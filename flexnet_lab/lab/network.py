@@ -41,7 +41,8 @@ class Lab:
     Use as a context manager, or call start() and stop(); stop() runs on every exit path
     of start() itself, so a failed bring-up leaves nothing behind."""
 
-    def __init__(self, topology: Topology, base: str | None = None, switch_kind: str | None = None):
+    def __init__(self, topology: Topology, base: str | None = None, switch_kind: str | None = None,
+                 p4: dict | None = None):
         self.topology = resolve_auto(topology, have_bmv2())
         if switch_kind:  # force every switch to one kind (benchmarks: "bridge")
             self.topology = self.topology.with_targets(lambda s: switch_kind)
@@ -57,6 +58,10 @@ class Lab:
         self._p4_compiled: dict = {}
         self._owner = os.getpid()  # a forked copy of this object must never tear down
         self._capture = None       # lab.capture.PortCapture once a port is captured
+        # switches running a user's own P4 program: lab.p4_programs.SwitchP4 by name
+        # (prepared in start() unless given)
+        self.p4 = p4
+        self.notes: list[str] = []  # what the user should know (host commands that failed)
         # where pcap files are kept after the run (the run folder goes with the run)
         self.keep_dir = os.path.abspath(os.path.join("results",
                                                      f"{self.topology.name}-{self.tag.run}"))
@@ -70,7 +75,14 @@ class Lab:
 
     def start(self) -> "Lab":
         t0 = time.perf_counter()
+        if self.p4 is None and any(s.p4 for s in self.topology.switches):
+            from .p4_programs import prepare_p4   # bad files fail here: nothing exists yet
+            self.p4 = prepare_p4(self.topology)
         self._check_tools()
+        if self.p4 and shutil.which("simple_switch_grpc") is None:
+            raise EnvironmentMissing("simple_switch_grpc not found (switches "
+                                     f"{', '.join(sorted(self.p4))} run P4 programs): "
+                                     "install p4lang-bmv2")
         self.tag.write_state(pid=os.getpid(), topology=self.topology.name,
                              source=self.topology.source, status="starting", started=time.time())
         try:
@@ -85,6 +97,7 @@ class Lab:
                 self._static_neighbours()
             if any(s.target == "bmv2" for s in self.topology.switches):
                 self._software_checksums()
+            self._host_commands()
         except BaseException:
             self.stop()
             raise
@@ -162,7 +175,7 @@ class Lab:
         self.net = net
         for h in topo.hosts:
             net.addHost(h.name, cls=LabHost, ip=f"{h.ip}/{h.prefixlen}", mac=h.mac,
-                        run_tag=self.tag)
+                        run_tag=self.tag, intf_name=topo.host_intf)
         for i, s in enumerate(topo.switches, start=1):
             net.addSwitch(s.name, cls=LabSwitch, dpid=f"{i:016x}", run_tag=self.tag)
         for link in topo.links:
@@ -192,6 +205,14 @@ class Lab:
             sw = BridgeSwitch(name, node, ports)
             self.switches[name] = sw
             sw.boot()
+        elif spec.target == "bmv2" and spec.p4 is not None:
+            from ..compiler.p4_user import save
+            from ..targets.bmv2_p4 import P4ProgramSwitch
+            sw = P4ProgramSwitch(name, node, ports, self.tag.dir)
+            self.switches[name] = sw
+            plan = self.p4[name]
+            sw.boot_p4(save(plan.build, os.path.join(self.tag.dir, "p4"), plan.runtime),
+                       plan.runtime.entries)
         elif spec.target == "bmv2":
             from ..targets.bmv2_switch import Bmv2Switch
             sw = Bmv2Switch(name, node, ports, self.tag.dir, self._p4_compiled)
@@ -203,6 +224,8 @@ class Lab:
     def _install_routes(self) -> None:
         hosts = {h.ip: h for h in self.topology.hosts}
         for sw_name, routes in self.routes.items():
+            if self.topology.switch(sw_name).p4 is not None:
+                continue        # the user's program owns forwarding: its runtime file
             sw = self.switches[sw_name]
             for r in routes:
                 kind = getattr(sw, "kind", "")
@@ -220,6 +243,18 @@ class Lab:
                                       if getattr(sw, "kind", "") == "bmv2"]:
             node.cmd("; ".join(f"ethtool -K {i.name} tx off tso off gso off >/dev/null 2>&1"
                                for i in node.intfList() if i.name != "lo"))
+
+    def _host_commands(self) -> None:
+        """Hosts' `commands` (coursework topology.json), run unchanged once the network is
+        up; one that fails is noted (the coursework tools go on too)."""
+        for spec in self.topology.hosts:
+            node = self.net.get(spec.name)
+            for cmd in spec.commands:
+                out = node.cmd(f"{cmd} 2>&1; echo __rc=$?").strip().splitlines()
+                rc = out[-1][5:] if out and out[-1].startswith("__rc=") else "?"
+                if rc != "0":
+                    text = " ".join(out[:-1])[:120]
+                    self.notes.append(f"{spec.name}: `{cmd[:60]}` exited {rc}: {text}")
 
     def _static_neighbours(self) -> None:
         """Bridges do not flood broadcasts (loops), so ARP is pre-resolved for them."""

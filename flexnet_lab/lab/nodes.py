@@ -42,9 +42,15 @@ class LabHost(_Tagged, Host):
     """A host: address, MAC, tag and IPv6 off (keeps the switches' drop counters clean)
     in one shell round trip instead of Mininet's several per interface."""
 
-    def config(self, mac=None, ip=None, **_params):
+    def config(self, mac=None, ip=None, intf_name=None, **_params):
         intf = self.defaultIntf()
-        cmds = self.tag_commands() + [
+        rename = []
+        if intf_name and intf is not None and intf.name != intf_name:
+            # coursework hosts call their interface eth0 (their commands say so)
+            rename = [f"ip link set dev {intf.name} name {intf_name}"]
+            self.nameToIntf[intf_name] = self.nameToIntf.pop(intf.name)
+            intf.name = intf_name
+        cmds = rename + self.tag_commands() + [
             "sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
             "ip link set lo up",
         ]

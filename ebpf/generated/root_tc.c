@@ -9,10 +9,34 @@ struct flx_meter { u64 tokens; u64 last_ns; };
 struct flx_port { u32 ifindex; u32 peer; };
 struct flx_std { u64 ingress_port; u64 egress_port; u64 pkt_len; u32 drop; };
 BPF_PROG_ARRAY(flx_pipe, 2);
-BPF_ARRAY(flx_slot, u32, 1);
+BPF_ARRAY(flx_slot, u32, 4);
+BPF_ARRAY(flx_vcnt, u64, 2);
+BPF_HASH(flx_trust, u32, u32, 64);
 
 int root(struct __sk_buff *ctx) {
-    u32 zero = 0; u32 *slot = flx_slot.lookup(&zero);
-    flx_pipe.call(ctx, slot ? *slot : 0);
+    u32 zero = 0, one = 1;
+    u32 *slot = flx_slot.lookup(&zero), *tagging = flx_slot.lookup(&one);
+    u32 v = slot ? (*slot & 1) : 0;
+    if (ctx->vlan_present && ctx->vlan_proto == bpf_htons(ETH_P_8021AD) &&
+        (ctx->vlan_tci & 0x0ffe) == 0xff0) {
+        u32 ifi = ctx->ingress_ifindex; u32 *trusted = flx_trust.lookup(&ifi);
+        if (trusted && *trusted)
+            v = ctx->vlan_tci & 1;
+        bpf_skb_vlan_pop(ctx);
+    }
+    ctx->cb[0] = 0; ctx->cb[1] = 0;
+    if (tagging && *tagging) {
+        u64 *c = flx_vcnt.lookup(&v);
+        if (c) __sync_fetch_and_add(c, 1);
+        ctx->cb[0] = v + 1;
+    }
+    {  /* oracle probe: IPv4 (no options) UDP to port 33999, payload magic + id */
+        u8 *p = (u8 *)(long)ctx->data, *end = (u8 *)(long)ctx->data_end;
+        if (p + 50 <= end && p[12] == 0x08 && p[13] == 0x00 && p[14] == 0x45 && p[23] == 17 &&
+            p[36] == 132 && p[37] == 207 && p[42] == 70 &&
+            p[43] == 88 && p[44] == 80 && p[45] == 82)
+            ctx->cb[1] = ((u32)p[46] << 24) | ((u32)p[47] << 16) | ((u32)p[48] << 8) | p[49];
+    }
+    flx_pipe.call(ctx, v);
     return TC_ACT_SHOT;  /* empty slot: never reached once a pipeline is set */
 }

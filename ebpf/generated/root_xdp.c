@@ -9,7 +9,7 @@ struct flx_meter { u64 tokens; u64 last_ns; };
 struct flx_port { u32 ifindex; u32 peer; };
 struct flx_std { u64 ingress_port; u64 egress_port; u64 pkt_len; u32 drop; };
 BPF_PROG_ARRAY(flx_pipe, 2);
-BPF_ARRAY(flx_slot, u32, 1);
+BPF_ARRAY(flx_slot, u32, 4);
 
 int root(struct xdp_md *ctx) {
     u32 zero = 0; u32 *slot = flx_slot.lookup(&zero);

@@ -23,8 +23,17 @@ from .layout import MAX_ARGS, key_words, map_c_name, table_layout
 
 ROLES = ("switch", "host")
 HOOKS = ("tc", "xdp")
-PIPE_MAP = "flx_pipe"        # root program's tail-call slots (slot 0 = running pipeline)
-SLOT_MAP = "flx_slot"        # root program: which flx_pipe slot runs (0)
+PIPE_MAP = "flx_pipe"        # root program's tail-call slots 0 and 1 (one per version)
+SLOT_MAP = "flx_slot"        # root: [0] slot of untagged packets (the stamp), [1] tagging on
+VCNT_MAP = "flx_vcnt"        # root (tc): packets per version seen while tagging is on
+TRUST_MAP = "flx_trust"      # root (tc): ifindex -> 1 when the neighbour there stamps tags
+VER_MAP = "flx_ver"          # pipeline (tc): this loaded version's number (never shared)
+PROBE_MAP = "flx_probe"      # pipeline (tc): oracle probe id % PROBE_SLOTS -> id<<32 | version
+PROBE_SLOTS = 65536
+PROBE_PORT = 33999           # UDP destination port of oracle probes
+PROBE_MAGIC = 0x46585052     # "FXPR": first payload word of a probe; the id follows
+TAG_VID = 0xFF0              # version tag: 802.1ad S-tag, VID 0xFF0 | version (0 or 1)
+PORT_PEER, PORT_TAG = 1, 2   # flx_port.peer bits: redirect_peer; push the version tag
 PORTS_MAP = "flx_ports"      # switch: logical port -> {ifindex, peer-mode}
 INPORT_MAP = "flx_inport"    # switch: ifindex -> logical port
 NEXT_MAP = "flx_next"        # host function in a chain: slot of the next function on its hook
@@ -103,18 +112,58 @@ static __always_inline void flx_store(struct __sk_buff *ctx, u32 off, const u8 *
 
 
 def root_source(hook: str) -> str:
-    """The program attached to the interface. It never changes: it jumps into the slot of
-    flx_pipe that flx_slot names (always 0), so replacing the pipeline is one map write,
-    atomic for every packet. The slot number is read from a map on purpose: with a constant
-    key the kernel would patch the root's JIT code on every update (text poke, IPIs to all
-    CPUs: milliseconds under load); a key it cannot predict makes the update a plain
-    pointer exchange."""
+    """The program attached to the interface. It never changes: it jumps into a slot of
+    flx_pipe, so replacing the pipeline is one map write, atomic for every packet. The slot
+    number is read from a map on purpose: with a constant key the kernel would patch the
+    root's JIT code on every update (text poke, IPIs to all CPUs: milliseconds under load);
+    a key it cannot predict makes the update a plain pointer exchange.
+
+    tc roots also carry the version tag of per-packet consistent updates (plan/two_phase.py):
+    a packet arriving with the lab's S-tag (802.1ad, VID 0xFF0|v) from a trusted neighbour
+    runs the version in slot v; any other packet runs the stamp slot flx_slot[0]. The tag is
+    popped here whether trusted or not, so a tag forged by a host never selects a version
+    and never reaches a program. While tagging is on (flx_slot[1]) the version goes to the
+    pipeline in cb[0] (it re-stamps towards eBPF switches) and is counted in flx_vcnt (the
+    drain wait watches those counters). cb[1] carries an oracle probe's id."""
     ctx, fail = _ctx(hook), ("TC_ACT_SHOT" if hook == "tc" else "XDP_DROP")
-    return (_PRELUDE + f"BPF_PROG_ARRAY({PIPE_MAP}, 2);\nBPF_ARRAY({SLOT_MAP}, u32, 1);\n\n"
-            f"int root({ctx} *ctx) {{\n"
-            f"    u32 zero = 0; u32 *slot = {SLOT_MAP}.lookup(&zero);\n"
-            f"    {PIPE_MAP}.call(ctx, slot ? *slot : 0);\n"
-            f"    return {fail};  /* empty slot: never reached once a pipeline is set */\n}}\n")
+    head = _PRELUDE + f"BPF_PROG_ARRAY({PIPE_MAP}, 2);\nBPF_ARRAY({SLOT_MAP}, u32, 4);\n"
+    if hook != "tc":
+        return (head + f"\nint root({ctx} *ctx) {{\n"
+                f"    u32 zero = 0; u32 *slot = {SLOT_MAP}.lookup(&zero);\n"
+                f"    {PIPE_MAP}.call(ctx, slot ? *slot : 0);\n"
+                f"    return {fail};  /* empty slot: never reached once a pipeline is set */\n}}\n")
+    m = PROBE_MAGIC.to_bytes(4, "big")
+    return head + f"""BPF_ARRAY({VCNT_MAP}, u64, 2);
+BPF_HASH({TRUST_MAP}, u32, u32, 64);
+
+int root({ctx} *ctx) {{
+    u32 zero = 0, one = 1;
+    u32 *slot = {SLOT_MAP}.lookup(&zero), *tagging = {SLOT_MAP}.lookup(&one);
+    u32 v = slot ? (*slot & 1) : 0;
+    if (ctx->vlan_present && ctx->vlan_proto == bpf_htons(ETH_P_8021AD) &&
+        (ctx->vlan_tci & 0x0ffe) == {TAG_VID:#x}) {{
+        u32 ifi = ctx->ingress_ifindex; u32 *trusted = {TRUST_MAP}.lookup(&ifi);
+        if (trusted && *trusted)
+            v = ctx->vlan_tci & 1;
+        bpf_skb_vlan_pop(ctx);
+    }}
+    ctx->cb[0] = 0; ctx->cb[1] = 0;
+    if (tagging && *tagging) {{
+        u64 *c = {VCNT_MAP}.lookup(&v);
+        if (c) __sync_fetch_and_add(c, 1);
+        ctx->cb[0] = v + 1;
+    }}
+    {{  /* oracle probe: IPv4 (no options) UDP to port {PROBE_PORT}, payload magic + id */
+        u8 *p = (u8 *)(long)ctx->data, *end = (u8 *)(long)ctx->data_end;
+        if (p + 50 <= end && p[12] == 0x08 && p[13] == 0x00 && p[14] == 0x45 && p[23] == 17 &&
+            p[36] == {PROBE_PORT >> 8} && p[37] == {PROBE_PORT & 0xff} && p[42] == {m[0]} &&
+            p[43] == {m[1]} && p[44] == {m[2]} && p[45] == {m[3]})
+            ctx->cb[1] = ((u32)p[46] << 24) | ((u32)p[47] << 16) | ((u32)p[48] << 8) | p[49];
+    }}
+    {PIPE_MAP}.call(ctx, v);
+    return {fail};  /* empty slot: never reached once a pipeline is set */
+}}
+"""
 
 
 class _Gen:
@@ -181,6 +230,10 @@ class _Gen:
         if self.role == "switch":
             out += [f"BPF_ARRAY({PORTS_MAP}, struct flx_port, 64);",
                     f"BPF_HASH({INPORT_MAP}, u32, u32, 64);"]
+        if self.hook == "tc":   # the consistency oracle's per-hop record (root_source)
+            out += [f"BPF_ARRAY({VER_MAP}, u32, 1);",
+                    f"BPF_F_TABLE(\"array\", u32, u64, {PROBE_MAP}, {PROBE_SLOTS}, "
+                    "BPF_F_MMAPABLE);"]
         for m in self.p.maps:
             out.append(self.map_decl(m))
         for t in self.p.tables:
@@ -400,19 +453,27 @@ class _Gen:
     def verdict(self) -> list[str]:
         if self.role == "host":
             ok, bad = ("TC_ACT_OK", "TC_ACT_SHOT") if self.hook == "tc" else ("XDP_PASS", "XDP_DROP")
-            if self.chain:   # a packet this function passes goes on to the next one
+            stamp = ([f"    if (!std.drop && ctx->cb[0])  /* host egress: stamp the version */",
+                      f"        bpf_skb_vlan_push(ctx, bpf_htons(ETH_P_8021AD), "
+                      f"{TAG_VID:#x} | ((ctx->cb[0] - 1) & 1));"] if self.hook == "tc" else [])
+            if self.chain:   # a packet this function passes goes on to the next one (which
+                # stamps at its own end); the last one stamps
                 return [f"    if (std.drop) return {bad};",
-                        f"    {NEXT_MAP}.call(ctx, 0);  /* no next function: pass */",
-                        f"    return {ok};", "reject:", f"    return {bad};"]
-            return [f"    return std.drop ? {bad} : {ok};", "reject:", f"    return {bad};"]
+                        f"    {NEXT_MAP}.call(ctx, 0);  /* no next function: pass */"] + \
+                    stamp + [f"    return {ok};", "reject:", f"    return {bad};"]
+            return stamp + [f"    return std.drop ? {bad} : {ok};", "reject:", f"    return {bad};"]
         if self.hook != "tc":
             raise ProgramError(f"program {self.p.name}", "the eBPF switch runs on tc only")
         return ["    if (std.drop || std.egress_port == 0) return TC_ACT_SHOT;",
                 "    { u32 p = std.egress_port; struct flx_port *pp = "
                 f"{PORTS_MAP}.lookup(&p);",
                 "      if (!pp || !pp->ifindex) return TC_ACT_SHOT;",
+                "      /* towards an eBPF switch while tagging is on: carry the version */",
+                f"      if (ctx->cb[0] && (pp->peer & {PORT_TAG}))",
+                f"          bpf_skb_vlan_push(ctx, bpf_htons(ETH_P_8021AD), "
+                f"{TAG_VID:#x} | ((ctx->cb[0] - 1) & 1));",
                 "      /* between switches: straight into the peer namespace's ingress */",
-                "      return pp->peer ? bpf_redirect_peer(pp->ifindex, 0) "
+                f"      return (pp->peer & {PORT_PEER}) ? bpf_redirect_peer(pp->ifindex, 0) "
                 ": bpf_redirect(pp->ifindex, 0); }",
                 "reject:", "    return TC_ACT_SHOT;"]
 
@@ -431,6 +492,12 @@ class _Gen:
                     "    std.pkt_len = ctx->len + (flx_vl ? 4 : 0);   /* as on the wire */"]
         else:
             out.append("    std.pkt_len = (u64)((long)ctx->data_end - (long)ctx->data);")
+        if self.hook == "tc":
+            out += ["    if (ctx->cb[1]) {  /* an oracle probe: record this version */",
+                    f"        u32 z = 0, k = ctx->cb[1] % {PROBE_SLOTS}; u32 *g = {VER_MAP}.lookup(&z);",
+                    "        u64 r = ((u64)ctx->cb[1] << 32) | (g ? *g : 0);",
+                    f"        {PROBE_MAP}.update(&k, &r);",
+                    "    }"]
         if self.role == "switch":
             out += ["    { u32 ifi = ctx->ingress_ifindex; u32 *pp = "
                     f"{INPORT_MAP}.lookup(&ifi); std.ingress_port = pp ? *pp : 0; }}"]

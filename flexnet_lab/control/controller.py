@@ -22,7 +22,8 @@ from fnmatch import fnmatchcase
 
 from ..errors import (AppError, DeltaError, EntryError, FlexNetError, LabError, ProgramError,
                       TargetError)
-from ..plan.execute import ChangeRecord, apply_programs, check_change, reload_program
+from ..plan.execute import ChangeRecord, check_change, reload_program
+from ..plan.two_phase import apply_changes, check_level, weak_record
 from ..program.delta import Delta
 from ..program.library import infrastructure
 from ..program.model import Program
@@ -114,6 +115,12 @@ class Controller:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+
+    def __enter__(self) -> "Controller":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop reconciling and close this process's host-hook handles (the lab's own
@@ -222,9 +229,12 @@ class Controller:
 
     # --- the one way a change happens -----------------------------------------------------
     def change(self, op: str, after: dict[str, DeviceIntent | None],
-               apps: dict[str, AppRecord | None] | None = None) -> list[ChangeRecord]:
+               apps: dict[str, AppRecord | None] | None = None,
+               consistency: str = "per-device") -> list[ChangeRecord]:
         """Make `after` the intent of its devices (None: a host hook emptied) and apply it
-        as one transaction: all devices or none."""
+        as one transaction: all devices or none. consistency: per-device or per-packet
+        (plan/two_phase.py); each record states the level achieved."""
+        check_level(consistency)
         with self._lock:
             before = {n: self.intent.devices.get(n) for n in after}
             apps = apps or {}
@@ -236,7 +246,7 @@ class Controller:
             cid = self.store.begin(op, Intent(before, {u: self.intent.apps.get(u) for u in apps}),
                                    Intent(after, apps))
             try:
-                records = self._apply(op, before, after)
+                records = self._apply(op, before, after, consistency)
             except FlexNetError as exc:
                 self.store.abort(cid, str(exc)[:500])
                 raise
@@ -258,13 +268,17 @@ class Controller:
             self.store.log("change", ",".join(sorted(after)) or "*", f"#{cid} {op}")
             return records
 
-    def _apply(self, op: str, before: dict, after: dict) -> list[ChangeRecord]:
+    def _apply(self, op: str, before: dict, after: dict,
+               consistency: str = "per-device") -> list[ChangeRecord]:
         undo: list = []
         records: list[ChangeRecord] = []
         try:
             swaps = [(n, a.program) for n, a in after.items() if a is not None
                      and before.get(n) is not None and a.program != before[n].program]
-            records += self._swap_programs(op, swaps, undo)
+            records += self._swap_programs(op, swaps, undo, consistency)
+            if consistency == "per-packet" and not swaps:
+                records.append(weak_record(op, "no program changes, and table entries live "
+                                           "in maps both versions share"))
             for n, a in after.items():   # a switch's own P4 program replaced (p4_swap.py)
                 if a is not None and a.p4 is not None and before.get(n) is not None and \
                         a.p4 != before[n].p4:
@@ -312,16 +326,14 @@ class Controller:
             raise
         return records
 
-    def _swap_programs(self, op: str, swaps: list, undo: list) -> list[ChangeRecord]:
-        """Programs of several devices as one change (plan.execute.apply_programs: all
-        prepare, then all commit); what committed is in `undo` if a later step fails."""
+    def _swap_programs(self, op: str, swaps: list, undo: list,
+                       consistency: str = "per-device") -> list[ChangeRecord]:
+        """Programs of several devices as one change at the consistency level asked
+        (plan.two_phase.apply_changes); what was done is in `undo` if a later step fails."""
         if not swaps:
             return []
-        records = apply_programs([(self.devices.handles[n], prog, op) for n, prog in swaps],
-                                 undo)
-        for rec, (n, _) in zip(records, swaps):
-            rec.device = n
-        return records
+        return apply_changes([(n, self.devices.handles[n], prog, op) for n, prog in swaps],
+                             consistency, self.devices.handles, self.fabric, undo)
 
     def _swap_functions(self, op: str, name: str, before: DeviceIntent, after: DeviceIntent,
                         undo: list) -> ChangeRecord:
@@ -390,6 +402,7 @@ class Controller:
         return self.devices.handles[self.device_intent(name).name]
 
     def apply_delta(self, pattern: str, delta: Delta, description: str = "",
+                    consistency: str = "per-device",
                     ) -> tuple[list[ChangeRecord], dict[str, Delta]]:
         """Apply `delta` to every device `pattern` names (a switch, a pattern of switches,
         or a host hook) as one change. Returns the records and each device's inverse."""
@@ -405,7 +418,8 @@ class Controller:
             except FlexNetError as exc:
                 raise DeltaError(delta.name or "delta", str(exc)) from exc
             after[n] = cur.with_program(new)
-        return self.change(description or delta.name or "delta", after), inverses
+        return self.change(description or delta.name or "delta", after,
+                           consistency=consistency), inverses
 
     def swap_p4(self, switch: str, program: str, runtime: str | None = None
                 ) -> list[ChangeRecord]:
@@ -426,16 +440,18 @@ class Controller:
         self.store.log("change", cur.name, "; ".join(notes)[:500])
         return records
 
-    def apply_inverses(self, inverses: dict[str, Delta], description: str = "undo"):
+    def apply_inverses(self, inverses: dict[str, Delta], description: str = "undo",
+                       consistency: str = "per-device"):
         after = {}
         for n, inv in inverses.items():
             cur = self.intent.devices[n]
             new, _ = inv.apply(cur.program)
             after[n] = cur.with_program(new)
-        return self.change(description, after)
+        return self.change(description, after, consistency=consistency)
 
     def insert_entry(self, pattern: str, table: str, match: tuple, action: str,
-                     args: tuple = (), priority: int = 0) -> list[ChangeRecord]:
+                     args: tuple = (), priority: int = 0,
+                     consistency: str = "per-device") -> list[ChangeRecord]:
         """Insert one entry on every switch `pattern` names: on all of them or none."""
         names = self.switches(pattern) if any(c in pattern for c in "*?[") else \
             [self.device_intent(pattern).name]
@@ -450,7 +466,7 @@ class Controller:
                    for x in cur.entries):
                 raise TargetError(n, f"table {table}: an entry for {_fmt(e)} exists")
             after[n] = replace(cur, entries=cur.entries | {e})
-        return self.change(f"entry {table} {action}", after)
+        return self.change(f"entry {table} {action}", after, consistency=consistency)
 
     def delete_entry(self, pattern: str, table: str, match: tuple, priority: int = 0):
         names = self.switches(pattern) if any(c in pattern for c in "*?[") else \
@@ -482,7 +498,7 @@ class Controller:
                            {name: DeviceIntent(name, "host", program)})
 
     def swap(self, host: str, program: Program, hook: str = "xdp",
-             direction: str = "ingress") -> list[ChangeRecord]:
+             direction: str = "ingress", consistency: str = "per-device") -> list[ChangeRecord]:
         name = self._slot(host, hook, direction)
         cur = self.intent.devices.get(name)
         if cur is not None and cur.functions:
@@ -491,7 +507,7 @@ class Controller:
         if cur is None:
             raise LabError(f"{host} has no program on {hook}/{direction}: attach one first")
         return self.change(f"{name}: {cur.program.name} -> {program.name}",
-                           {name: cur.with_program(program)})
+                           {name: cur.with_program(program)}, consistency=consistency)
 
     def detach(self, host: str, hook: str = "xdp", direction: str = "ingress"):
         name = self._slot(host, hook, direction)

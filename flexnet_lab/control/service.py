@@ -85,16 +85,19 @@ class Service:
     def op_programs(self, host: str):
         return {n: p for n, p in self.ctl.host_programs().items() if n.split(":")[0] == host}
 
-    def op_delta(self, target: str, path: str):
+    def op_delta(self, target: str, path: str, consistency: str = "per-device"):
         delta = load_delta(path)
-        records, inverses = self.ctl.apply_delta(target, delta, delta.name or os.path.basename(path))
-        self.undo_stack.append(inverses)
+        records, inverses = self.ctl.apply_delta(target, delta, delta.name or os.path.basename(path),
+                                                 consistency=consistency)
+        self.undo_stack.append((inverses, consistency))
         return [_rec(r) for r in records]
 
     def op_undo(self):
+        """The last delta reverted, at the consistency level it was applied with."""
         if not self.undo_stack:
             return []
-        return [_rec(r) for r in self.ctl.apply_inverses(self.undo_stack.pop(), "undo")]
+        inverses, level = self.undo_stack.pop()
+        return [_rec(r) for r in self.ctl.apply_inverses(inverses, "undo", consistency=level)]
 
     def op_entry(self, target: str, table: str, match: list, action: str, args: list | None = None,
                  priority: int = 0):

@@ -96,14 +96,34 @@ class LabCLI(CLI):
         self._with_args(line, "programs HOST", show, 1, 1)
 
     def do_delta(self, line):
-        """delta SWITCH|PATTERN FILE: apply a delta (YAML) live; `undo` reverts the last."""
+        """delta [--consistency per-device|per-packet] SWITCH|PATTERN FILE: apply a delta
+        (YAML) live, per-packet: every packet meets the old or the new programs on its whole
+        path (two-phase update); `undo` reverts the last."""
+        usage = "delta [--consistency per-device|per-packet] SWITCH|PATTERN FILE"
+        words = line.split()
+        level = "per-device"
+        if "--consistency" in words:
+            i = words.index("--consistency")
+            if i + 1 >= len(words):
+                print(f"usage: {usage}")
+                return
+            level = words[i + 1]
+            del words[i:i + 2]
+
         def run(target, path):
-            for rec in self._call("delta", target=target, path=os.path.abspath(path)):
-                print(f"  {rec['device']}: {rec['kind']}, swap {rec['swap_ms']:.3f} ms, "
-                      f"compile {rec['compile_ms']:.0f} ms")
-                for line_ in rec["plan"][1:]:
+            phases_shown = False
+            for rec in self._call("delta", target=target, path=os.path.abspath(path),
+                                  consistency=level):
+                print(f"  {rec['device']}: {rec['kind']}, {rec['consistency']}, swap "
+                      f"{rec['swap_ms']:.3f} ms, compile {rec['compile_ms']:.0f} ms")
+                for line_ in rec["plan"][1:] + rec["notes"]:
                     print(f"    {line_}")
-        self._with_args(line, "delta SWITCH|PATTERN FILE", run, 2, 2)
+                if rec["phases"] and not phases_shown:
+                    phases_shown = True
+                    ph = rec["phases"]
+                    print("  phases: " + ", ".join(f"{k[:-3]} {ph[k]:.2f} ms" for k in (
+                        "prepare_ms", "install_ms", "flip_ms", "drain_ms", "retire_ms")))
+        self._with_args(" ".join(words), usage, run, 2, 2)
 
     def do_undo(self, line):
         """undo: revert the last delta applied through the controller."""

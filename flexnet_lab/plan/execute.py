@@ -39,6 +39,9 @@ class ChangeRecord:
     plan: ChangePlan | None = None
     entries_deleted: int = 0
     notes: list[str] = field(default_factory=list)
+    consistency: str = "per-device"  # the level this device's part of the change achieved
+    phases: dict = field(default_factory=dict)   # two-phase: ms of each phase, drain figures
+    version: int = 0                 # eBPF: the new version's number (what probes record)
 
     def to_json(self) -> dict:
         return {"device": self.device, "description": self.description, "kind": self.kind,
@@ -46,7 +49,8 @@ class ChangeRecord:
                 "load_ms": round(self.load_ms, 3), "swap_ms": round(self.swap_ms, 4),
                 "total_ms": round(self.total_ms, 3), "entries_deleted": self.entries_deleted,
                 "plan": self.plan.explain().splitlines() if self.plan else [],
-                "notes": self.notes}
+                "notes": self.notes, "consistency": self.consistency, "phases": self.phases,
+                "version": self.version}
 
 
 def capabilities(device) -> set[str]:
@@ -90,23 +94,35 @@ def apply_programs(changes: list[tuple[object, Program, str]],
         raise
     own_undo = [] if undo is None else undo
     records = []
+    done = 0
     try:
         for (dev, prog, desc), plan, prep in zip(changes, plans, prepared):
             old = dev.program
+            saved = save_for_undo(dev, plan)
             rec = ChangeRecord(dev.device, desc, plan.kind, plan=plan)
             rec.at = time.time()
             if prep is not None:
                 rec.swap_ms = dev.commit(prep)
                 rec.compile_ms, rec.load_ms = prep.compile_ms, prep.load_ms
+                rec.version = getattr(prep, "version", 0)
                 rec.notes += getattr(dev, "last_notes", [])
             else:
                 dev.adopt(prog)  # entries-only: same pipeline, new defaults below
+            done += 1
             rec.done = time.time()
             own_undo.append((f"{dev.device}: {old.name} back",
-                             lambda dev=dev, old=old: reload_program(dev, old)))
+                             lambda dev=dev, old=old, saved=saved: restore(dev, old, saved)))
             _after_commit(dev, prog, plan, rec)
             records.append(rec)
     except BaseException:
+        # the devices not reached (and the one that failed, if its commit did not run)
+        # release what they prepared
+        for (dev, _, _), prep in list(zip(changes, prepared))[done:]:
+            if prep is not None:
+                try:
+                    dev.abort(prep)
+                except Exception:  # best effort: the error being raised matters more
+                    pass
         if undo is None:  # nobody else will: put the committed ones back now
             for _, fn in reversed(own_undo):
                 fn()
@@ -115,6 +131,36 @@ def apply_programs(changes: list[tuple[object, Program, str]],
     for rec in records:
         rec.total_ms = total
     return records
+
+
+def save_for_undo(device, plan: ChangePlan) -> dict:
+    """What a program change on `device` destroys and a reload of the old program would not
+    bring back: entries of tables it removes or changes, entries of actions it removes,
+    table defaults (kept tables share their default map with the new version) and the
+    contents of maps it removes or changes. Read from the device before the commit."""
+    prog = device.program
+    gone = set(plan.tables_removed) | set(plan.tables_changed) | set(plan.actions_removed_from)
+    return {"entries": {t: device.entries(t) for t in sorted(gone) if prog.table(t)},
+            "defaults": {t.name: device.default(t.name) for t in prog.tables},
+            "maps": {m: device.read_map(m) for m in (*plan.maps_removed, *plan.maps_changed)
+                     if prog.map(m) is not None}}
+
+
+def restore(device, program: Program, saved: dict) -> None:
+    """Undo of a committed change: `program` reloaded, then what save_for_undo kept."""
+    reload_program(device, program)
+    for table, entries in saved["entries"].items():
+        have = {(e.match, e.priority): e for e in device.entries(table)}
+        for e in entries:
+            cur = have.get((e.match, e.priority))
+            if cur != e:
+                device.insert(table, e.match, e.action, e.args, e.priority,
+                              modify=cur is not None)
+    for table, (action, args) in saved["defaults"].items():
+        if device.default(table) != (action, tuple(args)):
+            device.set_default(table, action, tuple(args))
+    for name, values in saved["maps"].items():
+        device.restore_map(name, values)
 
 
 def reload_program(device, program: Program) -> None:

@@ -229,15 +229,7 @@ class Bmv2Switch:
             return "(no log)"
 
     def close(self) -> None:
-        if self._thrift is not None:
-            self._thrift.close()
-            self._thrift = None
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:  # the server may be gone already
-                pass
-            self._client = None
+        self.release()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()

@@ -9,12 +9,15 @@ programs never change, which is why a program-array slot is used rather than re-
 """
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 
-from ..compiler.ebpf import PIPE_MAP, PORTS_MAP, INPORT_MAP, SLOT_MAP, generate, root_source
+from ..compiler.ebpf import (PIPE_MAP, PORTS_MAP, INPORT_MAP, PORT_PEER, PORT_TAG, PROBE_MAP,
+                             PROBE_SLOTS, SLOT_MAP, TRUST_MAP, VCNT_MAP, VER_MAP, generate,
+                             root_source)
 from ..compiler.layout import COUNTER, METER, TableLayout, key_words, map_c_name, table_layout
 from ..errors import CompileError, TargetError, VerifierError
 from ..program.model import Program, action_id
@@ -46,6 +49,7 @@ class Prepared:
     created: list[str]
     compile_ms: float
     load_ms: float
+    version: int = 0                  # this load's number (flx_ver), what oracle probes record
 
 
 @dataclass
@@ -53,6 +57,7 @@ class _Running:
     program: Program
     prog_fd: int
     maps: dict[str, int] = field(default_factory=dict)
+    version: int = 0
 
 
 class EbpfDatapath:
@@ -78,6 +83,14 @@ class EbpfDatapath:
         # the next function, and these maps bound by name whatever runs (its flx_next)
         self.chained = False
         self.bound: dict[str, int] = {}
+        self._root_maps: dict[str, int] = {}
+        self._stamp = 0                       # flx_slot[0]: the slot untagged packets run
+        self._spare: Prepared | None = None   # two-phase: the new version in the other slot
+        self._old: _Running | None = None     # two-phase: the old version after the flip
+        self._old_created: list[str] = []
+        self._tag_ports: set[int] = set()
+        self._trusted: dict[str, bool] = {}
+        self._ifindex: dict[str, int] = {}
 
     # --- life cycle ---------------------------------------------------------------------
     @property
@@ -90,10 +103,9 @@ class EbpfDatapath:
         ports (switch): logical port -> (interface, redirect into the peer namespace)."""
         prepared = self.prepare(program)
         root = self._compiler.compile(root_source(self.hook), ["root"])
-        self._pipe_fd = self._bpf.map_create(root.maps[PIPE_MAP])
-        self._slot_fd = self._bpf.map_create(root.maps[SLOT_MAP])
-        self._root_fd = self._load(root, "root", {PIPE_MAP: self._pipe_fd,
-                                                  SLOT_MAP: self._slot_fd})
+        self._root_maps = {n: self._bpf.map_create(spec) for n, spec in root.maps.items()}
+        self._pipe_fd, self._slot_fd = self._root_maps[PIPE_MAP], self._root_maps[SLOT_MAP]
+        self._root_fd = self._load(root, "root", self._root_maps)
         self._pin(self._pipe_fd, PIPE_MAP)
         self._pin(self._root_fd, "root")
         self._commit_slot(prepared)
@@ -115,9 +127,19 @@ class EbpfDatapath:
             self._pipe_fd = self._bpf.obj_get(os.path.join(d, PIPE_MAP))
         except BpfCallError as exc:
             raise TargetError(self.device, f"cannot adopt: {exc.strerror} ({d})") from exc
+        self._root_maps = {PIPE_MAP: self._pipe_fd}
+        for map_id in self._bpf.prog_map_ids(self._root_fd):
+            fd = self._bpf.map_fd_by_id(map_id)
+            name = self._bpf.map_info(fd).name
+            if name in self._root_maps:
+                self._bpf.close(fd)
+            else:
+                self._root_maps[name] = fd
+        self._slot_fd = self._root_maps.get(SLOT_MAP, -1)
+        self._stamp = self._read_u32(self._slot_fd, 0)
         maps: dict[str, int] = {}
         prog_fd = -1
-        slot = self._bpf.lookup(self._pipe_fd, (0).to_bytes(4, "little"), 4)
+        slot = self._bpf.lookup(self._pipe_fd, self._stamp.to_bytes(4, "little"), 4)
         if slot is not None:
             try:
                 prog_fd = self._bpf.prog_fd_by_id(int.from_bytes(slot, "little"))
@@ -135,7 +157,8 @@ class EbpfDatapath:
         for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
             if name not in maps and name not in ("root", PIPE_MAP):
                 maps[name] = self._bpf.obj_get(os.path.join(d, name))
-        self._running = _Running(program, prog_fd, maps)
+        self._running = _Running(program, prog_fd, maps,
+                                 self._read_u32(maps.get(VER_MAP, -1), 0))
         self._attached = [self.netns.ifindex(i) for i in interfaces]
 
     # --- drift ----------------------------------------------------------------------------
@@ -153,8 +176,9 @@ class EbpfDatapath:
         for idx in self._attached:
             if not self._root_attached(ipr, idx, root_id):
                 problems.append(f"detached {self.netns.ifname(idx)}")
-        slot = self._bpf.lookup(self._pipe_fd, (0).to_bytes(4, "little"), 4)
-        if slot is None or int.from_bytes(slot, "little") != self.running_prog_id():
+        slot = self._bpf.lookup(self._pipe_fd, self._stamp.to_bytes(4, "little"), 4)
+        if self._spare is None and self._old is None and (
+                slot is None or int.from_bytes(slot, "little") != self.running_prog_id()):
             problems.append("slot")
         if self._pin_dir:
             d = os.path.join(self._pin_dir, self.device)
@@ -191,9 +215,10 @@ class EbpfDatapath:
                 self._attach(arg, again=True)
                 done.append(f"re-attached the root program to {arg}")
             elif what == "slot":
-                self._bpf.update(self._pipe_fd, (0).to_bytes(4, "little"),
-                                 self._running.prog_fd.to_bytes(4, "little"))
-                done.append(f"put pipeline {self.program.name} back into slot 0")
+                for s in (self._stamp, 1 - self._stamp):
+                    self._bpf.update(self._pipe_fd, s.to_bytes(4, "little"),
+                                     self._running.prog_fd.to_bytes(4, "little"))
+                done.append(f"put pipeline {self.program.name} back into both slots")
             elif what == "pin":
                 fd = {"root": self._root_fd, PIPE_MAP: self._pipe_fd}.get(arg)
                 fd = fd if fd is not None else self._running.maps[arg]
@@ -204,7 +229,11 @@ class EbpfDatapath:
     def release(self) -> None:
         """Close this process's fds; attachments and pins stay (another process, or a
         restarted controller, adopts them)."""
-        fds = [self._root_fd, self._pipe_fd, self._slot_fd]
+        self._close_fds()
+        self.netns.close()
+
+    def _close_fds(self) -> None:
+        fds = [self._root_fd] + list(self._root_maps.values())
         if self._running:
             fds += [self._running.prog_fd] + list(self._running.maps.values())
         for fd in fds:
@@ -212,7 +241,7 @@ class EbpfDatapath:
                 self._bpf.close(fd)
         self._running = None
         self._root_fd = self._pipe_fd = self._slot_fd = -1
-        self.netns.close()
+        self._root_maps = {}
 
     def stop(self, detach: bool = True) -> None:
         """Detach the root programs (unless the namespace is going away anyway) and release
@@ -223,14 +252,7 @@ class EbpfDatapath:
             except Exception:  # the interface may already be gone with its namespace
                 pass
         self._attached.clear()
-        fds = [self._root_fd, self._pipe_fd, self._slot_fd]
-        if self._running:
-            fds += [self._running.prog_fd] + list(self._running.maps.values())
-        for fd in fds:
-            if fd >= 0:
-                self._bpf.close(fd)
-        self._running = None
-        self._root_fd = self._pipe_fd = self._slot_fd = -1
+        self._close_fds()
         if self._pin_dir:
             shutil.rmtree(os.path.join(self._pin_dir, self.device), ignore_errors=True)
 
@@ -251,19 +273,24 @@ class EbpfDatapath:
         try:
             for name, spec in image.maps.items():
                 fd = self.bound.get(name, running.get(name))
-                if fd is not None and self._bpf.map_info(fd) == spec:
+                # flx_ver is this load's own: the oracle tells versions apart by it
+                if fd is not None and name != VER_MAP and self._bpf.map_info(fd) == spec:
                     maps[name] = fd
                 else:
                     maps[name] = self._bpf.map_create(spec)
                     created.append(name)
             self._init_defaults(program, maps, created)
+            version = int.from_bytes(os.urandom(4), "little") >> 1 | 1
+            if VER_MAP in maps:
+                self._bpf.update(maps[VER_MAP], bytes(4), version.to_bytes(4, "little"))
             prog_fd = self._load(image, "pipeline", maps)
         except Exception:
             for name in created:
                 self._bpf.close(maps[name])
             raise
         t2 = time.perf_counter()
-        return Prepared(program, prog_fd, maps, created, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        return Prepared(program, prog_fd, maps, created, (t1 - t0) * 1e3, (t2 - t1) * 1e3,
+                        version)
 
     def _init_defaults(self, program: Program, maps: dict[str, int], created: list[str]) -> None:
         """A new table's default-action record, written before the pipeline can run."""
@@ -309,10 +336,146 @@ class EbpfDatapath:
             self._bpf.close(prepared.maps[name])
 
     def _commit_slot(self, prepared: Prepared) -> None:
+        # the slot untagged packets run first (that write is the atomic step), then the
+        # other one, which only packets tagged by a two-phase update use
         if self._pipe_fd >= 0:
-            self._bpf.update(self._pipe_fd, (0).to_bytes(4, "little"),
-                             prepared.prog_fd.to_bytes(4, "little"))
-        self._running = _Running(prepared.program, prepared.prog_fd, dict(prepared.maps))
+            for s in (self._stamp, 1 - self._stamp):
+                self._bpf.update(self._pipe_fd, s.to_bytes(4, "little"),
+                                 prepared.prog_fd.to_bytes(4, "little"))
+        self._running = _Running(prepared.program, prepared.prog_fd, dict(prepared.maps),
+                                 prepared.version)
+
+    def _read_u32(self, fd: int, index: int) -> int:
+        raw = self._bpf.lookup(fd, index.to_bytes(4, "little"), 4) if fd >= 0 else None
+        return int.from_bytes(raw, "little") if raw else 0
+
+    # --- two versions side by side (plan/two_phase.py drives these) -------------------------
+    def holds_two_versions(self) -> bool:
+        """A tc root: two pipeline slots chosen per packet by the version tag. XDP hooks
+        and receive-side host hooks are not ingress points and do not see the tag."""
+        return self.hook == "tc" and (self.role == "switch" or self.direction == "egress") \
+            and TRUST_MAP in self._root_maps
+
+    @property
+    def version(self) -> int:
+        return self._running.version if self._running else 0
+
+    @property
+    def stamp(self) -> int:
+        return self._stamp
+
+    def set_stamp(self, slot: int) -> None:
+        """The version untagged packets (entering the network here) run and get tagged with:
+        the flip of a two-phase update is this one write."""
+        self._bpf.update(self._slot_fd, bytes(4), int(slot).to_bytes(4, "little"))
+        self._stamp = int(slot)
+
+    def set_tagging(self, on: bool) -> None:
+        self._bpf.update(self._slot_fd, (1).to_bytes(4, "little"), int(on).to_bytes(4, "little"))
+
+    def set_trust(self, ifname: str, on: bool) -> None:
+        """Packets arriving on `ifname` carry a version tag their sender stamped."""
+        if self._trusted.get(ifname, False) == on:
+            return
+        if ifname not in self._ifindex:   # stable while the namespace lives
+            self._ifindex[ifname] = self.netns.ifindex(ifname)
+        self._trusted[ifname] = on
+        key = self._ifindex[ifname].to_bytes(4, "little")
+        if on:
+            self._bpf.update(self._root_maps[TRUST_MAP], key, (1).to_bytes(4, "little"))
+        else:
+            self._bpf.delete(self._root_maps[TRUST_MAP], key)
+
+    def version_counts(self) -> tuple[int, int]:
+        """Packets this root ran per version slot while tagging was on."""
+        fd = self._root_maps[VCNT_MAP]
+        return tuple(int.from_bytes(self._bpf.lookup(fd, i.to_bytes(4, "little"), 8) or bytes(8),
+                                    "little") for i in (0, 1))
+
+    def install_spare(self, prepared: Prepared) -> None:
+        """Phase 1: the new version into the slot untagged packets do not run; the old one
+        keeps running everything (no packet carries the spare slot's tag yet)."""
+        self._bpf.update(self._pipe_fd, (1 - self._stamp).to_bytes(4, "little"),
+                         prepared.prog_fd.to_bytes(4, "little"))
+        self._spare = prepared
+
+    def remove_spare(self) -> None:
+        """Undo of install_spare: the old version back into the spare slot."""
+        prepared, self._spare = self._spare, None
+        if prepared is None:
+            return
+        self._bpf.update(self._pipe_fd, (1 - self._stamp).to_bytes(4, "little"),
+                         self._running.prog_fd.to_bytes(4, "little"))
+        self.abort(prepared)
+
+    def promote_spare(self) -> None:
+        """After the flip: the new version is the running one (tables, maps and entries
+        are read and written through it); the old one still serves old-tagged packets."""
+        self._old = self._running
+        p, self._spare = self._spare, None
+        self._running = _Running(p.program, p.prog_fd, dict(p.maps), p.version)
+        self._old_created = p.created
+
+    def demote(self) -> None:
+        """Undo of promote_spare (the stamp is flipped back by the caller first)."""
+        if self._old is None:   # not promoted yet, or already retired and reloaded
+            return
+        new, self._running, self._old = self._running, self._old, None
+        self._spare = Prepared(new.program, new.prog_fd, new.maps, self._old_created, 0, 0,
+                               new.version)
+        self.remove_spare()
+
+    def retire_old(self) -> None:
+        """Phase 4, once no old-tagged packet can be in flight: the new version into the
+        old slot too, then the old version's program and its own maps released."""
+        old, self._old = self._old, None
+        if old is None:
+            return
+        self._bpf.update(self._pipe_fd, (1 - self._stamp).to_bytes(4, "little"),
+                         self._running.prog_fd.to_bytes(4, "little"))
+        self._bpf.close(old.prog_fd)
+        for name, fd in old.maps.items():
+            if self._running.maps.get(name) != fd:
+                self._bpf.close(fd)
+                self._unpin(name)
+        for name in self._old_created:
+            if name in self._running.maps:
+                self._pin(self._running.maps[name], name)
+
+    def set_port_tag(self, port: int, on: bool) -> None:
+        """Packets out of `port` carry the version tag while tagging is on (the neighbour
+        there is an eBPF switch that pops it)."""
+        if (port in self._tag_ports) == on:
+            return
+        ifname, peer = self.ports[port]
+        (self._tag_ports.add if on else self._tag_ports.discard)(port)
+        self._bpf.update(self._running.maps[PORTS_MAP], port.to_bytes(4, "little"),
+                         self.netns.ifindex(ifname).to_bytes(4, "little")
+                         + (int(peer) * PORT_PEER | (PORT_TAG if on else 0)).to_bytes(4, "little"))
+
+    # --- the consistency oracle's per-hop record --------------------------------------------
+    def _probe_map(self, write: bool) -> mmap.mmap | None:
+        fd = self._running.maps.get(PROBE_MAP) if self._running else None
+        if fd is None:
+            return None
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if write else 0)
+        return mmap.mmap(fd, PROBE_SLOTS * 8, mmap.MAP_SHARED, prot)
+
+    def probe_records(self, clear: bool = False) -> dict[int, int]:
+        """Oracle probes that crossed this device: probe id -> the version (flx_ver) that
+        ran it; with clear, the record is emptied after the read."""
+        mm = self._probe_map(clear)
+        if mm is None:
+            return {}
+        try:
+            words = memoryview(mm).cast("Q")
+            out = {w >> 32: w & 0xFFFFFFFF for w in words.tolist() if w}
+            words.release()
+            if clear:
+                mm[:] = bytes(PROBE_SLOTS * 8)
+            return out
+        finally:
+            mm.close()
 
     def _load(self, image: Image, func: str, maps: dict[str, int]) -> int:
         ptype = PROG_SCHED_CLS if self.hook == "tc" else PROG_XDP
@@ -558,6 +721,26 @@ class EbpfDatapath:
             raise TargetError(self.device, f"no register or sketch map {name!r}")
         fd = self._running.maps[map_c_name("m", name)]
         self._bpf.update(fd, index.to_bytes(4, "little"), int(value).to_bytes(8, "little"))
+
+    def restore_map(self, name: str, values) -> int:
+        """Write a map's contents (as read_map returned them) back; returns slots written.
+        (How a change that failed puts a map it had dropped back.)"""
+        m = self.program.map(name) if self.program else None
+        if m is None:
+            raise TargetError(self.device, f"no map {name!r}")
+        fd = self._running.maps[map_c_name("m", name)]
+        n = 0
+        if m.kind in ("counter", "register", "sketch"):
+            for i, v in enumerate(values):
+                raw = COUNTER.pack(*v) if m.kind == "counter" else int(v).to_bytes(8, "little")
+                self._bpf.update(fd, i.to_bytes(4, "little"), raw)
+                n += 1
+            return n
+        for key, v in values.items():
+            raw_key = b"".join(int(k).to_bytes(8, "little") for k in key)
+            self._bpf.update(fd, raw_key, (COUNTER if m.kind == "hash" else METER).pack(*v))
+            n += 1
+        return n
 
     def map_fd(self, c_name: str) -> int:
         return self._running.maps[c_name]

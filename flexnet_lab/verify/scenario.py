@@ -185,17 +185,20 @@ def _apply(ctl, c: Change, i: int, inverses: dict, base: str):
     """One change of the timeline through the controller: on every device it names, or
     (refused) on none."""
     if c.kind == "delta":
-        recs, inverses[i] = ctl.apply_delta(c.device, c.delta, c.describe())
+        recs, inverses[i] = ctl.apply_delta(c.device, c.delta, c.describe(),
+                                            consistency=c.consistency)
     elif c.kind == "undo":
-        recs = ctl.apply_inverses(inverses[c.undo], c.describe())
+        recs = ctl.apply_inverses(inverses[c.undo], c.describe(), consistency=c.consistency)
     elif c.kind == "swap":
-        recs = ctl.swap(c.device, host_program(c.program, base, c.params), c.hook, c.direction)
+        recs = ctl.swap(c.device, host_program(c.program, base, c.params), c.hook, c.direction,
+                        consistency=c.consistency)
     else:
         e = dict(c.entry)
         target = f"{c.device}:{c.hook}:{c.direction}" if c.on_host else c.device
         t = time.perf_counter()
         recs = ctl.insert_entry(target, e["table"], tuple(e["match"]), e["action"],
-                                tuple(e["args"]), int(e["priority"]))
+                                tuple(e["args"]), int(e["priority"]),
+                                consistency=c.consistency)
         ms = (time.perf_counter() - t) * 1e3
         for r in recs:
             r.kind, r.swap_ms, r.total_ms = "entries_only", ms, ms

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Any, NoReturn
 
@@ -22,6 +22,7 @@ from ..program import library
 from ..program.delta import Delta, delta_from_dict, load_delta
 from ..program.model import Program
 from ..program.validate import check_entry, check_target, validate
+from ..plan.two_phase import LEVELS
 from .traffic import FlowSpec
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")   # also a results folder name
@@ -51,6 +52,7 @@ class Change:
     entry: tuple = ()
     on_host: bool = False
     delta_source: str = ""        # the delta's file, or where it is inline
+    consistency: str = "per-device"   # per-device | per-packet (plan/two_phase.py)
 
     def describe(self) -> str:
         if self.kind == "delta":
@@ -266,7 +268,7 @@ def _change(r: _Reader, c: Any, i: int, base: str) -> Change:
     where = f"changes[{i}]"
     c = r.mapping(c, where, optional=False)
     r.keys(c, ("at", "switch", "host", "delta", "undo", "swap", "hook", "direction",
-               "rate_mbit", "entry"), where, required=("at",))
+               "rate_mbit", "entry", "consistency"), where, required=("at",))
     at = float(r.number(c, "at", where, 0, MAX_DURATION_S))
     if ("switch" in c) == ("host" in c):
         r.fail(where, "names one `switch` (or switch pattern) or one `host`")
@@ -288,6 +290,13 @@ def _change(r: _Reader, c: Any, i: int, base: str) -> Change:
     direction = r.string(c, "direction", where, DIRECTIONS, default="ingress")
     if hook == "xdp" and direction != "ingress":
         r.fail(f"{where}.direction", "XDP runs on ingress only (use hook: tc for egress)")
+    level = r.string(c, "consistency", where, LEVELS, default="per-device")
+    return replace(_change_kind(r, c, where, kind, at, device, on_host, hook, direction, base),
+                   consistency=level)
+
+
+def _change_kind(r: _Reader, c: dict, where: str, kind: str, at: float, device: str,
+                 on_host: bool, hook: str, direction: str, base: str) -> Change:
     if kind == "delta":
         d = c["delta"]
         try:

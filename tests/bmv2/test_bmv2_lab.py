@@ -32,11 +32,8 @@ def lab():
 @pytest.fixture
 def ctl(lab):
     """The lab's controller, in this process; closed before the lab stops."""
-    controller = controller_for(lab)
-    try:
+    with controller_for(lab) as controller:
         yield controller
-    finally:
-        controller.close()
 
 
 def test_mixed_bmv2_and_ebpf_topology_pings_all_and_reads_entries_back(lab, ctl):

@@ -50,12 +50,8 @@ def lab():
 def ctl(lab):
     """The lab's controller, in this process; closed before the lab stops."""
     from flexnet_lab.control.controller import controller_for
-
-    controller = controller_for(lab)
-    try:
+    with controller_for(lab) as controller:
         yield controller
-    finally:
-        controller.close()
 
 
 def _h2_flow_counter(ctl):

@@ -49,11 +49,8 @@ def leaf_spine():
 @pytest.fixture(scope="module")
 def ctl(leaf_spine):
     """The lab's controller, in this process; closed before the lab stops."""
-    controller = controller_for(leaf_spine)
-    try:
+    with controller_for(leaf_spine) as controller:
         yield controller
-    finally:
-        controller.close()
 
 
 def test_sketch_placed_on_host_when_switch_is_short_of_state(leaf_spine, ctl):

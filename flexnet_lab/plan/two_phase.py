@@ -1,0 +1,286 @@
+"""Consistency levels of a change, and the two-phase update that gives `per-packet`.
+
+per-device (the default): every device prepares, then every device commits back to back.
+  Each device swaps atomically, but a packet crossing a device already changed and one not
+  yet changed meets both versions.
+per-packet (Reitblatt et al., "Abstractions for Network Update", SIGCOMM 2012): every packet
+  is processed by the old programs on every device it crosses, or by the new ones on every
+  device. Phases, each timed in the change record:
+    install - the new version is loaded beside the old one on every device the change
+              touches (eBPF: the tail-call slot untagged packets do not run);
+    flip    - every ingress point (each eBPF switch's root for packets from hosts, and the
+              tc egress of a sending host whose function is part of the change) stamps the
+              new version: one map write each;
+    drain   - wait until no packet stamped with the old version can still be in flight:
+              the per-version packet counters of every root (flx_vcnt) have stopped moving
+              for `quiet_ms`, read at least `min_ms` after the flip; `max_ms` bounds the
+              wait (reached: the record says so);
+    retire  - the new version into the old slot too; the old version released.
+  Between eBPF switches the version rides in an 802.1ad S-tag (VID 0xFF0 | version) that
+  the root pops on arrival and the pipeline pushes again towards the next eBPF switch; it
+  never goes towards a host (compiler/ebpf.py root_source). Tagging is on only during a
+  per-packet change.
+
+A device that cannot hold two versions (bmv2, a host's XDP or tc-ingress hook, a change of
+table defaults only, which live in maps both versions share) is changed per-device at the
+flip, and the record of the change says `per-device` with the reason: never a silent
+downgrade.
+
+Devices are duck-typed (plan imports no target): a device that holds two versions has
+holds_two_versions(), stamp, set_stamp(), set_tagging(), set_trust(), set_port_tag(),
+version_counts(), install_spare(), remove_spare(), promote_spare(), demote(), retire_old().
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..errors import OptionError
+from .diff import plan_change
+from .execute import ChangeRecord, _after_commit, apply_programs, restore, save_for_undo
+
+LEVELS = ("per-device", "per-packet")
+PREPARE_THREADS = 2
+
+
+def check_level(level: str) -> str:
+    """The consistency level named, or OptionError naming the choices."""
+    if level not in LEVELS:
+        raise OptionError("consistency", f"{str(level)[:30]!r} is not a level "
+                          f"(use {' or '.join(LEVELS)})")
+    return level
+
+
+@dataclass(frozen=True)
+class DrainPolicy:
+    """When the old version is known to be gone. Every hop between eBPF switches is a
+    bpf_redirect_peer, processed in the same softirq as the hop before it, so a packet
+    crosses the switches in microseconds; the only queues on the way are a CPU's backlog
+    (a packet a host's tc egress stamped, waiting to enter its first switch) and the qdisc
+    of a shaped host link. A quiet time of 1 ms covers the backlog; a shaped link needs its
+    queue's drain time (queue bytes / rate) as min_ms."""
+    quiet_ms: float = 1.0
+    min_ms: float = 1.0
+    max_ms: float = 200.0
+    poll_ms: float = 0.25
+
+
+def two_phase_capable(dev) -> bool:
+    fn = getattr(dev, "holds_two_versions", None)
+    return bool(fn and fn())
+
+
+def apply_changes(changes: list[tuple[str, object, object, str]], level: str, network: dict,
+                  fabric, undo: list, drain: DrainPolicy | None = None) -> list[ChangeRecord]:
+    """Replace the programs of several devices as one change at `level`.
+    changes: (name, device, new program, description); network: every device handle by
+    name (the untouched eBPF switches carry the tag too); `undo` gets (what, callable) for
+    everything done, so the caller can put every device back if a later step fails."""
+    check_level(level)
+    if level == "per-device" or not changes:
+        return _named(apply_programs([(d, p, desc) for _, d, p, desc in changes], undo),
+                      [n for n, *_ in changes])
+    return _TwoPhase(changes, network, fabric, undo, drain or DrainPolicy()).run()
+
+
+def weak_record(op: str, reason: str) -> ChangeRecord:
+    """The record of a per-packet change that could only be per-device (no program swap:
+    table entries live in maps both versions share)."""
+    return ChangeRecord("*", op, "entries", at=time.time(), consistency="per-device",
+                        notes=[f"per-packet requested; per-device achieved: {reason}"])
+
+
+def _named(records: list[ChangeRecord], names: list[str]) -> list[ChangeRecord]:
+    for rec, n in zip(records, names):
+        rec.device = n
+    return records
+
+
+class _TwoPhase:
+    def __init__(self, changes, network: dict, fabric, undo: list, drain: DrainPolicy):
+        self.network, self.fabric, self.undo, self.drain = network, fabric, undo, drain
+        self.two, self.weak = [], []
+        for name, dev, prog, desc in changes:
+            plan = plan_change(dev.program, prog)  # the caller validated (Controller.change)
+            reason = _weak_reason(name, dev, plan)
+            (self.weak if reason else self.two).append((name, dev, prog, desc, plan, reason))
+        self.switches = {n: d for n, d in network.items()
+                         if getattr(d, "kind", "") == "ebpf" and two_phase_capable(d)}
+        # ingress points: every eBPF switch (packets from hosts) and the sending hosts whose
+        # tc egress function changes
+        self.hosts = {n: d for n, d, *_ in self.two if getattr(d, "kind", "") == "host"}
+        self.points = {**self.switches, **self.hosts}
+
+    def run(self) -> list[ChangeRecord]:
+        t0 = time.perf_counter()
+        if not self.two:  # nothing can hold two versions: say so, change per device
+            recs = _named(apply_programs([(d, p, desc) for _, d, p, desc, *_ in self.weak],
+                                         self.undo), [w[0] for w in self.weak])
+            for rec, w in zip(recs, self.weak):
+                rec.notes.append(f"per-packet requested; per-device achieved: {w[5]}")
+            return recs
+        old_slot = self._align_epoch()
+        new_slot = 1 - old_slot
+        prepared = self._prepare()
+        saves = [save_for_undo(dev, plan) for _, dev, _, _, plan, _ in self.two]
+        self._tagging(True)
+        t1 = time.perf_counter()
+        for (name, dev, *_), prep in zip(self.two, prepared):
+            dev.install_spare(prep)
+            self.undo.append((f"{name}: new version out of the spare slot", dev.remove_spare))
+        weak_recs = _named(apply_programs([(d, p, desc) for _, d, p, desc, *_ in self.weak],
+                                          self.undo), [w[0] for w in self.weak])
+        t2 = time.perf_counter()
+        at = time.time()
+        olds = [dev.program for _, dev, *_ in self.two]
+        self.undo.append(("ingress points stamp the old version again",
+                          lambda: self._unflip(old_slot)))
+        for dev in self.points.values():
+            dev.set_stamp(new_slot)
+        for _, dev, *_ in self.two:
+            dev.promote_spare()
+        t3 = time.perf_counter()
+        drain = self._drain(old_slot)
+        t4 = time.perf_counter()
+        records = []
+        for (name, dev, prog, desc, plan, _), prep, old, saved in zip(
+                self.two, prepared, olds, saves):
+            dev.retire_old()
+            self.undo.append((f"{name}: {old.name} back",
+                              lambda dev=dev, old=old, saved=saved: restore(dev, old, saved)))
+            rec = ChangeRecord(name, desc, plan.kind, plan=plan, at=at, done=time.time(),
+                               compile_ms=prep.compile_ms, load_ms=prep.load_ms,
+                               consistency="per-packet", version=prep.version)
+            _after_commit(dev, prog, plan, rec)
+            records.append(rec)
+        self._tagging(False)
+        t5 = time.perf_counter()
+        level = "per-packet" if not self.weak else "per-device"
+        phases = {"install_ms": round((t2 - t1) * 1e3, 3), "flip_ms": round((t3 - t2) * 1e3, 3),
+                  "drain_ms": round((t4 - t3) * 1e3, 3), "retire_ms": round((t5 - t4) * 1e3, 3),
+                  "prepare_ms": round((t1 - t0) * 1e3, 3), "total_ms": round((t5 - t0) * 1e3, 3),
+                  "ingress_points": len(self.points), "old_slot": old_slot, **drain}
+        for rec in records:
+            rec.phases = phases
+            rec.total_ms = phases["total_ms"]
+            rec.consistency = level
+            if self.weak:
+                rec.notes.append("per-packet requested; per-device achieved because "
+                                 + "; ".join(f"{w[0]}: {w[5]}" for w in self.weak))
+        for rec, w in zip(weak_recs, self.weak):
+            rec.phases = phases
+            rec.notes.append(f"per-packet requested; per-device achieved: {w[5]}")
+        return records + weak_recs
+
+    # --- steps ----------------------------------------------------------------------------
+    def _align_epoch(self) -> int:
+        """The slot every ingress point stamps now. They agree at rest; one that does not
+        (a change cut short) is set to the majority, harmless at rest: both slots of every
+        device then hold the same version."""
+        stamps = [d.stamp for d in self.switches.values()]
+        slot = max((0, 1), key=stamps.count) if stamps else 0
+        for d in self.points.values():
+            if d.stamp != slot:
+                d.set_stamp(slot)
+        return slot
+
+    def _prepare(self) -> list:
+        """Every new version loaded, two devices at a time: the kernel verifier runs with
+        the GIL released, so two loads overlap on two cores. One refusal: every version
+        loaded is released and the error raised; nothing on any device changed."""
+        results: list = [None] * len(self.two)
+        errors: list = []
+
+        def load(i: int) -> None:
+            _, dev, prog, *_ = self.two[i]
+            try:
+                results[i] = dev.prepare(prog)
+            except BaseException as exc:  # kept: raised in the caller's thread
+                errors.append((i, exc))
+
+        with ThreadPoolExecutor(max_workers=PREPARE_THREADS) as pool:
+            list(pool.map(load, range(len(self.two))))
+        if errors:
+            for (_, dev, *_), prep in zip(self.two, results):
+                if prep is not None:
+                    dev.abort(prep)
+            raise min(errors, key=lambda e: e[0])[1]
+        return results
+
+    def _tagging(self, on: bool) -> None:
+        """Switch ports towards eBPF switches push the tag and trust it; a host whose
+        egress stamps is trusted by its switch's port; every ingress point counts."""
+        fab = self.fabric
+        link_switches(self.switches, fab)
+        for name in self.hosts:
+            h = fab.hosts.get(name.split(":")[0])
+            sw = self.switches.get(h.switch) if h else None
+            if sw is not None:
+                ifname = fab.switches[h.switch].ports[h.port][0]
+                if on:
+                    sw.set_trust(ifname, True)
+                    self.undo.append((f"{h.switch}: stops trusting tags from {h.name}",
+                                      lambda sw=sw, i=ifname: sw.set_trust(i, False)))
+        for dev in self.points.values():
+            dev.set_tagging(on)
+        if on:
+            self.undo.append(("version tagging off", lambda: [d.set_tagging(False)
+                                                              for d in self.points.values()]))
+        else:  # host ports trust nothing at rest: their hosts' tags are forged by definition
+            for name in self.hosts:
+                h = fab.hosts.get(name.split(":")[0])
+                sw = self.switches.get(h.switch) if h else None
+                if sw is not None:
+                    sw.set_trust(fab.switches[h.switch].ports[h.port][0], False)
+
+    def _unflip(self, old_slot: int) -> None:
+        for dev in self.points.values():
+            dev.set_stamp(old_slot)
+        for _, dev, *_ in self.two:
+            dev.demote()
+
+    def _drain(self, old_slot: int) -> dict:
+        """Wait until the old version's packet counters of every ingress point and switch
+        stop moving (quiet_ms), at least min_ms after the flip, at most max_ms."""
+        p = self.drain
+        t0 = time.perf_counter()
+        devs = list(self.points.values())
+        last = sum(d.version_counts()[old_slot] for d in devs)
+        first, quiet_since, polls = last, t0, 0
+        while True:
+            time.sleep(p.poll_ms / 1e3)
+            polls += 1
+            now = time.perf_counter()
+            cur = sum(d.version_counts()[old_slot] for d in devs)
+            if cur != last:
+                last, quiet_since = cur, now
+            waited = (now - t0) * 1e3
+            if (now - quiet_since) * 1e3 >= p.quiet_ms and waited >= p.min_ms:
+                return {"drain_polls": polls, "old_packets_after_flip": cur - first,
+                        "drain_bounded": False}
+            if waited >= p.max_ms:
+                return {"drain_polls": polls, "old_packets_after_flip": cur - first,
+                        "drain_bounded": True}
+
+
+def link_switches(switches: dict, fabric) -> None:
+    """Ports between two eBPF switches push the version tag (only while tagging is on) and
+    trust it; set once, kept (idempotent: the devices remember what they set)."""
+    for name, sw in switches.items():
+        desc = fabric.switches.get(name)
+        for port, peer in (desc.peers.items() if desc else ()):
+            if peer in switches:
+                sw.set_port_tag(port, True)
+                sw.set_trust(desc.ports[port][0], True)
+
+
+def _weak_reason(name: str, dev, plan) -> str:
+    """Why this device's part cannot be per-packet ('' when it can)."""
+    if plan.kind not in ("pipeline", "full_swap"):
+        return "only table defaults change, and they live in maps both versions share"
+    if getattr(dev, "kind", "") == "bmv2":
+        return f"{name} (bmv2) holds one pipeline at a time"
+    if not two_phase_capable(dev):
+        return f"{name} is a receiving host's hook: it sees no version tag"
+    return ""

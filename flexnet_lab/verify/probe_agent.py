@@ -1,0 +1,75 @@
+"""The oracle's probe sender and receiver, run inside a host's namespace (verify/oracle.py).
+
+  python -m flexnet_lab.verify.probe_agent send DST_IP FIRST_ID STEP RATE_PPS
+      sends UDP probes to DST_IP:PROBE_PORT, payload magic + id (big-endian), ids FIRST_ID,
+      FIRST_ID + STEP, ...; on SIGTERM prints how many it sent and exits.
+  python -m flexnet_lab.verify.probe_agent recv OUT_FILE
+      receives probes on PROBE_PORT (inside its namespace only); on SIGTERM writes the ids
+      in arrival order to OUT_FILE (u32 little-endian each) and exits.
+"""
+from __future__ import annotations
+
+import array
+import signal
+import socket
+import struct
+import sys
+import time
+
+from ..compiler.ebpf import PROBE_MAGIC, PROBE_PORT
+
+
+def send(dst: str, first: int, step: int, rate: float) -> int:
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    pid, sent, t0 = first, 0, time.monotonic()
+    print("ready", flush=True)
+    while not stop:
+        due = int((time.monotonic() - t0) * rate) + 1
+        while sent < due and not stop:
+            try:
+                sock.sendto(struct.pack(">II", PROBE_MAGIC, pid & 0xFFFFFFFF) + bytes(8),
+                            (dst, PROBE_PORT))
+            except OSError:  # no route/neighbour yet: the probe counts as sent and lost
+                pass
+            pid += step
+            sent += 1
+        time.sleep(0.0005)
+    print(f"sent {sent}", flush=True)
+    return 0
+
+
+def recv(out: str) -> int:
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind(("0.0.0.0", PROBE_PORT))
+    sock.settimeout(0.05)
+    ids = array.array("I")
+    print("ready", flush=True)
+    while not stop:
+        try:
+            data = sock.recv(64)
+        except (socket.timeout, InterruptedError):
+            continue
+        if len(data) >= 8 and struct.unpack_from(">I", data)[0] == PROBE_MAGIC:
+            ids.append(struct.unpack_from(">I", data, 4)[0])
+    with open(out, "wb") as fh:
+        fh.write(ids.tobytes())
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["send"] and len(argv) == 5:
+        return send(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))
+    if argv[:1] == ["recv"] and len(argv) == 2:
+        return recv(argv[1])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

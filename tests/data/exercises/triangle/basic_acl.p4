@@ -1,6 +1,6 @@
 /* basic.p4 with an ACL: the second version of the exercise, swapped in live by FlexNet
  * Lab's tests. ipv4_lpm is unchanged (same name, key and actions: its entries are
- * carried); the acl table, applied first, drops what its ternary entries match. */
+ * carried); the acl table, applied after it, drops what its ternary entries match. */
 #include <core.p4>
 #include <v1model.p4>
 
@@ -90,8 +90,8 @@ control MyIngress(inout headers hdr, inout metadata meta,
 
     apply {
         if (hdr.ipv4.isValid()) {
-            acl.apply();
             ipv4_lpm.apply();
+            acl.apply();        // after the route: its drop is the last word
         } else {
             drop();
         }

@@ -149,3 +149,32 @@ def test_flexnet_check_exercise_folder_and_topology_with_p4_option(tmp_path):
                              cwd=str(tmp_path))
         assert res.returncode == 0, res.stdout[-1500:] + res.stderr[-1500:]
         assert "6/6 pings" in res.stdout and "PASS" in res.stdout
+
+
+def test_controller_process_adopts_the_exercise_and_swaps_over_the_channel():
+    """As `flexnet up DIR` runs it: the lab hands its switches to the controller daemon,
+    which adopts them from fabric.json (their own P4 programs) and serves the prompt's
+    commands: tables, entries, counters, swap."""
+    from flexnet_lab.control.channel import ControlClient, socket_path
+    from flexnet_lab.control.daemon import Supervisor
+    with Lab(load_coursework(EXERCISE)) as lab:
+        lab.release_devices()
+        sup = Supervisor(lab.tag.dir, lab.tag.env())
+        sup.start()
+        try:
+            c = ControlClient(socket_path(lab.tag.dir))
+            t = c.call("tables", device="s1")
+            assert t["program"] == "basic" and t["tables"][0]["entries"] == 3
+            assert len(c.call("entries", device="s2", table="ipv4_lpm")) == 3
+            assert "note" in c.call("counters", device="s3")
+            (rec,) = c.call("swap_p4", switch="s1",
+                            program=os.path.join(EXERCISE, "basic_acl.p4"),
+                            runtime=os.path.join(EXERCISE, "triangle-topo",
+                                                 "s1-runtime-acl.json"))
+            assert "carried: 3 entries of ipv4_lpm (same name, keys and actions)" in rec["notes"]
+            assert len(c.call("entries", device="s1", table="MyIngress.acl")) == 1
+            assert c.call("p4sh", switch="s1")["election_id"] == [0, 1]
+            assert lab.ping_all()["loss_pct"] == 0.0
+            assert sup.restarts == 0
+        finally:
+            sup.stop()

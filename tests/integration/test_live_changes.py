@@ -122,6 +122,14 @@ def _counters(lab, specs) -> dict[str, int]:
     return out
 
 
+def _delivered(flow) -> bool:
+    """Nothing lost in the network: no sequence gap at the receiver, and at most the few
+    datagrams iperf3's server may leave unread when the test ends (the scenario verdict's
+    tolerance, verify/scenario.py TAIL_TOLERANCE)."""
+    from flexnet_lab.verify.scenario import TAIL_TOLERANCE
+    return flow.gap_lost == 0 and flow.tail_lost <= TAIL_TOLERANCE
+
+
 def _loss(r) -> str:
     bad = [(round(i.start, 1), i.lost) for i in r.intervals if i.lost]
     return (f"flow {r.spec.name}: {r.lost} lost of {r.sent} sent ({r.received} received); "
@@ -183,7 +191,7 @@ def test_host_hot_swap_under_load_loses_nothing(lab, ctl):
         f"a swap compiled during the flow: {[round(r.compile_ms) for r in records]}"
     assert ctl.handle(H2_XDP) is dp and dp.program == fc
     assert ctl.device_intent(H2_XDP).program == fc
-    assert flow.lost == 0, _loss(flow)
+    assert _delivered(flow), _loss(flow)
     # the pkts counter is shared by both programs: it kept counting across all 24 swaps
     counted = dp.read_map("pkts")[0][0] - before
     assert counted >= flow.received, \
@@ -226,7 +234,7 @@ def test_switch_table_add_remove_under_load_loses_nothing(lab, ctl):
     assert len(applied) == 20
     assert s1.program == base
     assert s1.entries("l3_fwd") == routes
-    assert flow.lost == 0, _loss(flow)
+    assert _delivered(flow), _loss(flow)
 
 
 # --- 3. the ACL does what it says ---------------------------------------------------------
@@ -258,7 +266,7 @@ def test_acl_drops_udp_9999_and_nothing_else(lab, ctl):
     assert blocked.spec.port == 9999 and other.spec.port == 5201
     lost = blocked.sent - blocked.received
     assert lost >= 0.9 * blocked.sent, _loss(blocked)
-    assert other.lost == 0, _loss(other)
+    assert _delivered(other), _loss(other)
     # s1 counted the ACL's drops (and perhaps a few stray packets of its own)
     assert lost <= dropped <= lost * 1.02 + 20, \
         f"s1 dropped {dropped} packets; the 9999 flow lost {lost}"
@@ -436,7 +444,7 @@ def test_bad_delta_changes_nothing_and_traffic_is_unaffected(lab, ctl, monkeypat
         assert after["program"] is state["program"], f"{device}: program object replaced"
         assert after == state, f"{device}: {state} -> {after}"
         assert ctl.device_intent(device) == intent[device], f"{device}: intent changed"
-    assert flow.lost == 0, _loss(flow)
+    assert _delivered(flow), _loss(flow)
     # and the untouched devices still do their job
     assert lab.ping_all()["loss_pct"] == 0.0
 

@@ -157,7 +157,7 @@ def test_malformed_exercise(case, tmp_path):
     """A coursework exercise (tests/data/exercises/triangle) with one file replaced by the
     case's: `flexnet check DIR` refuses it naming the file and the field. Cases marked
     `needs: p4c` are found against the compiled program's P4Info (p4c runs first: up to
-    5 s allowed)."""
+    8 s allowed)."""
     import shutil
     head = _header(case)
     if head.get("needs") == "p4c" and shutil.which("p4c-bm2-ss") is None:
@@ -171,7 +171,7 @@ def test_malformed_exercise(case, tmp_path):
                 rel = os.path.relpath(os.path.join(dirpath, f), folder)
                 shutil.copyfile(os.path.join(dirpath, f), ex / rel)
     res, elapsed, left = _run(["check", str(ex)], tmp_path)
-    limit = 5.0 if head.get("needs") == "p4c" else LIMIT_S
+    limit = 8.0 if head.get("needs") == "p4c" else LIMIT_S   # p4c: 1-2.5 s when loaded
     _check(res, elapsed, left, [head["file"]], head["field"], limit)
 
 

@@ -17,8 +17,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOPOLOGY_DIR = os.path.join(ROOT, "topologies")
 
 
-def _load_topology(name: str):
+def _load_topology(name: str, p4: str | None = None):
+    """A topology by name, YAML path, or the coursework form (a topology.json or an
+    exercise folder; `--p4` names the program its files leave to a Makefile)."""
+    from .topology.coursework import is_coursework, load_coursework
     from .topology.loader import find_topology, load_topology
+    if is_coursework(name):
+        return load_coursework(name, p4)
+    if p4 is not None:
+        raise OptionError("--p4", "names the program of a coursework topology.json or "
+                          "exercise folder; a YAML topology names it per switch (p4: ...)")
     return load_topology(find_topology(name, TOPOLOGY_DIR))
 
 
@@ -38,7 +46,7 @@ def cmd_up(args) -> int:
         return _resume(args.resume)
     if not args.topology:
         raise FlexNetError("up: name a topology (or --resume RUN)")
-    topo = _load_topology(args.topology)   # before mininet is imported: bad input fails fast
+    topo = _load_topology(args.topology, args.p4)   # before mininet: bad input fails fast
     from .control.channel import ControlClient, socket_path
     from .control.daemon import Supervisor
     from .lab.network import Lab
@@ -46,6 +54,8 @@ def cmd_up(args) -> int:
     from .progress import Progress
     _terminate_on_sigterm()
     with Lab(topo, progress=Progress(topo.name)) as lab:
+        for note in lab.notes:
+            print(f"*** note: {note}")
         lab.release_devices()          # the controller process drives them from now on
         sup = Supervisor(lab.tag.dir, lab.tag.env())
         try:
@@ -117,7 +127,7 @@ def cmd_app(args) -> int:
 
 
 def cmd_check(args) -> int:
-    topo = _load_topology(args.topology)
+    topo = _load_topology(args.topology, args.p4)
     from .lab.network import Lab
     from .progress import Progress
     _terminate_on_sigterm()
@@ -134,7 +144,8 @@ def cmd_check(args) -> int:
            "failed_count": len(failed), "failed_pairs": failed[:20],
            "retried_pairs": result["retried"], "probes": result["probes"],
            "ping_s": result["elapsed_s"], "total_s": round(time.monotonic() - t0, 2),
-           "leftovers": leftovers.summary()}
+           "leftovers": leftovers.summary(),
+           "notes": lab.notes}
     print(json.dumps(out, indent=1))
     ok = result["loss_pct"] == 0.0 and leftovers.empty()
     print(f"*** {topo.name}: up in {lab.bringup_s:.2f} s, {result['received']}/{result['sent']}"
@@ -311,7 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "network of eBPF/P4 switches and hosts while it carries traffic")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("up", help="bring a topology up and open the lab prompt")
-    s.add_argument("topology", nargs="?", help="name under topologies/ or a YAML path")
+    s.add_argument("topology", nargs="?", help="name under topologies/, a YAML path, or a "
+                   "coursework topology.json / exercise folder")
+    s.add_argument("--p4", metavar="PROG.p4", help="coursework: the P4 program of switches "
+                   "the files do not give one")
     s.add_argument("--no-cli", action="store_true", help="no prompt: run until `flexnet down`")
     s.add_argument("--resume", metavar="RUN", help="run the controller of a running lab "
                    "whose controller is not running (it adopts the devices as they are)")
@@ -324,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_app)
     s = sub.add_parser("check", help="bring up, ping all pairs, tear down; exit 0 on 0%% loss")
     s.add_argument("topology")
+    s.add_argument("--p4", metavar="PROG.p4", help="coursework: the P4 program of switches "
+                   "the files do not give one")
     s.set_defaults(func=cmd_check)
     for name, what, func in (("down", "stop running labs (SIGTERM, then clean)", cmd_down),
                              ("clean", "remove every object carrying the lab's tag", cmd_clean),

@@ -35,7 +35,14 @@ def running_lab(tmp_path):
     from flexnet_lab.errors import ControlError
     from flexnet_lab.lab.runstate import runs_dir
     out = open(tmp_path / "up.log", "w")
-    proc = subprocess.Popen([*FLEXNET, "up", "leaf-spine", "--no-cli"], cwd=REPO, stdout=out,
+    # eBPF switches even where bmv2 is installed (`auto` would make them bmv2): the drift
+    # injected below is the eBPF datapath's
+    topo = (REPO / "topologies" / "leaf-spine.yaml").read_text().replace(
+        "target: auto", "target: ebpf")
+    assert "target: ebpf" in topo
+    (tmp_path / "leaf-spine.yaml").write_text(topo)
+    proc = subprocess.Popen([*FLEXNET, "up", str(tmp_path / "leaf-spine.yaml"), "--no-cli"],
+                            cwd=REPO, stdout=out,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     run = None

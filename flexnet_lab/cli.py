@@ -43,7 +43,7 @@ def _terminate_on_sigterm() -> None:
 
 def cmd_up(args) -> int:
     if args.resume:
-        return _resume(args.resume)
+        return _resume(args.resume, args.store)
     if not args.topology:
         raise FlexNetError("up: name a topology (or --resume RUN)")
     topo = _load_topology(args.topology, args.p4)   # before mininet: bad input fails fast
@@ -57,7 +57,8 @@ def cmd_up(args) -> int:
         for note in lab.notes:
             print(f"*** note: {note}")
         lab.release_devices()          # the controller process drives them from now on
-        sup = Supervisor(lab.tag.dir, lab.tag.env())
+        store = os.path.abspath(args.store) if args.store else None
+        sup = Supervisor(lab.tag.dir, lab.tag.env(), store=store)
         try:
             sup.start()
             print(f"*** {topo.name}: {len(topo.hosts)} hosts, {len(topo.switches)} switches "
@@ -90,7 +91,7 @@ def _run_dir(run: str | None) -> str:
     return os.path.join(runs_dir(), states[0]["run"])
 
 
-def _resume(run: str) -> int:
+def _resume(run: str, store: str | None = None) -> int:
     """Run the controller of a lab whose controller is not running (in the foreground)."""
     from .control.channel import ControlClient, socket_path
     from .control.daemon import serve
@@ -103,7 +104,7 @@ def _resume(run: str) -> int:
         pass
     print(f"*** resuming the controller of run {run}; Ctrl-C stops it (the lab stays up)",
           flush=True)
-    return serve(run_dir)
+    return serve(run_dir, store=os.path.abspath(store) if store else None)
 
 
 def cmd_app(args) -> int:
@@ -327,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--p4", metavar="PROG.p4", help="coursework: the P4 program of switches "
                    "the files do not give one")
     s.add_argument("--no-cli", action="store_true", help="no prompt: run until `flexnet down`")
+    s.add_argument("--store", metavar="PATH", help="the controller's intent store (SQLite; "
+                   "default RUN_DIR/intent.db)")
     s.add_argument("--resume", metavar="RUN", help="run the controller of a running lab "
                    "whose controller is not running (it adopts the devices as they are)")
     s.set_defaults(func=cmd_up)

@@ -22,7 +22,7 @@ from fnmatch import fnmatchcase
 
 from ..errors import (AppError, DeltaError, EntryError, FlexNetError, LabError, ProgramError,
                       TargetError)
-from ..plan.execute import ChangeRecord, check_change, reload_program
+from ..plan.execute import ChangeRecord, Checks, reload_program
 from ..plan.two_phase import apply_changes, check_level, weak_record
 from ..program.delta import Delta
 from ..program.library import infrastructure
@@ -238,11 +238,12 @@ class Controller:
         with self._lock:
             before = {n: self.intent.devices.get(n) for n in after}
             apps = apps or {}
+            checks = Checks()
             for n, a in after.items():
                 if a is not None and a.program is not None:
                     h = self.devices.handles.get(n)
                     if h is not None:
-                        check_change(h, a.program)  # validation + target capabilities
+                        checks.change(h, a.program)  # validation + target capabilities
             cid = self.store.begin(op, Intent(before, {u: self.intent.apps.get(u) for u in apps}),
                                    Intent(after, apps))
             try:
@@ -408,15 +409,17 @@ class Controller:
         or a host hook) as one change. Returns the records and each device's inverse."""
         names = (self.switches(pattern) if any(c in pattern for c in "*?[")
                  else [self.device_intent(pattern).name])
-        after, inverses = {}, {}
+        after, inverses, done = {}, {}, {}
         for n in names:
             cur = self.intent.devices[n]
-            try:
-                new, inverses[n] = delta.apply(cur.program)
-            except DeltaError:
-                raise
-            except FlexNetError as exc:
-                raise DeltaError(delta.name or "delta", str(exc)) from exc
+            if cur.program not in done:   # switches running the same program: apply once
+                try:
+                    done[cur.program] = delta.apply(cur.program)
+                except DeltaError:
+                    raise
+                except FlexNetError as exc:
+                    raise DeltaError(delta.name or "delta", str(exc)) from exc
+            new, inverses[n] = done[cur.program]
             after[n] = cur.with_program(new)
         return self.change(description or delta.name or "delta", after,
                            consistency=consistency), inverses
@@ -442,11 +445,12 @@ class Controller:
 
     def apply_inverses(self, inverses: dict[str, Delta], description: str = "undo",
                        consistency: str = "per-device"):
-        after = {}
+        after, done = {}, {}
         for n, inv in inverses.items():
             cur = self.intent.devices[n]
-            new, _ = inv.apply(cur.program)
-            after[n] = cur.with_program(new)
+            if (cur.program, inv) not in done:   # the same program, the same inverse: once
+                done[(cur.program, inv)] = inv.apply(cur.program)[0]
+            after[n] = cur.with_program(done[(cur.program, inv)])
         return self.change(description, after, consistency=consistency)
 
     def insert_entry(self, pattern: str, table: str, match: tuple, action: str,

@@ -7,7 +7,6 @@ program (how a restarted controller tells whether the device runs it). An app is
 program element deployed on some devices."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 
 from ..compiler.p4_user import UserP4
@@ -73,13 +72,18 @@ class DeviceIntent:
                          and e.action in program.table(e.table).actions)
         return replace(self, program=program, entries=keep)
 
-    def to_json(self) -> dict:
+    def to_json(self, memo: dict | None = None) -> dict:
+        """memo: program -> its dict, shared by the devices of one write (20 switches
+        running one program serialise it once)."""
+        memo = {} if memo is None else memo
+        if self.program is not None and self.program not in memo:
+            memo[self.program] = program_to_dict(self.program)
         return {"name": self.name, "kind": self.kind, "prog_id": self.prog_id,
-                "program": program_to_dict(self.program) if self.program else None,
+                "program": memo[self.program] if self.program else None,
                 "functions": [f.to_json() for f in self.functions],
                 "p4": self.p4.to_json() if self.p4 else None,
                 "entries": sorted((entry_to_json(e) for e in self.entries),
-                                  key=lambda d: json.dumps(d, sort_keys=True))}
+                                  key=repr)}
 
     @classmethod
     def from_json(cls, d: dict) -> "DeviceIntent":

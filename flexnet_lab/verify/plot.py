@@ -1,6 +1,8 @@
 """timeline.png: throughput of every flow over time, each change marked, loss marked."""
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
@@ -33,7 +35,11 @@ def plot_timeline(report: dict, path: str) -> str:
     verdict = "PASSED" if report.get("passed") else "FAILED"
     ax.set_title(f"scenario {report['scenario']} on {report['topology']}: {verdict}")
     ax.legend(loc="lower left", fontsize=7)
-    fig.tight_layout()
+    with warnings.catch_warnings():
+        # a crowded plot may not fit tight_layout's margins; the file is written anyway
+        # and the user's terminal is no place for matplotlib's remark about it
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

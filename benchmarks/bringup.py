@@ -5,8 +5,10 @@ same topology with Linux bridges (static forwarding entries along the same route
 
 Brings the topology up `--runs` times with eBPF switches (median bring-up time), pings all
 pairs on the first run, and on the last run also brings the bridge baseline up next to it
-and measures iperf3 TCP throughput from --src to --dst (by default h1 -> h16, in different
-pods of the fat tree) in both, alternating eBPF and bridge, `--repeats` times each (median).
+and measures iperf3 TCP throughput from --src to --dst (by default the first and the last
+host: h1 -> h16 in fat-tree-k4, in different pods of any fat tree) in both, alternating
+eBPF and bridge, `--repeats` times each (median). Progress of each bring-up and of the
+all-pairs check goes to stderr.
 Client on core 0, server on core 1 (iperf3 -A 0,1), as ../shared/FACTS.md recommends.
 
 Prints one JSON object on stdout (everything else goes to stderr). Needs root.
@@ -25,6 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from flexnet_lab.lab.network import Lab  # noqa: E402
+from flexnet_lab.progress import Progress  # noqa: E402
 from flexnet_lab.topology import find_topology, load_topology  # noqa: E402
 from flexnet_lab.topology.routes import path as route_path  # noqa: E402
 
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=int, default=5, help="length of one iperf3 test")
     p.add_argument("--repeats", type=int, default=5, help="iperf3 tests per switch kind")
     p.add_argument("--src", default="h1")
-    p.add_argument("--dst", default="h16")
+    p.add_argument("--dst", help="default: the topology's last host")
     p.add_argument("--output", help="also write the JSON here")
     args = p.parse_args(argv)
     if args.runs < 1 or args.repeats < 1 or args.seconds < 1:
@@ -108,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
     topo = load_topology(find_topology(args.topology, TOPOLOGY_DIR))
+    args.dst = args.dst or topo.hosts[-1].name
     for h in (args.src, args.dst):
         if not any(x.name == h for x in topo.hosts):
             p.error(f"no host {h} in {topo.name}")
@@ -115,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     bringups: list[float] = []
     result: dict = {"topology": topo.name, "hosts": len(topo.hosts),
-                    "switches": len(topo.switches)}
+                    "switches": len(topo.switches),
+                    # other work on the machine skews every figure: say how busy it was
+                    "loadavg_1m_before": round(os.getloadavg()[0], 2)}
     samples: dict[str, list[dict]] = {"ebpf": [], "bridge": []}
     notes: list[str] = []
     # Python-level output (anything a library prints) to stderr: stdout carries the JSON
@@ -123,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.runs):
             last = i == args.runs - 1
             with contextlib.ExitStack() as stack:
-                lab = stack.enter_context(Lab(topo, switch_kind="ebpf"))
+                lab = stack.enter_context(Lab(topo, switch_kind="ebpf",
+                                              progress=Progress(f"{topo.name} run {i + 1}")))
                 bringups.append(lab.bringup_s)
                 log(f"run {i + 1}/{args.runs}: eBPF lab {lab.tag.run} up in "
                     f"{lab.bringup_s:.2f} s")
@@ -132,14 +139,18 @@ def main(argv: list[str] | None = None) -> int:
                     result["pingall_loss_pct"] = ping["loss_pct"]
                     result["pingall_pairs"] = ping["sent"]
                     result["pingall_failed"] = ping["failed"][:10]
+                    result["pingall_retried"] = ping["retried"]
+                    result["pingall_s"] = ping["elapsed_s"]
                     log(f"ping all: {ping['received']}/{ping['sent']}, "
-                        f"{ping['loss_pct']:.1f}% loss")
+                        f"{ping['loss_pct']:.1f}% loss, {ping['retried']} after a retry, "
+                        f"{ping['elapsed_s']:.2f} s")
                 if not last:
                     continue
                 hops = route_path(lab.topology, args.src, args.dst, lab.routes)
                 ping_pair(lab, args.src, args.dst)  # ARP through the eBPF switches
                 # the baseline: Linux bridges, static forwarding along the same routes
-                bridge = stack.enter_context(Lab(topo, switch_kind="bridge"))
+                bridge = stack.enter_context(Lab(topo, switch_kind="bridge",
+                                                 progress=Progress(f"{topo.name} bridges")))
                 log(f"bridge lab {bridge.tag.run} up in {bridge.bringup_s:.2f} s")
                 result["bridge_bringup_s"] = round(bridge.bringup_s, 3)
                 bridge_hops = route_path(bridge.topology, args.src, args.dst, bridge.routes)
@@ -172,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                   "seconds": args.seconds, "repeats": args.repeats, "affinity": affinity(),
                   "port": PORT, "statistic": "median of end.sum_received.bits_per_second",
                   "order": "alternating ebpf, bridge"},
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
         "notes": notes,
         "total_s": round(time.perf_counter() - t_start, 1),
     })

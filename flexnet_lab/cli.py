@@ -43,8 +43,9 @@ def cmd_up(args) -> int:
     from .control.daemon import Supervisor
     from .lab.network import Lab
     from .lab.prompt import LabCLI
+    from .progress import Progress
     _terminate_on_sigterm()
-    with Lab(topo) as lab:
+    with Lab(topo, progress=Progress(topo.name)) as lab:
         lab.release_devices()          # the controller process drives them from now on
         sup = Supervisor(lab.tag.dir, lab.tag.env())
         try:
@@ -118,20 +119,31 @@ def cmd_app(args) -> int:
 def cmd_check(args) -> int:
     topo = _load_topology(args.topology)
     from .lab.network import Lab
+    from .progress import Progress
     _terminate_on_sigterm()
-    lab = Lab(topo)
+    t0 = time.monotonic()
+    lab = Lab(topo, progress=Progress(topo.name))
     with lab:
         result = lab.ping_all()
     from .lab.clean import find_tagged
     leftovers = find_tagged(run=lab.tag.run)
+    failed = result["failed"]
     out = {"topology": topo.name, "hosts": len(topo.hosts), "switches": len(topo.switches),
            "bringup_s": round(lab.bringup_s, 3), "pairs": result["sent"],
            "received": result["received"], "loss_pct": result["loss_pct"],
-           "failed_pairs": result["failed"][:20], "leftovers": leftovers.summary()}
+           "failed_count": len(failed), "failed_pairs": failed[:20],
+           "retried_pairs": result["retried"], "probes": result["probes"],
+           "ping_s": result["elapsed_s"], "total_s": round(time.monotonic() - t0, 2),
+           "leftovers": leftovers.summary()}
     print(json.dumps(out, indent=1))
     ok = result["loss_pct"] == 0.0 and leftovers.empty()
     print(f"*** {topo.name}: up in {lab.bringup_s:.2f} s, {result['received']}/{result['sent']}"
-          f" pings, {result['loss_pct']:.1f}% loss: {'PASS' if ok else 'FAIL'}")
+          f" pairs answered ({result['retried']} after a retry), "
+          f"{result['loss_pct']:.1f}% loss: {'PASS' if ok else 'FAIL'}")
+    if failed:
+        shown = ", ".join(f"{a}->{b}" for a, b in failed[:20])
+        more = f" and {len(failed) - 20} more" if len(failed) > 20 else ""
+        print(f"*** unreachable after retries: {shown}{more}")
     return 0 if ok else 1
 
 

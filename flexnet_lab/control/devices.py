@@ -5,6 +5,7 @@ for a restart."""
 from __future__ import annotations
 
 import os
+import threading
 import shutil
 
 from ..compiler.ebpf import CAPABILITIES
@@ -42,6 +43,7 @@ class Devices:
         self.bpf = bpf or Bpf()
         self.handles: dict[str, Target] = dict(handles or {})
         self.orphans: list[str] = []
+        self._p4_compiled: dict = {}     # p4c outputs, shared by this controller's bmv2 switches
         self._libbpf: LibBpf | None = None
 
     @property
@@ -96,7 +98,12 @@ class Devices:
             from ..targets.bmv2_switch import Bmv2Switch
             from ..lab.runstate import ENV_TAG
             env = {**os.environ, ENV_TAG: self.fabric.run}
-            return Bmv2Switch.adopt_running(desc, ports, self.fabric.run_dir, program, env)
+            sw = Bmv2Switch.adopt_running(desc, ports, self.fabric.run_dir, program, env,
+                                          self._p4_compiled)
+            # compile its program now, in the background: restarting a dead switch then
+            # does not wait for p4c
+            threading.Thread(target=sw.warm, daemon=True, name=f"p4c-{name}").start()
+            return sw
         raise TargetError(name, f"a {desc.kind} switch has no program to control")
 
     def _host_datapath(self, name: str) -> EbpfDatapath:

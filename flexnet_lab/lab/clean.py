@@ -80,8 +80,7 @@ def clean(base: str = BASE, run: str | None = None) -> Found:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    for ns in found.namespaces:
-        remove_namespace(ns)
+    remove_namespaces(found.namespaces)
     for ifname in found.links:
         subprocess.run(["ip", "link", "del", ifname], capture_output=True)
     for d in found.pin_dirs + found.run_dirs:
@@ -93,14 +92,34 @@ def clean(base: str = BASE, run: str | None = None) -> Found:
 def remove_namespace(ns: str) -> None:
     """Kill whatever still runs in a lab namespace (also untagged stragglers started in it
     by hand), then delete the namespace; its veths go with it."""
-    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
-                          text=True).stdout.split()
-    for pid in pids:
+    remove_namespaces([ns])
+
+
+def remove_namespaces(names: list[str]) -> None:
+    """remove_namespace for many at once: one walk of /proc finds the processes in any of
+    them, one `ip -batch` deletes them all (a big lab has hundreds)."""
+    inodes = set()
+    for ns in names:
         try:
-            os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
+            st = os.stat(f"/run/netns/{ns}")
+            inodes.add((st.st_dev, st.st_ino))
+        except OSError:
             pass
-    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    if not inodes:
+        return
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            st = os.stat(f"/proc/{pid}/ns/net")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in inodes and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    # -force: go on past a name already gone (a concurrent clean)
+    subprocess.run(["ip", "-force", "-batch", "-"], capture_output=True, text=True,
+                   input="".join(f"netns del {ns}\n" for ns in names))
 
 
 def _stop_labs(base: str, run: str | None) -> None:

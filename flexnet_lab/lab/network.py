@@ -5,24 +5,29 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from mininet.link import Link, TCLink
 from mininet.net import Mininet
 
 from ..compiler.ebpf import generate, root_source
 from ..errors import EnvironmentMissing, FlexNetError, LabError
 from ..program.library import infrastructure
 from ..program.model import Program
+from ..progress import Silent
 from ..targets.bcc_compile import Compiler
 from ..targets.bpf_syscall import Bpf
 from ..targets.ebpf_switch import EbpfSwitch
+from ..targets.netlink import Netns, add_neighbour
 from ..topology.model import Topology, resolve_auto
 from ..topology.routes import compute_routes
+from .clean import release_bpffs, remove_namespaces
 from .fabric import Fabric, HostDesc, SwitchDesc
-from .nodes import LabHost, LabSwitch
-from .clean import release_bpffs, remove_namespace
+from .nodes import (LabHost, LabSwitch, NodeSpec, VethSpec, configure_node, create_veths,
+                    name_namespaces, start_nodes)
+from .pingall import ping_all
 from .runstate import RunTag, ensure_bpffs
 
 
@@ -35,13 +40,24 @@ def have_bmv2() -> bool:
     return BMV2_TARGET_AVAILABLE and shutil.which("simple_switch_grpc") is not None
 
 
+def neighbour_budget() -> int:
+    """How many dynamic ARP entries (hosts x hosts) a lab may need before it pre-resolves
+    them: a quarter of the machine-wide limit, which other labs share."""
+    try:
+        with open("/proc/sys/net/ipv4/neigh/default/gc_thresh3") as fh:
+            return int(fh.read()) // 4
+    except (OSError, ValueError):
+        return 1024 // 4  # the kernel's default limit
+
+
 class Lab:
     """A live network of the topology's hosts and switches.
 
     Use as a context manager, or call start() and stop(); stop() runs on every exit path
     of start() itself, so a failed bring-up leaves nothing behind."""
 
-    def __init__(self, topology: Topology, base: str | None = None, switch_kind: str | None = None):
+    def __init__(self, topology: Topology, base: str | None = None, switch_kind: str | None = None,
+                 progress=None):
         self.topology = resolve_auto(topology, have_bmv2())
         if switch_kind:  # force every switch to one kind (benchmarks: "bridge")
             self.topology = self.topology.with_targets(lambda s: switch_kind)
@@ -56,6 +72,8 @@ class Lab:
         self._netns: list[str] = []
         self._p4_compiled: dict = {}
         self._owner = os.getpid()  # a forked copy of this object must never tear down
+        # a flexnet_lab.progress.Progress to report bring-up to (silent by default)
+        self.progress = progress or Silent()
         self._capture = None       # lab.capture.PortCapture once a port is captured
         # where pcap files are kept after the run (the run folder goes with the run)
         self.keep_dir = os.path.abspath(os.path.join("results",
@@ -73,22 +91,31 @@ class Lab:
         self._check_tools()
         self.tag.write_state(pid=os.getpid(), topology=self.topology.name,
                              source=self.topology.source, status="starting", started=time.time())
+        compiled = None
         try:
             ensure_bpffs(self.tag)
             compiled = self._precompile()
             self._build_mininet()
+            self.progress.step("compiling the switch program")
             compiled.join()
+            self.progress.step("switches", len(self.topology.switches))
             for name in self.topology_switch_names():
                 self._start_switch(name)
+                self.progress.advance()
+            self.progress.step("routes", sum(len(r) for r in self.routes.values()))
             self._install_routes()
-            if any(s.target == "bridge" for s in self.topology.switches):
+            if (any(s.target == "bridge" for s in self.topology.switches)
+                    or len(self.topology.hosts) ** 2 > neighbour_budget()):
                 self._static_neighbours()
             if any(s.target == "bmv2" for s in self.topology.switches):
                 self._software_checksums()
         except BaseException:
+            if compiled is not None:  # nothing of a failed start runs on after it
+                threading.Thread.join(compiled)
             self.stop()
             raise
         self.bringup_s = time.perf_counter() - t0
+        self.progress.finish("up")
         self.fabric().save()
         if self.topology.capture:
             for name in self.topology_switch_names():
@@ -111,11 +138,13 @@ class Lab:
             _quietly(errors, sw.close)
         self.switches.clear()
         if self.net is not None:
-            for node in self.net.hosts + self.net.switches:
+            nodes = self.net.hosts + self.net.switches
+            for node in nodes:  # signal every shell first: they exit in parallel
+                _quietly(errors, lambda: _hang_up(node))
+            for node in nodes:
                 _quietly(errors, node.terminate)
             self.net = None
-        for ns in self._netns:
-            remove_namespace(ns)
+        remove_namespaces(self._netns)
         self._netns.clear()
         shutil.rmtree(self.tag.pin_dir, ignore_errors=True)
         shutil.rmtree(self.tag.dir, ignore_errors=True)
@@ -156,24 +185,38 @@ class Lab:
         return th
 
     def _build_mininet(self) -> None:
+        """Nodes, namespaces and links, batched (see nodes.py): shells start in parallel,
+        one `ip -batch` names the namespaces and one creates every veth inside them, and
+        each namespace is configured by one netlink batch."""
         topo = self.topology
         net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False,
                       autoStaticArp=False, waitConnected=False)
         self.net = net
-        for h in topo.hosts:
-            net.addHost(h.name, cls=LabHost, ip=f"{h.ip}/{h.prefixlen}", mac=h.mac,
-                        run_tag=self.tag)
-        for i, s in enumerate(topo.switches, start=1):
-            net.addSwitch(s.name, cls=LabSwitch, dpid=f"{i:016x}", run_tag=self.tag)
+        specs = [NodeSpec(h.name, LabHost, {"ip": f"{h.ip}/{h.prefixlen}", "mac": h.mac,
+                                           "run_tag": self.tag}) for h in topo.hosts]
+        specs += [NodeSpec(s.name, LabSwitch, {"dpid": f"{i:016x}", "run_tag": self.tag})
+                  for i, s in enumerate(topo.switches, start=1)]
+        # every namespace is listed before it exists: stop() removes whatever got made
+        self._netns.extend(self.tag.netns(spec.name) for spec in specs)
+        self.progress.step("node shells", len(specs))
+        start_nodes(net, specs, self.progress.advance)
+        nodes = net.hosts + net.switches
+        self.progress.step(f"namespaces and {len(topo.links)} links")
+        name_namespaces(nodes)
+        macs = {h.name: h.mac for h in topo.hosts}
+        links = []
         for link in topo.links:
             pa, pb = topo.port_between(link.a, link.b), topo.port_between(link.b, link.a)
-            cls, params = (TCLink, {"bw": link.bw}) if link.bw else (Link, {})
-            net.addLink(link.a, link.b, port1=pa.number, port2=pb.number, intfName1=pa.intf,
-                        intfName2=pb.intf, cls=cls, **params)
-        for node in net.hosts + net.switches:
-            self._netns.append(node.name_namespace())
-        net.build()
-        net.start()
+            links.append(VethSpec(link.a, pa.intf, pa.number, macs.get(link.a),
+                                  link.b, pb.intf, pb.number, macs.get(link.b), link.bw))
+        create_veths(net, links)
+        self.progress.step("configure nodes", len(nodes))
+        hosts = {h.name: h for h in topo.hosts}
+        for node in nodes:
+            h = hosts.get(node.name)
+            configure_node(node, self.tag.alias, (h.ip, h.prefixlen) if h else None)
+            self.progress.advance()
+        net.built = True
 
     def _start_switch(self, name: str) -> None:
         spec = self.topology.switch(name)
@@ -202,15 +245,21 @@ class Lab:
 
     def _install_routes(self) -> None:
         hosts = {h.ip: h for h in self.topology.hosts}
+        address = {ip: int(ipaddress.IPv4Address(ip)) for ip in hosts}
         for sw_name, routes in self.routes.items():
             sw = self.switches[sw_name]
-            for r in routes:
-                kind = getattr(sw, "kind", "")
-                if kind == "bridge":
-                    sw.add_route(hosts[r.dst_ip].mac, r.port)
+            kind = getattr(sw, "kind", "")
+            if kind == "bridge":
+                sw.add_routes([(hosts[r.dst_ip].mac, r.port) for r in routes])
+            else:
+                entries = [(((address[r.dst_ip], r.prefixlen),), "forward", (r.port,))
+                           for r in routes]
+                if isinstance(sw, EbpfSwitch):
+                    sw.insert_many("l3_fwd", entries)
                 else:
-                    sw.insert("l3_fwd", ((int(ipaddress.IPv4Address(r.dst_ip)), r.prefixlen),),
-                              "forward", (r.port,))
+                    for match, action, args in entries:
+                        sw.insert("l3_fwd", match, action, args)
+            self.progress.advance(len(routes))
 
     def _software_checksums(self) -> None:
         """bmv2 reads and writes raw frames (pcap): a checksum left to offload would go out
@@ -222,10 +271,29 @@ class Lab:
                                for i in node.intfList() if i.name != "lo"))
 
     def _static_neighbours(self) -> None:
-        """Bridges do not flood broadcasts (loops), so ARP is pre-resolved for them."""
-        for h in self.net.hosts:
-            h.cmd("; ".join(f"ip neigh replace {o.IP()} lladdr {o.MAC()} dev {h.defaultIntf()}"
-                            for o in self.net.hosts if o is not h))
+        """Permanent ARP entries on every host for every other host (one netlink batch per
+        host). Bridges do not flood broadcasts (loops), so ARP is pre-resolved for them.
+        And the kernel's neighbour table is shared by all namespaces: resolved entries of
+        all hosts together count against one machine-wide limit (gc_thresh3), which a big
+        lab overflows ("neighbor table overflow", pings lost); permanent entries do not
+        count against it."""
+        hosts = [(h.IP(), h.MAC()) for h in self.net.hosts]
+        self.progress.step("static neighbours", len(hosts))
+
+        def one(h):
+            ns = Netns(h.netns_path)
+            try:
+                idx = ns.ifindex(h.defaultIntf().name)
+                ns.request([add_neighbour(idx, ip, mac) for ip, mac in hosts if ip != h.IP()])
+            finally:
+                ns.close()
+            self.progress.advance()
+
+        # the kernel's share of the work (the send) runs without the GIL: a few threads
+        # keep both cores busy
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for fut in [pool.submit(one, h) for h in self.net.hosts]:
+                fut.result()
 
     # --- using the lab --------------------------------------------------------------------
     def host(self, name: str) -> LabHost:
@@ -239,27 +307,15 @@ class Lab:
             raise LabError(f"no switch {name!r} (have {', '.join(self.switches)})")
         return self.switches[name]
 
-    def ping_all(self, timeout_s: int = 1) -> dict:
-        """Every host pings every other once (all hosts in parallel). Returns counts and
-        the failed pairs."""
-        hosts = self.net.hosts
-        for h in hosts:
-            targets = " ".join(o.IP() for o in hosts if o is not h)
-            h.sendCmd(f"for ip in {targets}; do ping -c1 -W{timeout_s} -q $ip >/dev/null 2>&1"
-                      " && echo ok $ip || echo fail $ip; done")
-        sent = received = 0
-        failed = []
-        for h in hosts:
-            for line in h.waitOutput().splitlines():
-                parts = line.split()
-                if len(parts) == 2 and parts[0] in ("ok", "fail"):
-                    sent += 1
-                    if parts[0] == "ok":
-                        received += 1
-                    else:
-                        failed.append((h.name, parts[1]))
-        loss = 100.0 * (sent - received) / sent if sent else 100.0
-        return {"sent": sent, "received": received, "loss_pct": loss, "failed": failed}
+    def ping_all(self, timeout_s: float = 1.0, retries: int = 2) -> dict:
+        """Every host pings every other (see pingall.py: paced raw ICMP from each host's
+        namespace, unanswered pairs retried before they count as lost). Returns counts,
+        the failed pairs and the pairs that needed a retry."""
+        hosts = [(h.name, h.IP(), h.netns_path) for h in self.net.hosts]
+        self.progress.step("ping all pairs", len(hosts) * (len(hosts) - 1))
+        result = ping_all(hosts, timeout_s, retries, progress=self.progress).as_dict()
+        self.progress.end()
+        return result
 
     def capture(self, switch: str, port: int | None = None) -> list[str]:
         """Capture a switch's ports (or one) to pcap files in the run folder; kept under
@@ -301,6 +357,12 @@ class Lab:
         without stopping anything; a controller adopts them. stop() still removes it all."""
         for sw in self.switches.values():
             sw.release()
+
+
+def _hang_up(node) -> None:
+    """SIGHUP a node's shell (what Mininet's terminate sends) without waiting for it."""
+    if node.shell is not None and node.shell.poll() is None:
+        os.killpg(node.shell.pid, signal.SIGHUP)
 
 
 def _quietly(errors: list, fn) -> None:

@@ -79,6 +79,8 @@ def apply_programs(changes: list[tuple[object, Program, str]],
     description)."""
     t0 = time.perf_counter()
     plans = [check_change(dev, prog) for dev, prog, _ in changes]
+    # read before anything is staged: a staged bmv2 pipeline answers for the new program
+    saves = [save_for_undo(dev, plan) for (dev, _, _), plan in zip(changes, plans)]
     prepared = []
     try:
         for (dev, prog, _), plan in zip(changes, plans):
@@ -96,9 +98,8 @@ def apply_programs(changes: list[tuple[object, Program, str]],
     records = []
     done = 0
     try:
-        for (dev, prog, desc), plan, prep in zip(changes, plans, prepared):
+        for (dev, prog, desc), plan, prep, saved in zip(changes, plans, prepared, saves):
             old = dev.program
-            saved = save_for_undo(dev, plan)
             rec = ChangeRecord(dev.device, desc, plan.kind, plan=plan)
             rec.at = time.time()
             if prep is not None:

@@ -171,19 +171,28 @@ class Bmv2Switch:
 
     @classmethod
     def adopt_running(cls, desc, ports: dict, run_dir: str, program: Program,
-                      env: dict[str, str]) -> "Bmv2Switch":
+                      env: dict[str, str], compiled: dict | None = None) -> "Bmv2Switch":
         """Take over a running simple_switch_grpc (desc: the lab's fabric entry; env: the
         run-tagged environment for a restart): a new
         P4Runtime session with a higher election id, its P4Info read back. A dead one is
         left for health()/heal() to restart."""
         from .netlink import NamespaceNode
-        sw = cls(desc.name, NamespaceNode(desc.netns, env), ports, run_dir)
-        sw._args, sw._pid, sw.program = tuple(desc.args), desc.pid, program
+        sw = cls(desc.name, NamespaceNode(desc.netns, env), ports, run_dir, compiled)
+        sw._args, sw.program = tuple(desc.args), program
+        # the process may have been restarted since the lab wrote its pid: find it
+        sw._pid = _switch_pid(desc.netns) or desc.pid
         if sw._alive():
             sw._client = P4RuntimeClient(desc.name, desc.grpc, election_id=_election_id())
             sw._client.p4info = sw._client.get_p4info()
             sw._thrift = sw._connect_thrift(10.0)
         return sw
+
+    def warm(self) -> None:
+        """Compile the running program's pipeline into the cache (p4c, ~1 s)."""
+        try:
+            self._compiled_copy(self.program)
+        except Exception:  # a restart compiles it then, and reports what fails
+            pass
 
     def _alive(self) -> bool:
         if self._proc is not None:
@@ -516,6 +525,24 @@ class Bmv2Switch:
 
     def port_counters(self) -> dict[int, dict[str, int]]:
         return read_port_counters(self)
+
+
+def _switch_pid(netns_path: str) -> int:
+    """The simple_switch_grpc running in the namespace at `netns_path` (0: none)."""
+    try:
+        ino = os.stat(netns_path).st_ino
+    except OSError:
+        return 0
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/comm") as fh:
+                if not fh.read().startswith("simple_switch_g"):
+                    continue
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == ino:
+                return int(pid)
+        except OSError:
+            continue
+    return 0
 
 
 def _election_id() -> int:

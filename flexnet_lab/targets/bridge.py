@@ -6,6 +6,10 @@ looped topology cannot storm. Without broadcast, ARP cannot resolve: the lab giv
 static neighbour entries when it runs bridges."""
 from __future__ import annotations
 
+import subprocess
+
+from ..errors import TargetError
+
 
 class BridgeSwitch:
     kind = "bridge"
@@ -22,7 +26,17 @@ class BridgeSwitch:
         self.node.cmd("; ".join(cmds))
 
     def add_route(self, mac: str, port: int) -> None:
-        self.node.cmd(f"bridge fdb replace {mac} dev {self.ports[port][0]} master static")
+        self.add_routes([(mac, port)])
+
+    def add_routes(self, routes: list[tuple[str, int]]) -> None:
+        """Static forwarding entries (mac, port), all in one `bridge -batch` process."""
+        lines = "".join(f"fdb replace {mac} dev {self.ports[port][0]} master static\n"
+                        for mac, port in routes)
+        proc = self.node.popen(["bridge", "-batch", "-"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, err = proc.communicate(lines, timeout=60)
+        if proc.returncode != 0:
+            raise TargetError(self.name, f"bridge fdb: {err.strip()[:200]}")
 
     def descriptor(self) -> dict:
         return {}

@@ -23,7 +23,7 @@ from ..errors import CompileError, TargetError, VerifierError
 from ..program.model import Program, action_id
 from .bcc_compile import Compiler, Image
 from .bpf_syscall import (BPF_NOEXIST, Bpf, BpfCallError, MapSpec, PROG_SCHED_CLS, PROG_XDP)
-from .netlink import Netns
+from .netlink import Netns, add_bpf_filter, add_clsact
 
 TC_INGRESS, TC_EGRESS = "ffff:fff2", "ffff:fff3"
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 2, 4
@@ -487,21 +487,18 @@ class EbpfDatapath:
 
     # --- attachment ---------------------------------------------------------------------
     def _attach(self, ifname: str, again: bool = False) -> None:
-        ipr = self.netns.ipr()
         idx = self.netns.ifindex(ifname)
         if self.hook == "xdp":
-            ipr.link("set", index=idx, xdp={"attrs": [("IFLA_XDP_FD", self._root_fd),
-                                                      ("IFLA_XDP_FLAGS", self.xdp_flags)]})
+            self.netns.ipr().link("set", index=idx,
+                                  xdp={"attrs": [("IFLA_XDP_FD", self._root_fd),
+                                                 ("IFLA_XDP_FLAGS", self.xdp_flags)]})
         else:
-            try:
-                ipr.tc("add", "clsact", idx)
-            except Exception as exc:  # EEXIST: another hook of ours already made it
-                if "exists" not in str(exc).lower():
-                    raise
+            # clsact (EEXIST is fine: another hook of ours made it) and the filter (again:
+            # replacing it) in one netlink round trip
             parent = TC_INGRESS if self.direction == "ingress" else TC_EGRESS
-            ipr.tc("replace-filter" if again else "add-filter", "bpf", idx, ":1",
-                   fd=self._root_fd, name="flexnet_root", parent=parent, classid=1,
-                   direct_action=True)
+            self.netns.request([add_clsact(idx),
+                                add_bpf_filter(idx, int(parent.replace(":", ""), 16),
+                                               self._root_fd, "flexnet_root", replace=again)])
         if idx not in self._attached:
             self._attached.append(idx)
 
@@ -591,6 +588,29 @@ class EbpfDatapath:
             what = "no such entry" if modify else "entry exists or table full"
             raise TargetError(self.device, f"table {table}: {what} for {match}: "
                               f"{exc.strerror}") from exc
+
+    def insert_many(self, table: str, entries: list[tuple[tuple, str, tuple[int, ...]]]) -> None:
+        """insert() of many (match, action, args) entries: the table is looked up and each
+        distinct action checked once (a big lab installs tens of thousands of routes)."""
+        lay, fd, _ = self._table(table)
+        if lay.kind == "ternary":
+            for match, action, args in entries:
+                self.insert(table, match, action, args)
+            return
+        records: dict[tuple, bytes] = {}
+        for match, action, args in entries:
+            rec = records.get((action, args))
+            if rec is None:
+                aid = self._action(table, action, tuple(args))
+                rec = records[(action, args)] = lay.encode_action(aid, tuple(args))
+            if len(match) != lay.nkeys:
+                raise TargetError(self.device, f"table {table}: {lay.nkeys} key fields, "
+                                  f"got {len(match)}")
+            try:
+                self._bpf.update(fd, self._key(lay, match), rec, BPF_NOEXIST)
+            except BpfCallError as exc:
+                raise TargetError(self.device, f"table {table}: entry exists or table full "
+                                  f"for {match}: {exc.strerror}") from exc
 
     def delete(self, table: str, match: tuple, priority: int = 0) -> None:
         lay, fd, _ = self._table(table)

@@ -171,6 +171,65 @@ def test_fat_tree_ebpf_pings_all_and_leaves_nothing():
     assert left.empty(), f"run {run} left tagged objects behind: {left}"
 
 
+def test_ping_all_retries_then_names_the_unreachable_pairs():
+    """A host whose link is down for a moment is reached on a retry; a host whose link
+    stays down makes exactly its pairs fail, named, after every retry."""
+    import threading
+
+    from flexnet_lab.lab.network import Lab
+    from flexnet_lab.topology import load_topology
+
+    topo = load_topology(TOPOLOGIES / "leaf-spine.yaml")
+    with Lab(topo, switch_kind="ebpf") as lab:
+        h3 = lab.host("h3")
+        link = ["ip", "-n", h3.netns_name, "link", "set", "dev", h3.defaultIntf().name]
+        others = [f"h{n}" for n in range(1, 9) if n != 3]
+
+        # down for 0.3 s: the first probes to and from h3 go unanswered, the retries
+        # (after 1 s) get through
+        subprocess.run(link + ["down"], check=True)
+        timer = threading.Timer(0.3, lambda: subprocess.run(link + ["up"], check=True))
+        timer.start()
+        try:
+            result = lab.ping_all(timeout_s=1.0, retries=2)
+        finally:
+            timer.cancel()
+            subprocess.run(link + ["up"], check=True)
+        assert result["sent"] == 56 and result["received"] == 56, result["failed"]
+        assert result["loss_pct"] == 0.0 and result["failed"] == []
+        assert result["retried"] >= 1
+        assert all("h3" in pair for pair in result["retried_pairs"]), result["retried_pairs"]
+        assert result["probes"] >= 56 + result["retried"]  # a retried pair: 2-3 probes
+        # down for good: h3's 14 pairs fail after 1 + 2 probes each, the rest pass
+        subprocess.run(link + ["down"], check=True)
+        result = lab.ping_all(timeout_s=0.3, retries=2)
+        expected = sorted([("h3", o) for o in others] + [(o, "h3") for o in others])
+        assert result["failed"] == expected
+        assert result["received"] == 42 and result["loss_pct"] == 100.0 * 14 / 56
+        assert result["probes"] == 42 + 14 * 3
+
+
+def test_bringup_failing_halfway_leaves_nothing():
+    """The batched bring-up fails for real when a namespace name is taken (here by a
+    namespace made in the run's own name beforehand): one clear error, and every shell,
+    namespace and veth the run had made by then is gone."""
+    from flexnet_lab.errors import LabError
+    from flexnet_lab.lab.clean import find_tagged
+    from flexnet_lab.lab.network import Lab
+    from flexnet_lab.topology import load_topology
+
+    lab = Lab(load_topology(TOPOLOGIES / "fat-tree-k4.yaml"), switch_kind="ebpf")
+    taken = lab.tag.netns("h7")
+    subprocess.run(["ip", "netns", "add", taken], check=True)
+    try:
+        with pytest.raises(LabError, match="naming namespaces"):
+            lab.start()
+        left = find_tagged(run=lab.tag.run)
+        assert left.empty(), f"run {lab.tag.run} left tagged objects behind: {left}"
+    finally:
+        subprocess.run(["ip", "netns", "del", taken], capture_output=True)
+
+
 def test_linear_route_entries_read_back_from_kernel():
     from flexnet_lab.lab.network import Lab
     from flexnet_lab.program.model import action_id

@@ -26,7 +26,7 @@ from flexnet_lab.topology import (
 )
 
 TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
-SHIPPED = ["linear", "leaf-spine", "fat-tree-k4"]
+SHIPPED = ["linear", "leaf-spine", "fat-tree-k4", "fat-tree-k8", "fat-tree-k10"]
 
 
 def load(name: str) -> Topology:
@@ -56,6 +56,35 @@ def test_shipped_topologies_load(name: str, hosts: int, switches: int, links: in
     assert {s.target for s in topo.switches} == {"auto"}
     assert [h.ip for h in topo.hosts] == [f"10.0.0.{n}" for n in range(1, hosts + 1)]
     assert {h.prefixlen for h in topo.hosts} == {24}
+
+
+@pytest.mark.parametrize("k, hosts, switches", [(8, 128, 80), (10, 250, 125)])
+def test_big_fat_trees(k: int, hosts: int, switches: int) -> None:
+    """The scale topologies: k^3/4 hosts in one /24, 5k^2/4 switches, eBPF switches (125
+    bmv2 processes would not run on the 2-core machines the lab targets)."""
+    topo = load(f"fat-tree-k{k}")
+    assert (len(topo.hosts), len(topo.switches), len(topo.links)) == (
+        hosts, switches, hosts + 2 * (k // 2) ** 2 * k)
+    assert {s.target for s in topo.switches} == {"ebpf"}
+    assert [h.ip for h in topo.hosts] == [f"10.0.0.{n}" for n in range(1, hosts + 1)]
+    for spec in topo.switches:  # every switch has k ports (a core: one per pod)
+        assert len(topo.ports(spec.name)) == k
+    routes = compute_routes(topo)
+    assert all(len(table) == hosts for table in routes.values())
+    assert len(path(topo, "h1", f"h{hosts}")) == 7
+
+
+def test_fat_tree_files_match_their_generator() -> None:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "gen_fat_tree", TOPOLOGIES.parent / "scripts" / "gen_fat_tree.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    for k in (8, 10):
+        assert (TOPOLOGIES / f"fat-tree-k{k}.yaml").read_text() == gen.fat_tree(k, "ebpf")
+    made = parse_topology(__import__("yaml").safe_load(gen.fat_tree(4, "auto")), "<gen>")
+    assert made.links == load("fat-tree-k4").links
+    assert made.node_names() == load("fat-tree-k4").node_names()
 
 
 def test_list_and_find() -> None:

@@ -1,4 +1,5 @@
-"""bmv2's thrift runtime interface, the few register calls the lab needs.
+"""bmv2's thrift runtime interface, the few register calls the lab needs (and the
+simple_switch service's egress queue depth).
 
 P4Runtime (PI) cannot read or write bmv2 registers; bmv2's thrift server can. It speaks
 thrift's binary protocol over a plain TCP stream, multiplexed by service name

@@ -230,9 +230,8 @@ class RootUnpinned(Drift):
 
 
 class Bmv2Killed(Drift):
-    """TODO(bmv2): the controller's restart of a killed bmv2 switch (with its pipeline,
-    entries and registers) is still being added; this kind is only exercised with --bmv2
-    where simple_switch_grpc is installed, and has not been run here."""
+    """A bmv2 switch's process killed: the controller starts it again with its pipeline,
+    its entries and its registers from the last snapshot (--bmv2 only)."""
     kind, device = "bmv2_killed", BMV2_SWITCH
     where = f"{BMV2_SWITCH}'s simple_switch_grpc process (kill -9)"
 
@@ -531,7 +530,6 @@ def main() -> int:
 
     topo = load_topology(os.path.join(ROOT, "topologies/leaf-spine.yaml"))
     if args.bmv2:
-        # TODO(bmv2): the controller's bmv2 restart is still being added; not run here
         topo = topo.with_targets(lambda s: "bmv2" if s.name == BMV2_SWITCH else "ebpf")
     else:
         topo = topo.with_targets(lambda s: "ebpf")

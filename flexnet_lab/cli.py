@@ -17,8 +17,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOPOLOGY_DIR = os.path.join(ROOT, "topologies")
 
 
-def _load_topology(name: str):
+def _load_topology(name: str, p4: str | None = None):
+    """A topology by name, YAML path, or the coursework form (a topology.json or an
+    exercise folder; `--p4` names the program its files leave to a Makefile)."""
+    from .topology.coursework import is_coursework, load_coursework
     from .topology.loader import find_topology, load_topology
+    if is_coursework(name):
+        return load_coursework(name, p4)
+    if p4 is not None:
+        raise OptionError("--p4", "names the program of a coursework topology.json or "
+                          "exercise folder; a YAML topology names it per switch (p4: ...)")
     return load_topology(find_topology(name, TOPOLOGY_DIR))
 
 
@@ -35,10 +43,10 @@ def _terminate_on_sigterm() -> None:
 
 def cmd_up(args) -> int:
     if args.resume:
-        return _resume(args.resume)
+        return _resume(args.resume, args.store)
     if not args.topology:
         raise FlexNetError("up: name a topology (or --resume RUN)")
-    topo = _load_topology(args.topology)   # before mininet is imported: bad input fails fast
+    topo = _load_topology(args.topology, args.p4)   # before mininet: bad input fails fast
     from .control.channel import ControlClient, socket_path
     from .control.daemon import Supervisor
     from .lab.network import Lab
@@ -46,8 +54,11 @@ def cmd_up(args) -> int:
     from .progress import Progress
     _terminate_on_sigterm()
     with Lab(topo, progress=Progress(topo.name)) as lab:
+        for note in lab.notes:
+            print(f"*** note: {note}")
         lab.release_devices()          # the controller process drives them from now on
-        sup = Supervisor(lab.tag.dir, lab.tag.env())
+        store = os.path.abspath(args.store) if args.store else None
+        sup = Supervisor(lab.tag.dir, lab.tag.env(), store=store)
         try:
             sup.start()
             print(f"*** {topo.name}: {len(topo.hosts)} hosts, {len(topo.switches)} switches "
@@ -80,7 +91,7 @@ def _run_dir(run: str | None) -> str:
     return os.path.join(runs_dir(), states[0]["run"])
 
 
-def _resume(run: str) -> int:
+def _resume(run: str, store: str | None = None) -> int:
     """Run the controller of a lab whose controller is not running (in the foreground)."""
     from .control.channel import ControlClient, socket_path
     from .control.daemon import serve
@@ -93,7 +104,7 @@ def _resume(run: str) -> int:
         pass
     print(f"*** resuming the controller of run {run}; Ctrl-C stops it (the lab stays up)",
           flush=True)
-    return serve(run_dir)
+    return serve(run_dir, store=os.path.abspath(store) if store else None)
 
 
 def cmd_app(args) -> int:
@@ -117,7 +128,7 @@ def cmd_app(args) -> int:
 
 
 def cmd_check(args) -> int:
-    topo = _load_topology(args.topology)
+    topo = _load_topology(args.topology, args.p4)
     from .lab.network import Lab
     from .progress import Progress
     _terminate_on_sigterm()
@@ -134,7 +145,8 @@ def cmd_check(args) -> int:
            "failed_count": len(failed), "failed_pairs": failed[:20],
            "retried_pairs": result["retried"], "probes": result["probes"],
            "ping_s": result["elapsed_s"], "total_s": round(time.monotonic() - t0, 2),
-           "leftovers": leftovers.summary()}
+           "leftovers": leftovers.summary(),
+           "notes": lab.notes}
     print(json.dumps(out, indent=1))
     ok = result["loss_pct"] == 0.0 and leftovers.empty()
     print(f"*** {topo.name}: up in {lab.bringup_s:.2f} s, {result['received']}/{result['sent']}"
@@ -311,8 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 "network of eBPF/P4 switches and hosts while it carries traffic")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("up", help="bring a topology up and open the lab prompt")
-    s.add_argument("topology", nargs="?", help="name under topologies/ or a YAML path")
+    s.add_argument("topology", nargs="?", help="name under topologies/, a YAML path, or a "
+                   "coursework topology.json / exercise folder")
+    s.add_argument("--p4", metavar="PROG.p4", help="coursework: the P4 program of switches "
+                   "the files do not give one")
     s.add_argument("--no-cli", action="store_true", help="no prompt: run until `flexnet down`")
+    s.add_argument("--store", metavar="PATH", help="the controller's intent store (SQLite; "
+                   "default RUN_DIR/intent.db)")
     s.add_argument("--resume", metavar="RUN", help="run the controller of a running lab "
                    "whose controller is not running (it adopts the devices as they are)")
     s.set_defaults(func=cmd_up)
@@ -324,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_app)
     s = sub.add_parser("check", help="bring up, ping all pairs, tear down; exit 0 on 0%% loss")
     s.add_argument("topology")
+    s.add_argument("--p4", metavar="PROG.p4", help="coursework: the P4 program of switches "
+                   "the files do not give one")
     s.set_defaults(func=cmd_check)
     for name, what, func in (("down", "stop running labs (SIGTERM, then clean)", cmd_down),
                              ("clean", "remove every object carrying the lab's tag", cmd_clean),

@@ -118,3 +118,15 @@ class ObjectError(FlexNetError):
         self.message = message
         self.log = log
         super().__init__(f"{source}: {field}: {message}")
+
+
+class P4FileError(FlexNetError):
+    """A user's P4 program or its runtime JSON cannot run: p4c refused the source, or the
+    runtime file names a table, field, action or value the program does not have. Names
+    the file and the field (`table_entries[2].match.hdr.ipv4.dstAddr`, `line 42`)."""
+
+    def __init__(self, source: str, field: str, message: str):
+        self.source = source
+        self.field = field
+        self.message = message
+        super().__init__(f"{source}: {field}: {message}")

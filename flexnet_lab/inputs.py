@@ -192,3 +192,40 @@ def read_yaml_file(path: str, error) -> Any:
         raise error("<yaml>", yaml_problem(exc)) from None
     except RecursionError:
         raise error("<yaml>", "nested too deeply") from None
+
+
+def read_json_file(path: str, error) -> Any:
+    """Read and parse a JSON file strictly (no duplicate keys, bounded size and nesting);
+    `error(field, message)` makes the exception ("<file>" when it cannot be read,
+    "<json>" when it does not parse, with the line and column)."""
+    import json
+    import os
+
+    def pairs(items):
+        seen = {}
+        for k, v in items:
+            if k in seen:
+                raise ValueError(f"duplicate key {show(k)}")
+            seen[k] = v
+        return seen
+    try:
+        if os.path.isdir(path):
+            raise error("<file>", "is a directory, not a JSON file")
+        if os.path.getsize(path) > MAX_FILE_BYTES:
+            raise error("<file>", f"larger than {MAX_FILE_BYTES >> 20} MiB")
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error("<file>", f"cannot read: {one_line(getattr(exc, 'strerror', None) or exc)}") \
+            from None
+    depth = 0
+    for ch in _BRACKETS.findall(re.sub(r'"(?:[^"\\\n]|\\.)*"', "", text)):
+        depth = depth + 1 if ch in "[{" else max(0, depth - 1)
+        if depth > MAX_FLOW_DEPTH:
+            raise error("<json>", f"[..] or {{..}} nested deeper than {MAX_FLOW_DEPTH} levels")
+    try:
+        return json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError as exc:
+        raise error("<json>", f"line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:
+        raise error("<json>", one_line(str(exc))) from None

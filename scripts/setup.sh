@@ -63,6 +63,12 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv --system-site-packages .venv
 fi
 .venv/bin/pip install -q -e '.[test,bmv2]'
+# p4runtime-shell (the prompt's `p4sh`) pins ipython 7.31 and jedi 0.17.2, which predate
+# this Python; what it really uses is IPython's start_ipython and Prompts (IPython 8 has
+# both) and p4runtime 1.4.1 + protobuf < 3.21, which the bmv2 extra pins already. So it
+# goes in without its pins, and IPython 8 beside it: protobuf and p4runtime stay as they are.
+.venv/bin/pip install -q --no-deps 'p4runtime-shell==0.0.6'
+.venv/bin/pip install -q 'ipython>=8.10,<9'
 
 echo "checking the venv: bcc, mininet, pyroute2"
 if ! .venv/bin/python -c 'import bcc, mininet, pyroute2; print("ok: bcc, mininet, pyroute2 import from .venv")'; then

@@ -22,7 +22,7 @@ from fnmatch import fnmatchcase
 
 from ..errors import (AppError, DeltaError, EntryError, FlexNetError, LabError, ProgramError,
                       TargetError)
-from ..plan.execute import ChangeRecord, check_change, reload_program
+from ..plan.execute import ChangeRecord, Checks, reload_program
 from ..plan.two_phase import apply_changes, check_level, weak_record
 from ..program.delta import Delta
 from ..program.library import infrastructure
@@ -32,6 +32,8 @@ from ..targets.ebpf_datapath import Entry
 from .apps import AppPlanner
 from ..lab.fabric import Fabric
 from ..targets.ebpf_hook import HookFunction
+from ..compiler.p4_user import UserP4
+from . import p4_swap
 from .intent import AppRecord, DeviceIntent, Intent, slot_name
 from .store import IntentStore
 from .target import Target
@@ -62,7 +64,7 @@ class Controller:
             notes = []
             self.intent = self.store.load()
             if not self.intent.devices:
-                self.devices.adopt(Intent({n: DeviceIntent(n, s.kind, infrastructure())
+                self.devices.adopt(Intent({n: _initial(n, s)
                                            for n, s in self.fabric.switches.items()
                                            if s.kind in ("ebpf", "bmv2")}))
                 first = [self._observed_intent(n, h) for n, h in self.devices.handles.items()]
@@ -89,6 +91,10 @@ class Controller:
             return notes
 
     def _observed_intent(self, name: str, h: Target) -> DeviceIntent:
+        p4 = getattr(h, "p4", None)          # a switch running the user's own P4 program
+        if p4 is not None:
+            return DeviceIntent(name, h.kind, None, frozenset(
+                e for t in p4.tables for e in h.entries(t)), p4=p4)
         prog = h.program
         entries = frozenset(e for t in (prog.tables if prog else ()) for e in h.entries(t.name))
         return DeviceIntent(name, h.kind, prog, entries, _prog_id(h))
@@ -142,6 +148,8 @@ class Controller:
         repairs: list[str] = []
         if want.functions:
             return self._reconcile_functions(name, want)
+        if want.p4 is not None:
+            return self._reconcile_p4(name, want, h)
         if want.program is None:
             return repairs
         if h is None:  # a host hook whose program is gone entirely
@@ -182,18 +190,32 @@ class Controller:
             repairs.append(f"functions {want.runs} loaded again")
         return self._reconcile_entries(name, want, h, repairs)
 
+    def _reconcile_p4(self, name: str, want: DeviceIntent, h: Target) -> list[str]:
+        """A switch running the user's own P4 program: process alive, that program, its
+        entries."""
+        repairs: list[str] = []
+        problems = h.health()
+        if problems:
+            repairs += h.heal(problems)
+        if h.p4 != want.p4:
+            h.load_p4(want.p4)
+            repairs.append(f"program {want.p4.name} loaded again")
+        return self._reconcile_entries(name, want, h, repairs)
+
     def _reconcile_entries(self, name: str, want: DeviceIntent, h: Target,
                            repairs: list[str]) -> list[str]:
-        for t in [t for p in _programs_of(want) for t in p.tables]:
-            have = set(h.entries(t.name))
-            wanted = want.table_entries(t.name)
+        tables = list(want.p4.tables) if want.p4 is not None else \
+            [t.name for p in _programs_of(want) for t in p.tables]
+        for table in tables:
+            have = set(h.entries(table))
+            wanted = want.table_entries(table)
             for e in sorted(have - wanted, key=repr):
-                h.delete(t.name, e.match, e.priority)
-                repairs.append(f"deleted an entry nobody asked for: {t.name} {_fmt(e)}")
+                h.delete(table, e.match, e.priority)
+                repairs.append(f"deleted an entry nobody asked for: {table} {_fmt(e)}")
             for e in sorted(wanted - have, key=repr):
                 stale = [x for x in have if x.match == e.match and x.priority == e.priority]
-                h.insert(t.name, e.match, e.action, e.args, e.priority, modify=bool(stale))
-                repairs.append(f"{'restored' if stale else 're-inserted'} entry {t.name} {_fmt(e)}")
+                h.insert(table, e.match, e.action, e.args, e.priority, modify=bool(stale))
+                repairs.append(f"{'restored' if stale else 're-inserted'} entry {table} {_fmt(e)}")
         for r in repairs:
             self.store.log("repair", name, r)
         return [f"{name}: {r}" for r in repairs]
@@ -216,11 +238,12 @@ class Controller:
         with self._lock:
             before = {n: self.intent.devices.get(n) for n in after}
             apps = apps or {}
+            checks = Checks()
             for n, a in after.items():
                 if a is not None and a.program is not None:
                     h = self.devices.handles.get(n)
                     if h is not None:
-                        check_change(h, a.program)  # validation + target capabilities
+                        checks.change(h, a.program)  # validation + target capabilities
             cid = self.store.begin(op, Intent(before, {u: self.intent.apps.get(u) for u in apps}),
                                    Intent(after, apps))
             try:
@@ -257,6 +280,11 @@ class Controller:
             if consistency == "per-packet" and not swaps:
                 records.append(weak_record(op, "no program changes, and table entries live "
                                            "in maps both versions share"))
+            for n, a in after.items():   # a switch's own P4 program replaced (p4_swap.py)
+                if a is not None and a.p4 is not None and before.get(n) is not None and \
+                        a.p4 != before[n].p4:
+                    records.append(p4_swap.swap_device(self.devices.handles[n], op, n,
+                                                       before[n], a, undo))
             for n, a in after.items():
                 if a is not None and before.get(n) is not None and \
                         a.functions != before[n].functions:
@@ -336,9 +364,13 @@ class Controller:
         h = self.devices.handles[name]
         old = before.entries if before is not None else frozenset()
         progs = _programs_of(after)
-        # entries whose table or action is gone went with the program change
-        old = frozenset(e for e in old if _entry_program(progs, e.table) is not None
-                        and e.action in _entry_program(progs, e.table).table(e.table).actions)
+        if after.p4 is not None:
+            # a swap of the switch's own P4 program put the after-entries in with it
+            old = after.entries if before is None or before.p4 != after.p4 else old
+        else:
+            # entries whose table or action is gone went with the program change
+            old = frozenset(e for e in old if _entry_program(progs, e.table) is not None
+                            and e.action in _entry_program(progs, e.table).table(e.table).actions)
         for e in sorted(old - after.entries, key=repr):
             h.delete(e.table, e.match, e.priority)
             undo.append((f"{name}: entry {e.table} {_fmt(e)} back",
@@ -377,26 +409,48 @@ class Controller:
         or a host hook) as one change. Returns the records and each device's inverse."""
         names = (self.switches(pattern) if any(c in pattern for c in "*?[")
                  else [self.device_intent(pattern).name])
-        after, inverses = {}, {}
+        after, inverses, done = {}, {}, {}
         for n in names:
             cur = self.intent.devices[n]
-            try:
-                new, inverses[n] = delta.apply(cur.program)
-            except DeltaError:
-                raise
-            except FlexNetError as exc:
-                raise DeltaError(delta.name or "delta", str(exc)) from exc
+            if cur.program not in done:   # switches running the same program: apply once
+                try:
+                    done[cur.program] = delta.apply(cur.program)
+                except DeltaError:
+                    raise
+                except FlexNetError as exc:
+                    raise DeltaError(delta.name or "delta", str(exc)) from exc
+            new, inverses[n] = done[cur.program]
             after[n] = cur.with_program(new)
         return self.change(description or delta.name or "delta", after,
                            consistency=consistency), inverses
 
+    def swap_p4(self, switch: str, program: str, runtime: str | None = None
+                ) -> list[ChangeRecord]:
+        """Replace a switch's own P4 program by another under traffic (control/p4_swap.py):
+        the record's notes say which entries were carried and which dropped."""
+        import os
+        cur = self.device_intent(switch)
+        if cur.p4 is None:
+            raise LabError(f"{cur.name} runs the lab's program {cur.runs}: `swap SWITCH "
+                           "new.p4` replaces a P4 program of the user's own (deltas change "
+                           "the lab's)")
+        after, notes = p4_swap.plan_swap(cur, program, runtime,
+                                         os.path.join(self.fabric.run_dir, "p4"))
+        records = self.change(f"{cur.name}: {cur.p4.name} -> {after.p4.name}",
+                              {cur.name: after})
+        for r in records:
+            r.notes[:0] = notes
+        self.store.log("change", cur.name, "; ".join(notes)[:500])
+        return records
+
     def apply_inverses(self, inverses: dict[str, Delta], description: str = "undo",
                        consistency: str = "per-device"):
-        after = {}
+        after, done = {}, {}
         for n, inv in inverses.items():
             cur = self.intent.devices[n]
-            new, _ = inv.apply(cur.program)
-            after[n] = cur.with_program(new)
+            if (cur.program, inv) not in done:   # the same program, the same inverse: once
+                done[(cur.program, inv)] = inv.apply(cur.program)[0]
+            after[n] = cur.with_program(done[(cur.program, inv)])
         return self.change(description, after, consistency=consistency)
 
     def insert_entry(self, pattern: str, table: str, match: tuple, action: str,
@@ -559,6 +613,8 @@ class Controller:
         """A device's program, parser, tables with entry counts read from the device."""
         di = self.device_intent(name)
         h = self.devices.handles[di.name]
+        if di.p4 is not None:
+            return h.describe()
         if di.functions:
             return {"device": di.name, "kind": di.kind, "program": di.runs, "parser": [],
                     "functions": [f.describe() for f in h.functions],
@@ -578,7 +634,8 @@ class Controller:
 
     def entries(self, name: str, table: str) -> list[Entry]:
         h = self.handle(name)
-        if _entry_program(_programs_of(self.device_intent(name)), table) is None:
+        if self.device_intent(name).p4 is None and \
+                _entry_program(_programs_of(self.device_intent(name)), table) is None:
             raise TargetError(name, f"no table {excerpt(table)}")
         return h.entries(table)
 
@@ -634,6 +691,14 @@ class Controller:
 def _prog_id(h: Target) -> int:
     fn = getattr(type(h), "running_prog_id", None)  # eBPF only: bmv2 has no kernel id
     return fn(h) if fn else 0
+
+
+def _initial(name: str, desc) -> DeviceIntent:
+    """A switch's intent on a first start: the lab's program, or the user's own P4 program
+    the lab booted it with (fabric.json says which)."""
+    if desc.p4:
+        return DeviceIntent(name, desc.kind, None, p4=UserP4.from_json(desc.p4))
+    return DeviceIntent(name, desc.kind, infrastructure())
 
 
 def _programs_of(di: DeviceIntent) -> list[Program]:

@@ -30,9 +30,9 @@ def store_path(run_dir: str) -> str:
     return os.path.join(run_dir, "intent.db")
 
 
-def serve(run_dir: str, reconcile_s: float = RECONCILE_S) -> int:
+def serve(run_dir: str, reconcile_s: float = RECONCILE_S, store: str | None = None) -> int:
     fabric = Fabric.load(run_dir)
-    store = SqliteStore(store_path(run_dir))
+    store = SqliteStore(store or store_path(run_dir))
     devices = Devices(fabric)
     ctl = Controller(fabric, store, devices)
     for note in ctl.start():
@@ -60,8 +60,9 @@ def serve(run_dir: str, reconcile_s: float = RECONCILE_S) -> int:
 class Supervisor:
     """Runs the controller daemon of a run and starts it again whenever it dies."""
 
-    def __init__(self, run_dir: str, env: dict, restart: bool = True):
+    def __init__(self, run_dir: str, env: dict, restart: bool = True, store: str | None = None):
         self.run_dir, self.env, self.restart = run_dir, env, restart
+        self.store = store
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
         self._stop = threading.Event()
@@ -77,8 +78,9 @@ class Supervisor:
 
     def _spawn(self) -> None:
         log = open(self.log_path, "a")
+        extra = ["--store", self.store] if self.store else []
         self.proc = subprocess.Popen([sys.executable, "-m", "flexnet_lab.control.daemon",
-                                      self.run_dir], env=self.env, stdout=log, stderr=log,
+                                      self.run_dir, *extra], env=self.env, stdout=log, stderr=log,
                                      stdin=subprocess.DEVNULL,
                                      # a terminal's Ctrl-C is for the lab, which stops it
                                      start_new_session=True)
@@ -132,11 +134,15 @@ def _tail(path: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    store = None
+    if len(argv) == 3 and argv[1] == "--store":
+        argv, store = argv[:1], argv[2]
     if len(argv) != 1:
-        print("usage: python -m flexnet_lab.control.daemon RUN_DIR", file=sys.stderr)
+        print("usage: python -m flexnet_lab.control.daemon RUN_DIR [--store PATH]",
+              file=sys.stderr)
         return 2
     try:
-        return serve(argv[0])
+        return serve(argv[0], store=store)
     except FlexNetError as exc:
         print(f"controller: error: {exc}", file=sys.stderr)
         return 2

@@ -58,7 +58,8 @@ class Devices:
         and the fabric; nothing on the devices changes. Host hooks pinned but absent from
         the intent (a change cut short) are opened too and listed in `orphans`."""
         for name, di in intent.devices.items():
-            if name in self.handles or (di.program is None and not di.functions):
+            if name in self.handles or (di.program is None and not di.functions
+                                        and di.p4 is None):
                 continue
             if di.kind == "host" and di.functions:
                 if os.path.isdir(os.path.join(self.fabric.pin_dir, pin_name(name))):
@@ -94,6 +95,14 @@ class Devices:
             sw = EbpfSwitch(name, desc.netns, ports, self.compiler, self.bpf, self.fabric.pin_dir)
             sw.adopt_pinned(program or infrastructure(), [i for i, _ in ports.values()])
             return sw
+        p4 = intent.devices[name].p4 if name in intent.devices else None
+        if desc.kind == "bmv2" and (p4 is not None or desc.p4):
+            from ..compiler.p4_user import UserP4
+            from ..lab.runstate import ENV_TAG
+            from ..targets.bmv2_p4 import P4ProgramSwitch
+            env = {**os.environ, ENV_TAG: self.fabric.run}
+            return P4ProgramSwitch.adopt_running(desc, ports, self.fabric.run_dir,
+                                                 p4 or UserP4.from_json(desc.p4), env)
         if desc.kind == "bmv2":
             from ..targets.bmv2_switch import Bmv2Switch
             from ..lab.runstate import ENV_TAG

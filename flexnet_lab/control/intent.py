@@ -7,9 +7,9 @@ program (how a restarted controller tells whether the device runs it). An app is
 program element deployed on some devices."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 
+from ..compiler.p4_user import UserP4
 from ..program.model import Program
 from ..program.yaml_form import program_from_dict, program_to_dict
 from ..targets.ebpf_datapath import Entry
@@ -47,10 +47,15 @@ class DeviceIntent:
     entries: frozenset = frozenset()         # of Entry
     prog_id: int = 0                         # eBPF: kernel id of the pipeline carrying it
     functions: tuple[HookFunction, ...] = () # host hook: the functions, in order
+    # a bmv2 switch running a P4 program of the user's own (program None): the program by
+    # its sha256 and files; entries are then in P4Runtime terms (the P4Info's names)
+    p4: UserP4 | None = None
 
     @property
     def runs(self) -> str:
         """What runs, for listings: the program's name or the functions' in order."""
+        if self.p4 is not None:
+            return f"{self.p4.name} (P4, sha256 {self.p4.sha256[:12]})"
         if self.functions:
             return " -> ".join(f.name for f in self.functions)
         return self.program.name if self.program else "(nothing)"
@@ -67,19 +72,26 @@ class DeviceIntent:
                          and e.action in program.table(e.table).actions)
         return replace(self, program=program, entries=keep)
 
-    def to_json(self) -> dict:
+    def to_json(self, memo: dict | None = None) -> dict:
+        """memo: program -> its dict, shared by the devices of one write (20 switches
+        running one program serialise it once)."""
+        memo = {} if memo is None else memo
+        if self.program is not None and self.program not in memo:
+            memo[self.program] = program_to_dict(self.program)
         return {"name": self.name, "kind": self.kind, "prog_id": self.prog_id,
-                "program": program_to_dict(self.program) if self.program else None,
+                "program": memo[self.program] if self.program else None,
                 "functions": [f.to_json() for f in self.functions],
+                "p4": self.p4.to_json() if self.p4 else None,
                 "entries": sorted((entry_to_json(e) for e in self.entries),
-                                  key=lambda d: json.dumps(d, sort_keys=True))}
+                                  key=repr)}
 
     @classmethod
     def from_json(cls, d: dict) -> "DeviceIntent":
         prog = program_from_dict(d["program"], f"store:{d['name']}") if d.get("program") else None
         return cls(d["name"], d["kind"], prog, frozenset(entry_from_json(e) for e in d["entries"]),
                    int(d.get("prog_id", 0)),
-                   tuple(HookFunction.from_json(f) for f in d.get("functions", ())))
+                   tuple(HookFunction.from_json(f) for f in d.get("functions", ())),
+                   UserP4.from_json(d["p4"]) if d.get("p4") else None)
 
 
 @dataclass(frozen=True)

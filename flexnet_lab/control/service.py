@@ -145,3 +145,20 @@ class Service:
         if fn is not None:
             return [_rec(r) for r in self.ctl.detach_function(host, fn, hook, direction)]
         return [_rec(r) for r in self.ctl.detach(host, hook, direction)]
+
+    # --- switches running a P4 program of the user's own ----------------------------------
+    def op_swap_p4(self, switch: str, program: str, runtime: str | None = None):
+        """Replace the switch's own P4 program live; the records' notes say what was
+        carried and what dropped."""
+        return [_rec(r) for r in self.ctl.swap_p4(switch, program, runtime)]
+
+    def op_p4sh(self, switch: str):
+        """Where p4runtime-shell reaches a bmv2 switch, and the election id that keeps it
+        a secondary client (the controller is the primary: its ids are the time in ms)."""
+        desc = self.ctl.fabric.switches.get(switch)
+        if desc is None or desc.kind != "bmv2":
+            have = sorted(n for n, d in self.ctl.fabric.switches.items() if d.kind == "bmv2")
+            raise LabError(f"no bmv2 switch {excerpt(switch)} (P4Runtime switches: "
+                           f"{', '.join(have) or 'none'})")
+        return {"grpc": desc.grpc, "device_id": 0, "election_id": [0, 1],
+                "runs": self.ctl.device_intent(switch).runs}

@@ -74,7 +74,8 @@ class IntentStore(Protocol):
 
 
 def _part(intent: Intent) -> str:
-    return json.dumps({"devices": {n: d.to_json() if d else None
+    memo: dict = {}
+    return json.dumps({"devices": {n: d.to_json(memo) if d else None
                                    for n, d in intent.devices.items()},
                        "apps": {u: a.to_json() if a else None for u, a in intent.apps.items()}})
 
@@ -138,12 +139,13 @@ class SqliteStore:
     @staticmethod
     def _write(db, part: Intent) -> None:
         """Write the devices and apps of a partial intent; a None value deletes."""
+        memo: dict = {}
         for name, dev in part.devices.items():
             if dev is None:
                 db.execute("DELETE FROM device WHERE name=?", (name,))
             else:
                 db.execute("INSERT OR REPLACE INTO device (name, doc) VALUES (?, ?)",
-                           (name, json.dumps(dev.to_json())))
+                           (name, json.dumps(dev.to_json(memo))))
         for uri, app in part.apps.items():
             if app is None:
                 db.execute("DELETE FROM app WHERE uri=?", (uri,))

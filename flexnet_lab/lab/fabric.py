@@ -21,6 +21,7 @@ class SwitchDesc:
     pid: int = 0                           # bmv2: simple_switch_grpc's pid
     args: tuple = ()                       # bmv2: how it was started
     peers: dict = field(default_factory=dict)   # port number -> the node on its far end
+    p4: dict = field(default_factory=dict)      # bmv2 running a user's program: UserP4 json
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class Lab:
     of start() itself, so a failed bring-up leaves nothing behind."""
 
     def __init__(self, topology: Topology, base: str | None = None, switch_kind: str | None = None,
-                 progress=None):
+                 progress=None, p4: dict | None = None):
         self.topology = resolve_auto(topology, have_bmv2())
         if switch_kind:  # force every switch to one kind (benchmarks: "bridge")
             self.topology = self.topology.with_targets(lambda s: switch_kind)
@@ -75,6 +75,10 @@ class Lab:
         # a flexnet_lab.progress.Progress to report bring-up to (silent by default)
         self.progress = progress or Silent()
         self._capture = None       # lab.capture.PortCapture once a port is captured
+        # switches running a user's own P4 program: lab.p4_programs.SwitchP4 by name
+        # (prepared in start() unless given)
+        self.p4 = p4
+        self.notes: list[str] = []  # what the user should know (host commands that failed)
         # where pcap files are kept after the run (the run folder goes with the run)
         self.keep_dir = os.path.abspath(os.path.join("results",
                                                      f"{self.topology.name}-{self.tag.run}"))
@@ -88,7 +92,14 @@ class Lab:
 
     def start(self) -> "Lab":
         t0 = time.perf_counter()
+        if self.p4 is None and any(s.p4 for s in self.topology.switches):
+            from .p4_programs import prepare_p4   # bad files fail here: nothing exists yet
+            self.p4 = prepare_p4(self.topology)
         self._check_tools()
+        if self.p4 and shutil.which("simple_switch_grpc") is None:
+            raise EnvironmentMissing("simple_switch_grpc not found (switches "
+                                     f"{', '.join(sorted(self.p4))} run P4 programs): "
+                                     "install p4lang-bmv2")
         self.tag.write_state(pid=os.getpid(), topology=self.topology.name,
                              source=self.topology.source, status="starting", started=time.time())
         compiled = None
@@ -109,6 +120,7 @@ class Lab:
                 self._static_neighbours()
             if any(s.target == "bmv2" for s in self.topology.switches):
                 self._software_checksums()
+            self._host_commands()
         except BaseException:
             if compiled is not None:  # nothing of a failed start runs on after it
                 threading.Thread.join(compiled)
@@ -205,10 +217,15 @@ class Lab:
         name_namespaces(nodes)
         macs = {h.name: h.mac for h in topo.hosts}
         links = []
+        def intf(node: str, port) -> str:
+            # coursework hosts call their interface eth0 (their commands say so); veths
+            # are made inside their namespaces, so the name need not be unique
+            return topo.host_intf if topo.host_intf and topo.is_host(node) else port.intf
         for link in topo.links:
             pa, pb = topo.port_between(link.a, link.b), topo.port_between(link.b, link.a)
-            links.append(VethSpec(link.a, pa.intf, pa.number, macs.get(link.a),
-                                  link.b, pb.intf, pb.number, macs.get(link.b), link.bw))
+            links.append(VethSpec(link.a, intf(link.a, pa), pa.number, macs.get(link.a),
+                                  link.b, intf(link.b, pb), pb.number, macs.get(link.b),
+                                  link.bw))
         create_veths(net, links)
         self.progress.step("configure nodes", len(nodes))
         hosts = {h.name: h for h in topo.hosts}
@@ -235,6 +252,14 @@ class Lab:
             sw = BridgeSwitch(name, node, ports)
             self.switches[name] = sw
             sw.boot()
+        elif spec.target == "bmv2" and spec.p4 is not None:
+            from ..compiler.p4_user import save
+            from ..targets.bmv2_p4 import P4ProgramSwitch
+            sw = P4ProgramSwitch(name, node, ports, self.tag.dir)
+            self.switches[name] = sw
+            plan = self.p4[name]
+            sw.boot_p4(save(plan.build, os.path.join(self.tag.dir, "p4"), plan.runtime),
+                       plan.runtime.entries)
         elif spec.target == "bmv2":
             from ..targets.bmv2_switch import Bmv2Switch
             sw = Bmv2Switch(name, node, ports, self.tag.dir, self._p4_compiled)
@@ -247,6 +272,8 @@ class Lab:
         hosts = {h.ip: h for h in self.topology.hosts}
         address = {ip: int(ipaddress.IPv4Address(ip)) for ip in hosts}
         for sw_name, routes in self.routes.items():
+            if self.topology.switch(sw_name).p4 is not None:
+                continue        # the user's program owns forwarding: its runtime file
             sw = self.switches[sw_name]
             kind = getattr(sw, "kind", "")
             if kind == "bridge":
@@ -269,6 +296,18 @@ class Lab:
                                       if getattr(sw, "kind", "") == "bmv2"]:
             node.cmd("; ".join(f"ethtool -K {i.name} tx off tso off gso off >/dev/null 2>&1"
                                for i in node.intfList() if i.name != "lo"))
+
+    def _host_commands(self) -> None:
+        """Hosts' `commands` (coursework topology.json), run unchanged once the network is
+        up; one that fails is noted (the coursework tools go on too)."""
+        for spec in self.topology.hosts:
+            node = self.net.get(spec.name)
+            for cmd in spec.commands:
+                out = node.cmd(f"{cmd} 2>&1; echo __rc=$?").strip().splitlines()
+                rc = out[-1][5:] if out and out[-1].startswith("__rc=") else "?"
+                if rc != "0":
+                    text = " ".join(out[:-1])[:120]
+                    self.notes.append(f"{spec.name}: `{cmd[:60]}` exited {rc}: {text}")
 
     def _static_neighbours(self) -> None:
         """Permanent ARP entries on every host for every other host (one netlink batch per

@@ -57,7 +57,10 @@ class LabCLI(CLI):
         def show(name):
             d = self._call("tables", device=name)
             print(f"{d['device']} ({d['kind']}) runs program '{d['program']}'")
-            print("  parser: " + " -> ".join(d["parser"]))
+            if d["parser"]:
+                print("  parser: " + " -> ".join(d["parser"]))
+            for note in d.get("notes", []):
+                print(f"  ({note})")
             for t in d["tables"]:
                 print(f"  table {t['name']} [{', '.join(t['keys'])}] actions "
                       f"{', '.join(t['actions'])} default {t['default']} size {t['size']}: "
@@ -78,7 +81,8 @@ class LabCLI(CLI):
         """counters SWITCH: per-port packets in/out and packets dropped."""
         def show(name):
             for port, c in self._call("counters", device=name).items():
-                print(f"  port {port}: {c}")
+                # a switch running its own P4 program shows its P4 counters (or a note)
+                print(f"  port {port}: {c}" if port.isdigit() else f"  {port}: {c}")
         self._with_args(line, "counters SWITCH", show, 1, 1)
 
     def do_programs(self, line):
@@ -192,7 +196,26 @@ class LabCLI(CLI):
     def do_swap(self, line):
         """swap HOST PROGRAM [xdp|tc] [ingress|egress] [--section NAME] [--fn NAME]:
         atomically replace a host function (one of a hook's list with --fn); maps of the
-        same name, type and size keep their contents."""
+        same name, type and size keep their contents.
+        swap SWITCH NEW.p4 [NEW-RUNTIME.json]: replace a switch's own P4 program live
+        (bmv2's hitless swap); entries of tables whose name, keys and actions survive are
+        carried, the rest come from the runtime file."""
+        words = line.split()
+        if len(words) >= 2 and words[1].endswith(".p4"):
+            if len(words) > 3:
+                print("usage: swap SWITCH NEW.p4 [NEW-RUNTIME.json]")
+                return
+            def run():
+                recs = self._call("swap_p4", switch=words[0],
+                                  program=os.path.abspath(words[1]),
+                                  runtime=os.path.abspath(words[2]) if len(words) > 2 else None)
+                for rec in recs:
+                    print(f"  {rec['description']}: swap {rec['swap_ms']:.1f} ms "
+                          f"(save + entries + commit), load check {rec['load_ms']:.0f} ms")
+                    for note in rec.get("notes", []):
+                        print(f"    {note}")
+            self._guard(run)
+            return
         usage = "swap HOST PROGRAM [xdp|tc] [ingress|egress] [--section NAME] [--fn NAME]"
         out = self._hook_command(line, usage, "swap", ("section", "fn"))
         for rec in (out[0] or []) if out else []:
@@ -249,6 +272,32 @@ class LabCLI(CLI):
             print(f"  (kept in {self.lab.keep_dir}/pcap when the lab stops; "
                   "read with tcpdump -r FILE)")
         self._with_args(line, "pcap SWITCH [PORT]", run, 0, 2)
+
+    def do_p4sh(self, line):
+        """p4sh SWITCH: p4runtime-shell on a bmv2 switch, as a secondary client (the lab's
+        controller stays primary: reads work, writes are refused). Ctrl-D returns here."""
+        import subprocess
+        import sys
+
+        def run(switch):
+            t = self._call("p4sh", switch=switch)
+            hi, lo = t["election_id"]
+            print(f"  p4runtime-shell on {switch} ({t['runs']}) at {t['grpc']}, election id "
+                  f"{hi},{lo}: a secondary client. The lab's controller stays primary, so "
+                  "reads (tables, entries, counters) work and writes are refused; change "
+                  "the switch through the lab (swap SWITCH new.p4 runtime.json).")
+            try:
+                subprocess.run([sys.executable, "-m", "p4runtime_sh", "--grpc-addr", t["grpc"],
+                                "--device-id", str(t["device_id"]), "--election-id",
+                                f"{hi},{lo}"], check=False)
+            except KeyboardInterrupt:
+                pass
+        import importlib.util
+        if importlib.util.find_spec("p4runtime_sh") is None:
+            print("error: p4runtime-shell is not installed: `make setup` installs it "
+                  "(scripts/setup.sh: pip install --no-deps p4runtime-shell, plus ipython)")
+            return
+        self._with_args(line, "p4sh SWITCH", run, 1, 1)
 
     def do_routes(self, line):
         """routes SWITCH: the routes the lab computed for the switch."""

@@ -60,25 +60,45 @@ def capabilities(device) -> set[str]:
     return CAPABILITIES.get(getattr(device, "hook", "tc"), set())
 
 
-def check_change(device, new: Program) -> ChangePlan:
+class Checks:
+    """Steps 1-2 of one change, remembered: a change that gives 20 switches the same
+    program validates it once per capability set and plans it once per old program."""
+
+    def __init__(self) -> None:
+        self._valid: set = set()
+        self._plans: dict = {}
+
+    def change(self, device, new: Program) -> ChangePlan:
+        caps = frozenset(capabilities(device))
+        if (new, caps) not in self._valid:
+            try:
+                validate(new)
+                check_target(new, set(caps))
+            except ProgramError as exc:
+                raise TargetError(device.device, f"cannot run program {new.name}: "
+                                  f"{exc}") from exc
+            self._valid.add((new, caps))
+        key = (device.program, new)
+        if key not in self._plans:
+            self._plans[key] = plan_change(device.program, new)
+        return self._plans[key]
+
+
+def check_change(device, new: Program, checks: Checks | None = None) -> ChangePlan:
     """Steps 1-2, touching nothing."""
-    try:
-        validate(new)
-        check_target(new, capabilities(device))
-    except ProgramError as exc:
-        raise TargetError(device.device, f"cannot run program {new.name}: {exc}") from exc
-    return plan_change(device.program, new)
+    return (checks or Checks()).change(device, new)
 
 
 def apply_programs(changes: list[tuple[object, Program, str]],
-                   undo: list | None = None) -> list[ChangeRecord]:
+                   undo: list | None = None, checks: Checks | None = None) -> list[ChangeRecord]:
     """Replace the programs of several devices as one change: all prepare (and stage),
     then all commit back to back. A refusal before the commits changes nothing. For each
     commit, (what, callable) that puts the old program back is appended to `undo`, so a
     caller whose change fails later can undo this part too. changes: (device, new program,
     description)."""
     t0 = time.perf_counter()
-    plans = [check_change(dev, prog) for dev, prog, _ in changes]
+    checks = checks or Checks()
+    plans = [checks.change(dev, prog) for dev, prog, _ in changes]
     # read before anything is staged: a staged bmv2 pipeline answers for the new program
     saves = [save_for_undo(dev, plan) for (dev, _, _), plan in zip(changes, plans)]
     prepared = []

@@ -147,6 +147,16 @@ class Program:
     tables: tuple[Table, ...] = ()
     control: tuple[Stmt, ...] = ()
 
+    def __hash__(self) -> int:
+        # programs key the caches of a change (20 switches, one program): hashing the
+        # whole tree every time costs more than the work the caches save
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.name, self.headers, self.metadata, self.parser, self.maps,
+                      self.actions, self.tables, self.control))
+            object.__setattr__(self, "_hash", h)
+        return h
+
     # --- lookups ---------------------------------------------------------------------
     def header(self, name: str) -> Header | None:
         return _find(self.headers, name)

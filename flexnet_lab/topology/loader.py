@@ -46,7 +46,8 @@ from typing import Any
 
 from flexnet_lab.errors import TopologyError
 from flexnet_lab.inputs import read_yaml_file, show
-from flexnet_lab.topology.model import TARGETS, HostSpec, LinkSpec, SwitchSpec, Topology
+from flexnet_lab.topology.model import (TARGETS, HostSpec, LinkSpec, P4Spec, SwitchSpec,
+                                        Topology)
 
 MAX_SWITCH_PORTS = 30
 MIN_BW_MBIT, MAX_BW_MBIT = 0.1, 1000.0   # what Mininet's TCLink (htb) shapes
@@ -191,10 +192,39 @@ def _parse_switches(
         if name in host_names:
             raise ctx.error(field, f"{show(name)} is already the name of a host")
         options = _optional_mapping(ctx, options, field)
-        _check_keys(ctx, options, ("target",), field)
+        _check_keys(ctx, options, ("target", "p4", "runtime"), field)
         target = _parse_target(ctx, options.get("target", default_target), f"{field}.target")
-        switches.append(SwitchSpec(name, target))
+        p4 = _parse_p4(ctx, options, field, target)
+        switches.append(SwitchSpec(name, "bmv2" if p4 else target, p4))
     return tuple(switches)
+
+
+def _parse_p4(ctx: _Ctx, options: dict, field: str, target: str) -> P4Spec | None:
+    """`p4: prog.p4` (or a compiled bmv2 JSON) and `runtime: s1-runtime.json`: a program
+    of the user's own on a bmv2 switch; paths relative to the topology file's folder."""
+    if "p4" not in options:
+        if "runtime" in options:
+            raise ctx.error(f"{field}.runtime", "a runtime file needs the program: add p4: "
+                            "path/to/prog.p4")
+        return None
+    if target == "ebpf":
+        raise ctx.error(f"{field}.target", "a switch running its own P4 program (p4:) is a "
+                        "bmv2 switch: drop `target: ebpf`")
+    base = str(Path(ctx.source).parent.resolve()) if not ctx.source.startswith("<") else "."
+    paths = {}
+    for key, ends in (("p4", (".p4", ".json")), ("runtime", (".json",))):
+        value = options.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.endswith(ends):
+            raise ctx.error(f"{field}.{key}", f"expected a path ending in {' or '.join(ends)}, "
+                            f"got {show(value)}")
+        path = Path(value) if Path(value).is_absolute() else Path(base) / value
+        if not path.is_file():
+            raise ctx.error(f"{field}.{key}", f"no such file: {show(value)} (relative to "
+                            f"{show(base, 80)})")
+        paths[key] = str(path.resolve())
+    return P4Spec(paths["p4"], paths.get("runtime"), base, f"{ctx.source}: {field}")
 
 
 def _parse_links(

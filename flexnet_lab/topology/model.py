@@ -29,14 +29,31 @@ class HostSpec:
     ip: str
     prefixlen: int
     mac: str
+    commands: tuple[str, ...] = ()   # run on the host once the lab is up (coursework files)
+
+
+@dataclass(frozen=True)
+class P4Spec:
+    """A user's own P4 program on a switch, as files name it (absolute paths; None where a
+    file does not name one): the program (`.p4` source, or a bmv2 JSON with its P4Info),
+    the runtime JSON with its table entries, and the exercise folder the coursework tools
+    resolve relative paths against."""
+
+    program: str | None
+    runtime: str | None
+    base: str
+    source: str            # the file and field that named it, for errors
+    p4info: str | None = None   # with a prebuilt bmv2 JSON `program`
 
 
 @dataclass(frozen=True)
 class SwitchSpec:
-    """A switch and the target it runs on: "ebpf", "bmv2" or "auto"."""
+    """A switch and the target it runs on: "ebpf", "bmv2" or "auto"; `p4`: a program of
+    the user's own instead of the lab's infrastructure program (bmv2 only)."""
 
     name: str
     target: str
+    p4: P4Spec | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,8 @@ class LinkSpec:
     a: str
     b: str
     bw: float | None = None
+    port_a: int | None = None    # the port number on a (None: the next free one)
+    port_b: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,7 @@ class Topology:
     switches: tuple[SwitchSpec, ...]
     links: tuple[LinkSpec, ...]
     capture: bool = False   # a pcap per switch port in the run folder (lab/capture.py)
+    host_intf: str | None = None   # hosts' interface renamed to this (coursework: eth0)
 
     # -- lookups ---------------------------------------------------------------
 
@@ -153,12 +173,15 @@ class Topology:
             for end in (link.a, link.b):
                 if end not in next_number:
                     raise self._unknown("nodes", end)
-            na, nb = next_number[link.a], next_number[link.b]
-            next_number[link.a], next_number[link.b] = na + 1, nb + 1
+            na = link.port_a if link.port_a is not None else next_number[link.a]
+            nb = link.port_b if link.port_b is not None else next_number[link.b]
+            next_number[link.a] = max(next_number[link.a], na + 1)
+            next_number[link.b] = max(next_number[link.b], nb + 1)
             ia, ib = intf_name(link.a, na), intf_name(link.b, nb)
             table[link.a].append(Port(link.a, na, ia, link.b, nb, ib))
             table[link.b].append(Port(link.b, nb, ib, link.a, na, ia))
-        return {name: tuple(ports) for name, ports in table.items()}
+        return {name: tuple(sorted(ports, key=lambda p: p.number))
+                for name, ports in table.items()}
 
     def _unknown(self, kind: str, name: str) -> TopologyError:
         known = {

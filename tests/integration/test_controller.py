@@ -35,7 +35,14 @@ def running_lab(tmp_path):
     from flexnet_lab.errors import ControlError
     from flexnet_lab.lab.runstate import runs_dir
     out = open(tmp_path / "up.log", "w")
-    proc = subprocess.Popen([*FLEXNET, "up", "leaf-spine", "--no-cli"], cwd=REPO, stdout=out,
+    # eBPF switches even where bmv2 is installed (`auto` would make them bmv2): the drift
+    # injected below is the eBPF datapath's
+    topo = (REPO / "topologies" / "leaf-spine.yaml").read_text().replace(
+        "target: auto", "target: ebpf")
+    assert "target: ebpf" in topo
+    (tmp_path / "leaf-spine.yaml").write_text(topo)
+    proc = subprocess.Popen([*FLEXNET, "up", str(tmp_path / "leaf-spine.yaml"), "--no-cli"],
+                            cwd=REPO, stdout=out,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     run = None
@@ -114,6 +121,42 @@ def test_app_from_another_process_counts_and_removes_exactly(running_lab):
     assert client.call("list") == []
     assert _device_view(client) == before
     assert sorted(os.listdir(os.path.join("/run/flexnet/bpffs", run))) == pins_before
+
+
+def test_migrate_and_scale_move_and_replicate_an_app(running_lab):
+    run, run_dir, client = running_lab
+    before = _device_view(client)
+    # the sketch serves h1 -> h8: candidates are the switches on that path, then the hosts
+    r = client.call("deploy", uri="flexnet://acme/cm",
+                    spec={"function": "count_min", "serves": ["h1", "h8"]})
+    path = r["devices"]
+    assert path == ["l1"], r
+    r = client.call("scale", uri="flexnet://acme/cm", to=3)
+    assert r["devices"][0] == "l1" and len(r["devices"]) == 3, r
+    for dev in r["devices"]:
+        if ":" not in dev:   # a switch: the app's table is in its pipeline
+            names = {t["name"] for t in client.call("tables", device=dev)["tables"]}
+            assert "count_min_fn" in names, (dev, names)
+        else:
+            assert client.call("programs", host=dev.split(":")[0])
+    scaled = r["devices"]
+    r = client.call("scale", uri="flexnet://acme/cm", to=1)
+    assert r["devices"] == ["l1"]
+    for dev in scaled[1:]:
+        if ":" not in dev:
+            assert "count_min_fn" not in {t["name"] for t in
+                                          client.call("tables", device=dev)["tables"]}
+    # migrate: make-before-break in one change; the old device is as before
+    r = client.call("migrate", uri="flexnet://acme/cm", to="h8")
+    assert r["from"] == "l1" and r["to"] == "h8:xdp:ingress", r
+    assert client.call("programs", host="h8") == {"h8:xdp:ingress": "count_min"}
+    assert "count_min_fn" not in {t["name"] for t in client.call("tables", device="l1")["tables"]}
+    shown = client.call("show", uri="flexnet://acme/cm")
+    assert [d["device"] for d in shown["runs_on"]] == ["h8:xdp:ingress"]
+    with pytest.raises(Exception, match="already runs on h8"):
+        client.call("migrate", uri="flexnet://acme/cm", to="h8")
+    client.call("remove", uri="flexnet://acme/cm")
+    assert _device_view(client) == before
 
 
 @pytest.mark.parametrize("words,needle", [

@@ -1,4 +1,5 @@
-"""bmv2's thrift runtime interface, the few register calls the lab needs.
+"""bmv2's thrift runtime interface, the few register calls the lab needs (and the
+simple_switch service's egress queue depth).
 
 P4Runtime (PI) cannot read or write bmv2 registers; bmv2's thrift server can. It speaks
 thrift's binary protocol over a plain TCP stream, multiplexed by service name
@@ -99,8 +100,10 @@ class Bmv2Thrift:
         self._seq = 0
 
     def _request(self, call: str, args: bytes) -> bytes:
+        """`call` is "<service>:<name>" or a bare name of the "standard" service."""
         self._seq += 1
-        return (struct.pack("!I", _VERSION_1 | _CALL) + _str(f"standard:{call}")
+        name = call if ":" in call else f"standard:{call}"
+        return (struct.pack("!I", _VERSION_1 | _CALL) + _str(name)
                 + struct.pack("!i", self._seq) + args + bytes([_STOP]))
 
     def _reply(self, call: str, what: str):
@@ -142,6 +145,13 @@ class Bmv2Thrift:
                 calls.append(("bm_register_write", args, f"register {name}[{index}]"))
         self._calls(calls)
         return len(calls)
+
+    def set_egress_queue_depth(self, depth_pkts: int) -> None:
+        """Every egress queue of the switch holds up to depth_pkts packets (simple_switch
+        service; bmv2's default is 64, and a full queue drops without a counter)."""
+        self._calls([("simple_switch:set_all_egress_queue_depths",
+                      _field(_I32, 1, struct.pack("!i", depth_pkts)),
+                      f"egress queue depth {depth_pkts}")])
 
     def close(self) -> None:
         self._sock.close()

@@ -56,3 +56,14 @@ def test_an_application_exception_and_a_closed_server_are_target_errors():
     server.close()
     with pytest.raises(TargetError, match="thrift"):
         client.read_registers(["x"])
+
+
+def test_egress_queue_depth_goes_to_the_simple_switch_service():
+    client, server = _pair()
+    server.sendall(_message(2, "simple_switch:set_all_egress_queue_depths", 1,
+                            struct.pack("!bhi", 8, 0, 0) + b"\0"))
+    client.set_egress_queue_depth(1024)
+    name = b"simple_switch:set_all_egress_queue_depths"
+    assert server.recv(4096) == (struct.pack("!Ii", 0x80010001, len(name)) + name
+                                 + struct.pack("!i", 1) + struct.pack("!bhi", 8, 1, 1024)
+                                 + b"\0")

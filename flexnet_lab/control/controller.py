@@ -138,8 +138,14 @@ class Controller:
             for name, want in list(self.intent.devices.items()):
                 try:
                     done += self._reconcile_device(name, want)
-                except FlexNetError as exc:
-                    self.store.log("error", name, f"repair failed: {exc}"[:300])
+                except FlexNetError:
+                    # a device that died while this pass read it (a bmv2 process killed
+                    # between the liveness check and the read) is found dead now: repair
+                    # it in this pass rather than report a failure
+                    try:
+                        done += self._reconcile_device(name, self.intent.devices[name])
+                    except FlexNetError as exc:
+                        self.store.log("error", name, f"repair failed: {exc}"[:300])
             self.devices.snapshot(self.store, self.intent, self.passes)
         return done
 

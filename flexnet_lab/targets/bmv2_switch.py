@@ -204,8 +204,21 @@ class Bmv2Switch:
             return False
 
     def health(self) -> list[str]:
-        """["dead"] when the simple_switch_grpc process is gone."""
-        return [] if self._alive() else ["dead"]
+        """["dead"] when the simple_switch_grpc process is gone, or dying: its P4Runtime
+        socket refuses connections (a killed process takes a moment to be reaped)."""
+        return [] if self._alive() and self._answers() else ["dead"]
+
+    def _answers(self) -> bool:
+        sock = self._args[-1].split("unix:", 1)[1] if self._args else ""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(1.0)
+        try:
+            s.connect(sock)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
 
     def heal(self, problems: list[str]) -> list[str]:
         """Restart a dead switch with its pipeline (entries and registers are the
@@ -213,10 +226,30 @@ class Bmv2Switch:
         if "dead" not in problems:
             return []
         self.release()
+        self._finish_off()
         self._launch(self._compiled_copy(self.program))
         self._pid = self._proc.pid
         return [f"simple_switch_grpc was dead: restarted (pid {self._pid}) with "
                 f"{self.program.name}"]
+
+    def _finish_off(self, timeout_s: float = 2.0) -> None:
+        """A dying or hung simple_switch_grpc is killed and gone before another starts
+        on the same ports."""
+        pid = self._proc.pid if self._proc is not None else self._pid
+        if not pid:
+            return
+        try:
+            with open(f"/proc/{pid}/comm") as fh:
+                if not fh.read().startswith("simple_switch_g"):
+                    return      # gone, and its pid taken by another process: not ours
+            os.kill(pid, 9)
+        except FileNotFoundError:
+            return
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while self._alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def restore_map(self, name: str, values) -> int:
         """Write a map's snapshot (as read_map returned it) back; returns slots written."""

@@ -172,20 +172,25 @@ def load_yaml_text(text: str) -> Any:
     return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass
 
 
-def read_yaml_file(path: str, error) -> Any:
-    """Read and parse a YAML file strictly; `error(field, message)` makes the exception
-    (field "<file>" when it cannot be read, "<yaml>" when it does not parse)."""
+def _read_text(path: str, kind: str, error) -> str:
+    """A text file of bounded size; error("<file>", ...) when it cannot be read."""
     import os
     try:
         if os.path.isdir(path):
-            raise error("<file>", "is a directory, not a YAML file")
+            raise error("<file>", f"is a directory, not a {kind} file")
         if os.path.getsize(path) > MAX_FILE_BYTES:
             raise error("<file>", f"larger than {MAX_FILE_BYTES >> 20} MiB")
         with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+            return fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise error("<file>", f"cannot read: {one_line(getattr(exc, 'strerror', None) or exc)}") \
             from None
+
+
+def read_yaml_file(path: str, error) -> Any:
+    """Read and parse a YAML file strictly; `error(field, message)` makes the exception
+    (field "<file>" when it cannot be read, "<yaml>" when it does not parse)."""
+    text = _read_text(path, "YAML", error)
     try:
         return load_yaml_text(text)
     except yaml.YAMLError as exc:
@@ -199,7 +204,6 @@ def read_json_file(path: str, error) -> Any:
     `error(field, message)` makes the exception ("<file>" when it cannot be read,
     "<json>" when it does not parse, with the line and column)."""
     import json
-    import os
 
     def pairs(items):
         seen = {}
@@ -208,16 +212,7 @@ def read_json_file(path: str, error) -> Any:
                 raise ValueError(f"duplicate key {show(k)}")
             seen[k] = v
         return seen
-    try:
-        if os.path.isdir(path):
-            raise error("<file>", "is a directory, not a JSON file")
-        if os.path.getsize(path) > MAX_FILE_BYTES:
-            raise error("<file>", f"larger than {MAX_FILE_BYTES >> 20} MiB")
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error("<file>", f"cannot read: {one_line(getattr(exc, 'strerror', None) or exc)}") \
-            from None
+    text = _read_text(path, "JSON", error)
     depth = 0
     for ch in _BRACKETS.findall(re.sub(r'"(?:[^"\\\n]|\\.)*"', "", text)):
         depth = depth + 1 if ch in "[{" else max(0, depth - 1)

@@ -141,3 +141,12 @@ def no_lab_leftovers(request: pytest.FixtureRequest):
                         "interfaces " + ", ".join(interfaces) if interfaces else "",
                     ]))
                     + " (remove with: flexnet clean)", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def ctl(lab):
+    """The controller of the module's `lab` (a module-scoped fixture of the test file), in
+    this process; closed before the lab stops."""
+    from flexnet_lab.control.controller import controller_for
+    with controller_for(lab) as controller:
+        yield controller

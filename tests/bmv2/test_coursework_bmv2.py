@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from flexnet_lab.control.controller import controller_for
 from flexnet_lab.lab.network import Lab
 from flexnet_lab.topology.coursework import load_coursework
 from flexnet_lab.verify.traffic import FlowSpec, measure_flow
@@ -30,15 +29,6 @@ LPM = "MyIngress.ipv4_lpm"
 def lab():
     with Lab(load_coursework(EXERCISE)) as lab:
         yield lab
-
-
-@pytest.fixture(scope="module")
-def ctl(lab):
-    controller = controller_for(lab)
-    try:
-        yield controller
-    finally:
-        controller.close()
 
 
 def _runtime_entries(switch: str) -> set:

@@ -30,17 +30,6 @@ def lab():
 
 
 @pytest.fixture(scope="module")
-def ctl(lab):
-    from flexnet_lab.control.controller import controller_for
-
-    controller = controller_for(lab)
-    try:
-        yield controller
-    finally:
-        controller.close()
-
-
-@pytest.fixture(scope="module")
 def acl():
     from flexnet_lab.program.delta import load_delta
     return load_delta(str(ACL_DELTA))

@@ -46,14 +46,6 @@ def lab():
         yield lab
 
 
-@pytest.fixture(scope="module")
-def ctl(lab):
-    """The lab's controller, in this process; closed before the lab stops."""
-    from flexnet_lab.control.controller import controller_for
-    with controller_for(lab) as controller:
-        yield controller
-
-
 def _h2_flow_counter(ctl):
     """h2's XDP hook running flow_counter (attached on first use, swapped back if not);
     returns the hook's target."""

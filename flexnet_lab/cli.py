@@ -301,9 +301,12 @@ def cmd_place(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .progress import Progress
     from .verify.scenario import run_scenario
     _terminate_on_sigterm()
-    outcome = run_scenario(args.scenario, TOPOLOGY_DIR, args.results)
+    name = os.path.splitext(os.path.basename(args.scenario))[0]
+    outcome = run_scenario(args.scenario, TOPOLOGY_DIR, args.results,
+                           progress=Progress(name))
     if outcome.failed_change:
         print(f"flexnet: error: {args.scenario}: {outcome.failed_change} (the report says so)",
               file=sys.stderr)

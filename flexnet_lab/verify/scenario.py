@@ -54,12 +54,16 @@ class Outcome:
     failed_change: str | None = None   # a change a device refused during the run, and why
 
 
-def precompile(lab, loads: list[tuple[Program, str, str, str]]) -> float:
+def precompile(lab, loads: list[tuple[Program, str, str, str]], progress=None) -> float:
     """Compile every program of the timeline before the traffic starts (bcc/clang takes
     0.3-0.6 s of CPU each, p4c about 1 s): during the run a change is only load + swap."""
     from ..compiler.ebpf import generate
+    from ..progress import Silent
+    progress = progress or Silent()
+    progress.step("compiling the timeline's programs", len(loads))
     t0 = time.perf_counter()
     for program, hook, role, device in loads:
+        progress.advance()
         switch = lab.switches.get(device)
         if getattr(switch, "kind", "") == "bmv2":
             switch.prepare(program)       # p4c, cached for every bmv2 switch of the lab
@@ -72,7 +76,7 @@ def prepare_scenario(path: str, topology_dir: str, results_dir: str | None = Non
     """Everything checked before a lab starts: the file, the topology, the whole timeline
     against the program models, the results folder. Returns (scenario, topology, loads,
     output folder or None)."""
-    from ..topology.loader import find_topology, load_topology
+    from ..topology.loader import load_topology
     sc = load_scenario(path)
     topo = sc.topology_for(load_topology(_topology_file(sc, topology_dir)))
     loads = dry_run(sc, topo)
@@ -90,19 +94,22 @@ def _topology_file(sc: Scenario, topology_dir: str):
 
 
 def run_scenario(path: str, topology_dir: str, results_dir: str = "results",
-                 quiet: bool = False) -> Outcome:
+                 quiet: bool = False, progress=None) -> Outcome:
+    """progress: a flexnet_lab.progress.Progress for bring-up and compiling (or silent)."""
     sc, topo, loads, out_dir = prepare_scenario(path, topology_dir, results_dir)
     from ..lab.network import Lab    # mininet: imported once the input is known good
     base = os.path.dirname(os.path.abspath(path))
     from ..control.controller import controller_for
-    with Lab(topo) as lab:
+    with Lab(topo, progress=progress) as lab:
         lab.keep_dir = out_dir         # capture: true keeps its pcaps in out_dir/pcap
         ctl = controller_for(lab)      # every change goes through the run's controller
         try:
             for i, step in enumerate(sc.setup):
                 ctl.attach(step["host"], host_program(step["attach"], base), step["hook"],
                            step["direction"])
-            secs = precompile(lab, loads)
+            secs = precompile(lab, loads, progress)
+            if progress is not None:
+                progress.end()
             if not quiet:
                 print(f"*** {topo.name} up in {lab.bringup_s:.2f} s; {len(loads)} programs of "
                       f"the timeline compiled in {secs:.2f} s; traffic for {sc.duration:g} s")

@@ -51,16 +51,18 @@ def cmd_up(args) -> int:
     from .control.daemon import Supervisor
     from .lab.network import Lab
     from .lab.prompt import LabCLI
+    from .lab.runstate import signals_deferred
     from .progress import Progress
     _terminate_on_sigterm()
     with Lab(topo, progress=Progress(topo.name)) as lab:
         for note in lab.notes:
             print(f"*** note: {note}")
-        lab.release_devices()          # the controller process drives them from now on
         store = os.path.abspath(args.store) if args.store else None
         sup = Supervisor(lab.tag.dir, lab.tag.env(), store=store)
         try:
-            sup.start()
+            with signals_deferred():   # a Ctrl-C now waits until the hand-over is done
+                lab.release_devices()  # the controller process drives them from now on
+                sup.start()
             print(f"*** {topo.name}: {len(topo.hosts)} hosts, {len(topo.switches)} switches "
                   f"({', '.join(sorted({s.target for s in lab.topology.switches}))}) up in "
                   f"{lab.bringup_s:.2f} s, run {lab.tag.run}; controller on "

@@ -28,7 +28,7 @@ from .fabric import Fabric, HostDesc, SwitchDesc
 from .nodes import (LabHost, LabSwitch, NodeSpec, VethSpec, configure_node, create_veths,
                     name_namespaces, start_nodes)
 from .pingall import ping_all
-from .runstate import RunTag, ensure_bpffs
+from .runstate import RunTag, ensure_bpffs, signals_deferred
 
 
 # "auto" switches become bmv2 where simple_switch_grpc is installed (topology.resolve_auto)
@@ -138,9 +138,14 @@ class Lab:
         return self
 
     def stop(self) -> None:
-        """Tear down everything this run created; safe to call more than once."""
+        """Tear down everything this run created; safe to call more than once. A Ctrl-C
+        or SIGTERM arriving meanwhile waits until it is done."""
         if os.getpid() != self._owner:
             return
+        with signals_deferred():
+            self._stop()
+
+    def _stop(self) -> None:
         errors = []
         if self._capture is not None:
             _quietly(errors, self._capture.stop)

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import secrets
+import signal
 import subprocess
 from dataclasses import dataclass
 
@@ -125,3 +126,16 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """SIGINT/SIGTERM/SIGHUP held back while the block runs, delivered when it ends: the
+    lab turns them into KeyboardInterrupt, and one raised inside a gRPC or netlink call
+    (handing devices over, tearing down) can leave a lock held and hang the teardown."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -33,6 +33,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -293,10 +294,15 @@ class Bmv2Switch:
             return "(no log)"
 
     def close(self) -> None:
-        self.release()
+        """Stop the switch this object started, then its sessions. Closing the gRPC
+        channel can block for good after a signal interrupted the process (seen with
+        grpcio 1.85 on SIGTERM right after bring-up), so teardown gives it 2 s."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+        closer = threading.Thread(target=self.release, daemon=True, name=f"close-{self.device}")
+        closer.start()
+        closer.join(2.0)
 
     # --- program changes ------------------------------------------------------------------
     def prepare(self, program: Program) -> Bmv2Prepared:

@@ -202,6 +202,12 @@ class P4RuntimeClient:
         return out
 
     def close(self) -> None:
+        # the arbitration stream is cancelled first: grpc's channel close otherwise waits
+        # for it, and can wait forever once a signal interrupted the process meanwhile
+        try:
+            self._stream.cancel()
+        except Exception:  # already ended
+            pass
         self._requests.put(None)
         self._channel.close()
 

@@ -22,7 +22,7 @@ from ..compiler.layout import COUNTER, METER, TableLayout, key_words, map_c_name
 from ..errors import CompileError, TargetError, VerifierError
 from ..program.model import Program, action_id
 from .bcc_compile import Compiler, Image
-from .bpf_syscall import (BPF_NOEXIST, Bpf, BpfCallError, MapSpec, PROG_SCHED_CLS, PROG_XDP)
+from .bpf_syscall import (BPF_NOEXIST, Bpf, BpfCallError, PROG_SCHED_CLS, PROG_XDP)
 from .netlink import Netns, add_bpf_filter, add_clsact
 
 TC_INGRESS, TC_EGRESS = "ffff:fff2", "ffff:fff3"

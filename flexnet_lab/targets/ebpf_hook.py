@@ -27,14 +27,13 @@ import time
 from dataclasses import dataclass, field, replace
 
 from ..compiler.ebpf import NEXT_MAP, PIPE_MAP, SLOT_MAP, root_source
-from ..compiler.layout import COUNTER
-from ..errors import ObjectError, TargetError, VerifierError
+from ..errors import TargetError
 from ..program.model import Program
 from ..program.yaml_form import program_from_dict, program_to_dict
 from .bcc_compile import Compiler
 from .bpf_object import LibBpf, LoadedObject
 from .bpf_syscall import (MAP_ARRAY, MAP_PERCPU_ARRAY, MAP_PERCPU_HASH, MAP_PROG_ARRAY, Bpf,
-                          BpfCallError, MapSpec, PROG_SCHED_CLS, PROG_XDP)
+                          BpfCallError, MapSpec)
 from .ebpf_datapath import EbpfDatapath, Entry
 from .netlink import Netns
 

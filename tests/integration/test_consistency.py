@@ -6,7 +6,6 @@ One leaf-spine lab (6 eBPF switches, 8 hosts) and its controller for the module;
 leaves the switches with the base program."""
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -171,7 +170,6 @@ def test_tag_carried_between_switches_forged_tag_ignored_host_never_sees_it(lab,
 def _read_back(ctl) -> dict:
     """Every switch as the devices say: program, both slots, stamp, entries, defaults,
     maps (counters excluded: port counters move with any packet)."""
-    from flexnet_lab.compiler.ebpf import PIPE_MAP  # noqa: F401
     out = {}
     for n in SWITCHES:
         h = ctl.handle(n)

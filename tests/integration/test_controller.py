@@ -32,7 +32,6 @@ def _flexnet(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 def running_lab(tmp_path):
     """`flexnet up leaf-spine --no-cli` in another process, its controller answering."""
     from flexnet_lab.control.channel import ControlClient, socket_path
-    from flexnet_lab.errors import ControlError
     from flexnet_lab.lab.runstate import runs_dir
     out = open(tmp_path / "up.log", "w")
     # eBPF switches even where bmv2 is installed (`auto` would make them bmv2): the drift

@@ -18,6 +18,7 @@ _SYS_BPF = 321  # x86_64
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
 PROG_LOAD, OBJ_PIN, OBJ_GET = 5, 6, 7
 PROG_GET_FD_BY_ID, MAP_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD = 13, 14, 15
+MAP_LOOKUP_BATCH = 24
 
 # map types
 MAP_HASH, MAP_ARRAY, MAP_PROG_ARRAY, MAP_PERCPU_HASH, MAP_PERCPU_ARRAY = 1, 2, 3, 5, 6
@@ -120,6 +121,54 @@ class Bpf:
                 raise BpfCallError("map get_next_key", err)
             out.append(nxt.raw)
             cur = ctypes.create_string_buffer(nxt.raw, key_size)
+
+    def items(self, fd: int, key_size: int, value_size: int, max_entries: int
+              ) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) of an array or hash map, read in batches of up to max_entries
+        per call (BPF_MAP_LOOKUP_BATCH): one system call for a whole sketch instead of one
+        per slot. A map the kernel cannot batch (an LPM trie) is walked key by key."""
+        out: list[tuple[bytes, bytes]] = []
+        for count, kraw, vraw in self._batches(fd, key_size, value_size, max_entries):
+            out += [(kraw[i * key_size:(i + 1) * key_size],
+                     vraw[i * value_size:(i + 1) * value_size]) for i in range(count)]
+        return out
+
+    def array_values(self, fd: int, value_size: int, max_entries: int) -> bytes:
+        """The values of an array map, slot 0 first, as one byte string (batch reads: an
+        array's batches come in index order)."""
+        return b"".join(vraw[:count * value_size] for count, _, vraw
+                        in self._batches(fd, 4, value_size, max_entries))
+
+    def _batches(self, fd: int, key_size: int, value_size: int, max_entries: int):
+        n = max(1, max_entries)
+        keys = ctypes.create_string_buffer(key_size * n)
+        values = ctypes.create_string_buffer(value_size * n)
+        # the batch token is the last key read (arrays) or a u32 bucket (hashes)
+        tok_in = ctypes.create_string_buffer(max(8, key_size))
+        tok_out = ctypes.create_string_buffer(max(8, key_size))
+        attr = ctypes.create_string_buffer(_ATTR_SIZE)
+        first = True
+        while True:
+            struct.pack_into("QQQQII", attr, 0, 0 if first else ctypes.addressof(tok_in),
+                             ctypes.addressof(tok_out), ctypes.addressof(keys),
+                             ctypes.addressof(values), n, fd)
+            ret = self._libc.syscall(_SYS_BPF, MAP_LOOKUP_BATCH, ctypes.byref(attr), _ATTR_SIZE)
+            err = ctypes.get_errno() if ret < 0 else 0
+            if ret < 0 and err != errno.ENOENT:
+                if first and err in (errno.EINVAL, errno.EOPNOTSUPP, 524):  # 524: ENOTSUPP
+                    pairs = [(k, self.lookup(fd, k, value_size)) for k in self.keys(fd, key_size)]
+                    pairs = [(k, v) for k, v in pairs if v is not None]
+                    yield (len(pairs), b"".join(k for k, _ in pairs),
+                           b"".join(v for _, v in pairs))
+                    return
+                raise BpfCallError("map lookup batch", err)
+            count = struct.unpack_from("I", attr, 32)[0]
+            if count:
+                yield count, keys.raw[:count * key_size], values.raw[:count * value_size]
+            if ret < 0:   # ENOENT: nothing after this batch
+                return
+            ctypes.memmove(tok_in, tok_out, len(tok_out))
+            first = False
 
     # --- programs ---------------------------------------------------------------------
     def prog_load(self, prog_type: int, insns: bytes, name: str, license: str = "GPL") -> int:

@@ -719,19 +719,18 @@ class EbpfDatapath:
         if m.kind in ("counter", "register", "sketch"):
             n = m.size * (m.rows if m.kind == "sketch" else 1)
             vsz = 16 if m.kind == "counter" else 8
-            out = []
-            for i in range(n):
-                raw = self._bpf.lookup(fd, i.to_bytes(4, "little"), vsz)
-                out.append(COUNTER.unpack(raw) if m.kind == "counter"
-                           else int.from_bytes(raw, "little"))
-            return out
+            # one batch read of the whole array (a sketch has thousands of slots)
+            raw = self._bpf.array_values(fd, vsz, n)
+            if len(raw) != n * vsz:
+                raise TargetError(self.device, f"map {name}: read {len(raw) // vsz} of {n} slots")
+            if m.kind == "counter":
+                return list(COUNTER.iter_unpack(raw))
+            return memoryview(raw).cast("Q").tolist()
         words = key_words(m)
         result = {}
-        for raw in self._bpf.keys(fd, 8 * words):
-            val = self._bpf.lookup(fd, raw, 16)
-            if val is not None:
-                key = tuple(int.from_bytes(raw[i * 8:i * 8 + 8], "little") for i in range(words))
-                result[key] = (COUNTER if m.kind == "hash" else METER).unpack(val)
+        for raw, val in self._bpf.items(fd, 8 * words, 16, m.size):
+            key = tuple(int.from_bytes(raw[i * 8:i * 8 + 8], "little") for i in range(words))
+            result[key] = (COUNTER if m.kind == "hash" else METER).unpack(val)
         return result
 
     def write_map(self, name: str, index: int, value: int) -> None:

@@ -253,7 +253,7 @@ class Controller:
             cid = self.store.begin(op, Intent(before, {u: self.intent.apps.get(u) for u in apps}),
                                    Intent(after, apps))
             try:
-                records = self._apply(op, before, after, consistency)
+                records = self._apply(op, before, after, consistency, checks)
             except FlexNetError as exc:
                 self.store.abort(cid, str(exc)[:500])
                 raise
@@ -261,7 +261,8 @@ class Controller:
                                  functions=getattr(self.devices.handles[n], "functions", ()))
                          if a is not None and n in self.devices.handles else a)
                      for n, a in after.items()}
-            self.store.commit(cid, Intent(final, apps), "; ".join(r.kind for r in records))
+            self.store.commit(cid, Intent(final, apps), "; ".join(r.kind for r in records),
+                              event=("change", ",".join(sorted(after)) or "*", f"#{cid} {op}"))
             for n, a in final.items():
                 if a is None:
                     self.intent.devices.pop(n, None)
@@ -272,17 +273,16 @@ class Controller:
                     self.intent.apps.pop(u, None)
                 else:
                     self.intent.apps[u] = rec
-            self.store.log("change", ",".join(sorted(after)) or "*", f"#{cid} {op}")
             return records
 
-    def _apply(self, op: str, before: dict, after: dict,
-               consistency: str = "per-device") -> list[ChangeRecord]:
+    def _apply(self, op: str, before: dict, after: dict, consistency: str = "per-device",
+               checks: Checks | None = None) -> list[ChangeRecord]:
         undo: list = []
         records: list[ChangeRecord] = []
         try:
             swaps = [(n, a.program) for n, a in after.items() if a is not None
                      and before.get(n) is not None and a.program != before[n].program]
-            records += self._swap_programs(op, swaps, undo, consistency)
+            records += self._swap_programs(op, swaps, undo, consistency, checks)
             if consistency == "per-packet" and not swaps:
                 records.append(weak_record(op, "no program changes, and table entries live "
                                            "in maps both versions share"))
@@ -334,13 +334,15 @@ class Controller:
         return records
 
     def _swap_programs(self, op: str, swaps: list, undo: list,
-                       consistency: str = "per-device") -> list[ChangeRecord]:
+                       consistency: str = "per-device",
+                       checks: Checks | None = None) -> list[ChangeRecord]:
         """Programs of several devices as one change at the consistency level asked
         (plan.two_phase.apply_changes); what was done is in `undo` if a later step fails."""
         if not swaps:
             return []
         return apply_changes([(n, self.devices.handles[n], prog, op) for n, prog in swaps],
-                             consistency, self.devices.handles, self.fabric, undo)
+                             consistency, self.devices.handles, self.fabric, undo,
+                             checks=checks)
 
     def _swap_functions(self, op: str, name: str, before: DeviceIntent, after: DeviceIntent,
                         undo: list) -> ChangeRecord:
@@ -375,8 +377,8 @@ class Controller:
             old = after.entries if before is None or before.p4 != after.p4 else old
         else:
             # entries whose table or action is gone went with the program change
-            old = frozenset(e for e in old if _entry_program(progs, e.table) is not None
-                            and e.action in _entry_program(progs, e.table).table(e.table).actions)
+            actions = _table_actions(progs)
+            old = frozenset(e for e in old if e.action in actions.get(e.table, ()))
         for e in sorted(old - after.entries, key=repr):
             h.delete(e.table, e.match, e.priority)
             undo.append((f"{name}: entry {e.table} {_fmt(e)} back",
@@ -712,6 +714,16 @@ def _programs_of(di: DeviceIntent) -> list[Program]:
     if di.functions:
         return [f.program for f in di.functions if f.program is not None]
     return [di.program] if di.program is not None else []
+
+
+def _table_actions(programs: list[Program]) -> dict[str, tuple[str, ...]]:
+    """Each table of these programs -> its actions (the first program holding the table,
+    as _entry_program finds it)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for p in programs:
+        for t in p.tables:
+            out.setdefault(t.name, t.actions)
+    return out
 
 
 def _entry_program(programs: list[Program], table: str) -> Program | None:

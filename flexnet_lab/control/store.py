@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import StoreError
-from .intent import AppRecord, DeviceIntent, Intent
+from ..program.yaml_form import program_to_dict
+from .intent import AppRecord, DeviceIntent, Intent, entry_to_json
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS device (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
@@ -61,7 +62,8 @@ class IntentStore(Protocol):
 
     def load(self) -> Intent: ...
     def begin(self, op: str, before: Intent, after: Intent) -> int: ...
-    def commit(self, change_id: int, after: Intent, detail: str = "") -> None: ...
+    def commit(self, change_id: int, after: Intent, detail: str = "",
+               event: tuple[str, str, str] | None = None) -> None: ...
     def abort(self, change_id: int, detail: str) -> None: ...
     def pending(self) -> list[PendingChange]: ...
     def put_devices(self, devices: list[DeviceIntent]) -> None: ...
@@ -73,11 +75,40 @@ class IntentStore(Protocol):
     def close(self) -> None: ...
 
 
-def _part(intent: Intent) -> str:
-    memo: dict = {}
-    return json.dumps({"devices": {n: d.to_json(memo) if d else None
-                                   for n, d in intent.devices.items()},
-                       "apps": {u: a.to_json() if a else None for u, a in intent.apps.items()}})
+class _Docs:
+    """JSON text of device intents. What repeats from one change to the next is encoded
+    once: a program (20 switches run one; a change and its inverse alternate two) and a
+    device's entries (a program change keeps a switch's routes). Bounded."""
+
+    KEPT = 1024
+
+    def __init__(self) -> None:
+        self._text: dict = {}
+
+    def _cached(self, key, make) -> str:
+        text = self._text.get(key)
+        if text is None:
+            if len(self._text) >= self.KEPT:
+                self._text.clear()
+            text = self._text[key] = json.dumps(make())
+        return text
+
+    def device(self, d: DeviceIntent) -> str:
+        if d.functions or d.p4 is not None or d.program is None:
+            return json.dumps(d.to_json())
+        # the same document as d.to_json(), its two big parts cached
+        prog = self._cached(("program", d.program), lambda: program_to_dict(d.program))
+        entries = self._cached(("entries", d.entries), lambda: sorted(
+            (entry_to_json(e) for e in d.entries), key=repr))
+        return (f'{{"name": {json.dumps(d.name)}, "kind": {json.dumps(d.kind)}, '
+                f'"prog_id": {int(d.prog_id)}, "program": {prog}, "functions": [], '
+                f'"p4": null, "entries": {entries}}}')
+
+    def part(self, intent: Intent) -> str:
+        devices = ", ".join(f"{json.dumps(n)}: {self.device(d) if d else 'null'}"
+                            for n, d in intent.devices.items())
+        apps = json.dumps({u: a.to_json() if a else None for u, a in intent.apps.items()})
+        return f'{{"devices": {{{devices}}}, "apps": {apps}}}'
 
 
 class SqliteStore:
@@ -86,6 +117,7 @@ class SqliteStore:
     def __init__(self, path: str):
         self.path = path
         self._lock = threading.Lock()
+        self._docs = _Docs()
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -127,25 +159,29 @@ class SqliteStore:
     def begin(self, op: str, before: Intent, after: Intent) -> int:
         return self._tx(lambda db: db.execute(
             "INSERT INTO change (op, status, started, before, after) VALUES (?, 'pending', ?, ?, ?)",
-            (op, time.time(), _part(before), _part(after))).lastrowid)
+            (op, time.time(), self._docs.part(before), self._docs.part(after))).lastrowid)
 
-    def commit(self, change_id: int, after: Intent, detail: str = "") -> None:
+    def commit(self, change_id: int, after: Intent, detail: str = "",
+               event: tuple[str, str, str] | None = None) -> None:
+        """The change done and its after-state the intent; event (kind, device, detail):
+        logged in the same transaction."""
         def write(db):
             self._write(db, after)
             db.execute("UPDATE change SET status='done', finished=?, detail=? WHERE id=?",
                        (time.time(), detail, change_id))
+            if event is not None:
+                db.execute("INSERT INTO event (at, kind, device, detail) VALUES (?, ?, ?, ?)",
+                           (time.time(), *event))
         self._tx(write)
 
-    @staticmethod
-    def _write(db, part: Intent) -> None:
+    def _write(self, db, part: Intent) -> None:
         """Write the devices and apps of a partial intent; a None value deletes."""
-        memo: dict = {}
         for name, dev in part.devices.items():
             if dev is None:
                 db.execute("DELETE FROM device WHERE name=?", (name,))
             else:
                 db.execute("INSERT OR REPLACE INTO device (name, doc) VALUES (?, ?)",
-                           (name, json.dumps(dev.to_json(memo))))
+                           (name, self._docs.device(dev)))
         for uri, app in part.apps.items():
             if app is None:
                 db.execute("DELETE FROM app WHERE uri=?", (uri,))

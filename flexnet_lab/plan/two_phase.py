@@ -32,13 +32,13 @@ version_counts(), install_spare(), remove_spare(), promote_spare(), demote(), re
 """
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..errors import OptionError
-from .diff import plan_change
-from .execute import ChangeRecord, _after_commit, apply_programs, restore, save_for_undo
+from .execute import (ChangeRecord, Checks, _after_commit, apply_programs, restore,
+                      save_for_undo)
 
 LEVELS = ("per-device", "per-packet")
 PREPARE_THREADS = 2
@@ -72,16 +72,20 @@ def two_phase_capable(dev) -> bool:
 
 
 def apply_changes(changes: list[tuple[str, object, object, str]], level: str, network: dict,
-                  fabric, undo: list, drain: DrainPolicy | None = None) -> list[ChangeRecord]:
+                  fabric, undo: list, drain: DrainPolicy | None = None,
+                  checks: Checks | None = None) -> list[ChangeRecord]:
     """Replace the programs of several devices as one change at `level`.
     changes: (name, device, new program, description); network: every device handle by
     name (the untouched eBPF switches carry the tag too); `undo` gets (what, callable) for
-    everything done, so the caller can put every device back if a later step fails."""
+    everything done, so the caller can put every device back if a later step fails.
+    checks: the caller's Checks, which already validated and planned these programs (each
+    distinct program is then validated once per change, not twice)."""
     check_level(level)
+    checks = checks or Checks()
     if level == "per-device" or not changes:
-        return _named(apply_programs([(d, p, desc) for _, d, p, desc in changes], undo),
-                      [n for n, *_ in changes])
-    return _TwoPhase(changes, network, fabric, undo, drain or DrainPolicy()).run()
+        return _named(apply_programs([(d, p, desc) for _, d, p, desc in changes], undo,
+                                     checks), [n for n, *_ in changes])
+    return _TwoPhase(changes, network, fabric, undo, drain or DrainPolicy(), checks).run()
 
 
 def weak_record(op: str, reason: str) -> ChangeRecord:
@@ -98,11 +102,13 @@ def _named(records: list[ChangeRecord], names: list[str]) -> list[ChangeRecord]:
 
 
 class _TwoPhase:
-    def __init__(self, changes, network: dict, fabric, undo: list, drain: DrainPolicy):
+    def __init__(self, changes, network: dict, fabric, undo: list, drain: DrainPolicy,
+                 checks: Checks):
         self.network, self.fabric, self.undo, self.drain = network, fabric, undo, drain
+        self.checks = checks
         self.two, self.weak = [], []
         for name, dev, prog, desc in changes:
-            plan = plan_change(dev.program, prog)  # the caller validated (Controller.change)
+            plan = checks.change(dev, prog)
             reason = _weak_reason(name, dev, plan)
             (self.weak if reason else self.two).append((name, dev, prog, desc, plan, reason))
         self.switches = {n: d for n, d in network.items()
@@ -116,7 +122,7 @@ class _TwoPhase:
         t0 = time.perf_counter()
         if not self.two:  # nothing can hold two versions: say so, change per device
             recs = _named(apply_programs([(d, p, desc) for _, d, p, desc, *_ in self.weak],
-                                         self.undo), [w[0] for w in self.weak])
+                                         self.undo, self.checks), [w[0] for w in self.weak])
             for rec, w in zip(recs, self.weak):
                 rec.notes.append(f"per-packet requested; per-device achieved: {w[5]}")
             return recs
@@ -130,7 +136,7 @@ class _TwoPhase:
             dev.install_spare(prep)
             self.undo.append((f"{name}: new version out of the spare slot", dev.remove_spare))
         weak_recs = _named(apply_programs([(d, p, desc) for _, d, p, desc, *_ in self.weak],
-                                          self.undo), [w[0] for w in self.weak])
+                                          self.undo, self.checks), [w[0] for w in self.weak])
         t2 = time.perf_counter()
         at = time.time()
         olds = [dev.program for _, dev, *_ in self.two]
@@ -186,21 +192,34 @@ class _TwoPhase:
         return slot
 
     def _prepare(self) -> list:
-        """Every new version loaded, two devices at a time: the kernel verifier runs with
-        the GIL released, so two loads overlap on two cores. One refusal: every version
-        loaded is released and the error raised; nothing on any device changed."""
+        """Every new version loaded, two at a time (this thread and one more, taking the
+        next device as each finishes): the kernel verifier runs with the GIL released, so
+        two loads overlap on two cores. One refusal: every version loaded is released and
+        the error raised; nothing on any device changed."""
         results: list = [None] * len(self.two)
         errors: list = []
+        todo = iter(range(len(self.two)))
+        lock = threading.Lock()
 
-        def load(i: int) -> None:
-            _, dev, prog, *_ = self.two[i]
-            try:
-                results[i] = dev.prepare(prog)
-            except BaseException as exc:  # kept: raised in the caller's thread
-                errors.append((i, exc))
+        def work() -> None:
+            while True:
+                with lock:
+                    i = next(todo, None)
+                if i is None or errors:
+                    return
+                _, dev, prog, *_ = self.two[i]
+                try:
+                    results[i] = dev.prepare(prog)
+                except BaseException as exc:  # kept: raised in the caller's thread
+                    errors.append((i, exc))
 
-        with ThreadPoolExecutor(max_workers=PREPARE_THREADS) as pool:
-            list(pool.map(load, range(len(self.two))))
+        helpers = [threading.Thread(target=work, name=f"prepare-{k}", daemon=True)
+                   for k in range(min(PREPARE_THREADS, len(self.two)) - 1)]
+        for t in helpers:
+            t.start()
+        work()
+        for t in helpers:
+            t.join()
         if errors:
             for (_, dev, *_), prep in zip(self.two, results):
                 if prep is not None:

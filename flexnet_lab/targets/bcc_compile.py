@@ -17,6 +17,7 @@ from ..errors import CompileError, EnvironmentMissing
 from .bpf_syscall import BPF_PSEUDO_MAP_FD, MapSpec
 
 _KSRC_CACHE = "/var/cache/flexnet"
+MADE_KEPT = 256
 
 
 def kernel_source_dir(cache_root: str = _KSRC_CACHE) -> str:
@@ -92,7 +93,23 @@ class Compiler:
     def __init__(self, cflags: tuple[str, ...] = ()) -> None:
         self._cflags = list(cflags)
         self._cache: dict[str, Image] = {}
+        self._made: dict[tuple, Image] = {}
         self._lock = threading.Lock()
+
+    def compile_made(self, key: tuple, make_source, functions: list[str]) -> Image:
+        """compile(make_source(), functions), remembered by `key` (e.g. program, hook,
+        role): 20 switches given one program generate its C once, not 20 times. Only the
+        compiled instructions are shared; every device still loads its own copy."""
+        with self._lock:
+            image = self._made.get(key)
+        if image is not None:
+            return image
+        image = self.compile(make_source(), functions)
+        with self._lock:
+            if len(self._made) >= MADE_KEPT:   # bounded: a long session makes many programs
+                self._made.clear()
+            self._made[key] = image
+        return image
 
     def compile(self, source: str, functions: list[str]) -> Image:
         key = source + "\0" + ",".join(functions)

@@ -261,10 +261,11 @@ class EbpfDatapath:
         """Compile and load `program`, binding the running maps it shares (same name and
         layout). Nothing on the device changes; abort() releases what this created."""
         t0 = time.perf_counter()
-        source = (generate(program, self.hook, self.role, chain=True) if self.chained
-                  else generate(program, self.hook, self.role))
         try:
-            image = self._compiler.compile(source.text, ["pipeline"])
+            image = self._compiler.compile_made(
+                (program, self.hook, self.role, self.chained),
+                lambda: generate(program, self.hook, self.role, chain=self.chained).text,
+                ["pipeline"])
         except CompileError as exc:
             raise CompileError(f"{self.device}: {exc}") from exc
         t1 = time.perf_counter()

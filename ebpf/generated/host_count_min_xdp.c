@@ -74,22 +74,6 @@ accept:
             u64 *c = m_cms.lookup(&i); if (c) __sync_fetch_and_add(c, 1); }
         }
     }
-    if (dirty_ethernet) {
-        bpf_xdp_store_bytes(ctx, off_ethernet, h_ethernet, 14);
-    }
-    if (dirty_ipv4) {
-        u32 s = 0; h_ipv4[10] = 0; h_ipv4[11] = 0;
-        for (int i = 0; i < 20; i += 2) s += ((u32)h_ipv4[i] << 8) | h_ipv4[i + 1];
-        s = (s & 0xffff) + (s >> 16); s = (s & 0xffff) + (s >> 16); s = ~s & 0xffff;
-        h_ipv4[10] = s >> 8; h_ipv4[11] = s & 0xff;
-        bpf_xdp_store_bytes(ctx, off_ipv4, h_ipv4, 20);
-    }
-    if (dirty_tcp) {
-        bpf_xdp_store_bytes(ctx, off_tcp, h_tcp, 20);
-    }
-    if (dirty_udp) {
-        bpf_xdp_store_bytes(ctx, off_udp, h_udp, 8);
-    }
     return std.drop ? XDP_DROP : XDP_PASS;
 reject:
     return XDP_DROP;

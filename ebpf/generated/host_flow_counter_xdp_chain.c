@@ -60,22 +60,6 @@ accept:
           if (!c) { struct flx_ctr z = {}; m_flows.update(&k, &z); c = m_flows.lookup(&k); }
           if (c) { __sync_fetch_and_add(&c->packets, 1); __sync_fetch_and_add(&c->bytes, std.pkt_len); } }
     }
-    if (dirty_ethernet) {
-        bpf_xdp_store_bytes(ctx, off_ethernet, h_ethernet, 14);
-    }
-    if (dirty_ipv4) {
-        u32 s = 0; h_ipv4[10] = 0; h_ipv4[11] = 0;
-        for (int i = 0; i < 20; i += 2) s += ((u32)h_ipv4[i] << 8) | h_ipv4[i + 1];
-        s = (s & 0xffff) + (s >> 16); s = (s & 0xffff) + (s >> 16); s = ~s & 0xffff;
-        h_ipv4[10] = s >> 8; h_ipv4[11] = s & 0xff;
-        bpf_xdp_store_bytes(ctx, off_ipv4, h_ipv4, 20);
-    }
-    if (dirty_tcp) {
-        bpf_xdp_store_bytes(ctx, off_tcp, h_tcp, 20);
-    }
-    if (dirty_udp) {
-        bpf_xdp_store_bytes(ctx, off_udp, h_udp, 8);
-    }
     if (std.drop) return XDP_DROP;
     flx_next.call(ctx, 0);  /* no next function: pass */
     return XDP_PASS;

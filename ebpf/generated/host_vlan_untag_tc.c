@@ -60,11 +60,10 @@ static __always_inline void flx_store(struct __sk_buff *ctx, u32 off, const u8 *
 
 int pipeline(struct __sk_buff *ctx) {
     struct flx_std std = {}; struct flx_meta meta = {}; u32 off = 0;
-    u8 flx_tag[4] = {}, flx_tag0[4] = {}; int flx_vl = ctx->vlan_present;
+    u8 flx_tag[4] = {}; int flx_vl = ctx->vlan_present;
     if (flx_vl) {
         u16 tpid = bpf_ntohs(ctx->vlan_proto), tci = ctx->vlan_tci;
         flx_tag[0] = tpid >> 8; flx_tag[1] = tpid; flx_tag[2] = tci >> 8; flx_tag[3] = tci;
-        __builtin_memcpy(flx_tag0, flx_tag, 4);
     }
     std.pkt_len = ctx->len + (flx_vl ? 4 : 0);   /* as on the wire */
     if (ctx->cb[1]) {  /* an oracle probe: record this version */
@@ -109,26 +108,6 @@ accept:
     }
     {
         bpf_skb_vlan_pop(ctx);
-    }
-    if (dirty_ethernet) {
-        flx_store(ctx, off_ethernet, h_ethernet, 14, flx_tag, flx_vl);
-    }
-    if (dirty_ipv4) {
-        u32 s = 0; h_ipv4[10] = 0; h_ipv4[11] = 0;
-        for (int i = 0; i < 20; i += 2) s += ((u32)h_ipv4[i] << 8) | h_ipv4[i + 1];
-        s = (s & 0xffff) + (s >> 16); s = (s & 0xffff) + (s >> 16); s = ~s & 0xffff;
-        h_ipv4[10] = s >> 8; h_ipv4[11] = s & 0xff;
-        flx_store(ctx, off_ipv4, h_ipv4, 20, flx_tag, flx_vl);
-    }
-    if (dirty_tcp) {
-        flx_store(ctx, off_tcp, h_tcp, 20, flx_tag, flx_vl);
-    }
-    if (dirty_udp) {
-        flx_store(ctx, off_udp, h_udp, 8, flx_tag, flx_vl);
-    }
-    if (flx_vl && ctx->vlan_present && __builtin_memcmp(flx_tag, flx_tag0, 4) != 0) {
-        bpf_skb_vlan_pop(ctx);
-        bpf_skb_vlan_push(ctx, bpf_htons(((u16)flx_tag[0] << 8) | flx_tag[1]), ((u16)flx_tag[2] << 8) | flx_tag[3]);
     }
     if (!std.drop && ctx->cb[0])  /* host egress: stamp the version */
         bpf_skb_vlan_push(ctx, bpf_htons(ETH_P_8021AD), 0xff0 | ((ctx->cb[0] - 1) & 1));

@@ -179,6 +179,12 @@ class _Gen:
         self.p, self.hook, self.role, self.chain = program, hook, role, chain
         self.lines: list[str] = []
         self.tmp = 0
+        # headers some `set` can change: only these are written back. A program that
+        # writes none has no write-back at all, so the verifier need not walk the rest of
+        # the pipeline once per way the parser read the frame (tag out of band or not)
+        self.written = {op.args[0].split(".")[0] for ops in
+                        [a.ops for a in program.actions] + [st.ops for st in program.control]
+                        for op in ops if op.name == "set"} - {"meta", "std"}
 
     # --- expressions --------------------------------------------------------------------
     def field_get(self, ref: str) -> str:
@@ -439,6 +445,8 @@ class _Gen:
     def deparser(self) -> list[str]:
         out = []
         for h in self.p.headers:
+            if h.name not in self.written:
+                continue
             out.append(f"    if (dirty_{h.name}) {{")
             if h.name == "ipv4" and h.field("checksum"):
                 out += ["        u32 s = 0; h_ipv4[10] = 0; h_ipv4[11] = 0;",
@@ -449,7 +457,7 @@ class _Gen:
                     if self.hook == "tc" else
                     f"        bpf_xdp_store_bytes(ctx, off_{h.name}, h_{h.name}, {h.size});",
                     "    }"]
-        if self.hook == "tc":   # a field of the out-of-band tag was set: re-tag
+        if self.hook == "tc" and self.written:   # a field of the out-of-band tag was set: re-tag
             out += ["    if (flx_vl && ctx->vlan_present && "
                     "__builtin_memcmp(flx_tag, flx_tag0, 4) != 0) {",
                     "        bpf_skb_vlan_pop(ctx);",
@@ -490,13 +498,15 @@ class _Gen:
         out = [f"int pipeline({ctx} *ctx) {{",
                "    struct flx_std std = {}; struct flx_meta meta = {}; u32 off = 0;"]
         if self.hook == "tc":
-            out += ["    u8 flx_tag[4] = {}, flx_tag0[4] = {}; int flx_vl = ctx->vlan_present;",
+            keep = bool(self.written)   # the tag as read, to see whether a set changed it
+            out += ["    u8 flx_tag[4] = {}" + (", flx_tag0[4] = {}" if keep else "")
+                    + "; int flx_vl = ctx->vlan_present;",
                     "    if (flx_vl) {",
                     "        u16 tpid = bpf_ntohs(ctx->vlan_proto), tci = ctx->vlan_tci;",
                     "        flx_tag[0] = tpid >> 8; flx_tag[1] = tpid; "
-                    "flx_tag[2] = tci >> 8; flx_tag[3] = tci;",
-                    "        __builtin_memcpy(flx_tag0, flx_tag, 4);",
-                    "    }",
+                    "flx_tag[2] = tci >> 8; flx_tag[3] = tci;"]
+            out += ["        __builtin_memcpy(flx_tag0, flx_tag, 4);"] if keep else []
+            out += ["    }",
                     "    std.pkt_len = ctx->len + (flx_vl ? 4 : 0);   /* as on the wire */"]
         else:
             out.append("    std.pkt_len = (u64)((long)ctx->data_end - (long)ctx->data);")

@@ -128,8 +128,7 @@ class _TwoPhase:
             return recs
         old_slot = self._align_epoch()
         new_slot = 1 - old_slot
-        prepared = self._prepare()
-        saves = [save_for_undo(dev, plan) for _, dev, _, _, plan, _ in self.two]
+        prepared, saves = self._prepare()
         self._tagging(True)
         t1 = time.perf_counter()
         for (name, dev, *_), prep in zip(self.two, prepared):
@@ -191,12 +190,15 @@ class _TwoPhase:
                 d.set_stamp(slot)
         return slot
 
-    def _prepare(self) -> list:
+    def _prepare(self) -> tuple[list, list]:
         """Every new version loaded, two at a time (this thread and one more, taking the
         next device as each finishes): the kernel verifier runs with the GIL released, so
-        two loads overlap on two cores. One refusal: every version loaded is released and
-        the error raised; nothing on any device changed."""
+        two loads overlap on two cores. Also read, per device, what undoing the change
+        would need (save_for_undo: nothing is staged before the install). One refusal:
+        every version loaded is released and the error raised; nothing on any device
+        changed. Returns the prepared versions and the saves."""
         results: list = [None] * len(self.two)
+        saves: list = [None] * len(self.two)
         errors: list = []
         todo = iter(range(len(self.two)))
         lock = threading.Lock()
@@ -207,8 +209,9 @@ class _TwoPhase:
                     i = next(todo, None)
                 if i is None or errors:
                     return
-                _, dev, prog, *_ = self.two[i]
+                _, dev, prog, _, plan, _ = self.two[i]
                 try:
+                    saves[i] = save_for_undo(dev, plan)
                     results[i] = dev.prepare(prog)
                 except BaseException as exc:  # kept: raised in the caller's thread
                     errors.append((i, exc))
@@ -225,7 +228,7 @@ class _TwoPhase:
                 if prep is not None:
                     dev.abort(prep)
             raise min(errors, key=lambda e: e[0])[1]
-        return results
+        return results, saves
 
     def _tagging(self, on: bool) -> None:
         """Switch ports towards eBPF switches push the tag and trust it; a host whose

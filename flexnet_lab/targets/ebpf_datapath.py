@@ -389,9 +389,8 @@ class EbpfDatapath:
 
     def version_counts(self) -> tuple[int, int]:
         """Packets this root ran per version slot while tagging was on."""
-        fd = self._root_maps[VCNT_MAP]
-        return tuple(int.from_bytes(self._bpf.lookup(fd, i.to_bytes(4, "little"), 8) or bytes(8),
-                                    "little") for i in (0, 1))
+        raw = self._bpf.array_values(self._root_maps[VCNT_MAP], 8, 2)  # one call, both
+        return (int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:16], "little"))
 
     def install_spare(self, prepared: Prepared) -> None:
         """Phase 1: the new version into the slot untagged packets do not run; the old one

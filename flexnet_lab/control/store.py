@@ -80,7 +80,7 @@ class _Docs:
     once: a program (20 switches run one; a change and its inverse alternate two) and a
     device's entries (a program change keeps a switch's routes). Bounded."""
 
-    KEPT = 1024
+    KEPT = 512
 
     def __init__(self) -> None:
         self._text: dict = {}

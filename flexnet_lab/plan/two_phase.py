@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 from ..errors import OptionError
 from .diff import plan_change
-from .execute import ChangeRecord, _after_commit, apply_programs, restore, save_for_undo
+from .execute import (ChangeRecord, _after_commit, _released, apply_programs, restore,
+                      save_for_undo)
 
 LEVELS = ("per-device", "per-packet")
 PREPARE_THREADS = 2
@@ -205,7 +206,9 @@ class _TwoPhase:
             for (_, dev, *_), prep in zip(self.two, results):
                 if prep is not None:
                     dev.abort(prep)
-            raise min(errors, key=lambda e: e[0])[1]
+            exc = min(errors, key=lambda e: e[0])[1]
+            _released(exc, [n for (n, *_), prep in zip(self.two, results) if prep is not None])
+            raise exc
         return results
 
     def _tagging(self, on: bool) -> None:

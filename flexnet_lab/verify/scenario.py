@@ -18,7 +18,13 @@ changes:                                 # at t seconds after the traffic starts
   - {at: 6, switch: l1, undo: 0}         # apply the inverse of change #0
   - {at: 8, host: h8, swap: rate_limiter, hook: xdp, rate_mbit: 500}
   - {at: 9, switch: l1, entry: {table: acl, match: [17, 9999], action: drop}}
+probes: {pairs: [[h1, h8], [h3, h6]], pps: 2000}   # optional: the consistency oracle
+changes:                                 # (a change may expect figures of the oracle)
+  - {at: 10, switch: "*", delta: deltas/acl-count.yaml, consistency: per-packet,
+     expect: {mixed: 0}}                 # achieved per-packet, no probe saw two versions
 expect:
+  - {consistency: per-packet, mixed: 0}  # every per-packet change: achieved, 0 mixed probes
+  - {consistency: per-device, mixed_at_least: 1}   # the oracle sees per-device changes
   - {flow: udp1, zero_loss: true}        # no loss beyond the baseline around any change
   - {flow: udp9999, lost_at_least: 0.9}  # fraction of the flow dropped (a targeted flow)
   - {reachability: all}                  # ping all after the run
@@ -38,7 +44,8 @@ from ..program.model import Program
 from .scenario_file import (Change, Scenario, check_results_dir, dry_run, host_program,
                             is_pattern, load_scenario, parse_scenario)
 from .traffic import FlowResult, FlowSpec, Traffic
-from .verdict import Window, baseline, blame_stop, impacts, locate, stopped_at
+from .verdict import (Window, baseline, blame_stop, impacts, judge_consistency, locate,
+                      stopped_at)
 
 __all__ = ["Change", "Scenario", "Outcome", "dry_run", "host_program", "load_scenario",
            "parse_scenario", "precompile", "run_scenario"]
@@ -130,16 +137,34 @@ def _snapshot(ctl) -> dict:
     return {n: ctl.counters(n) for n in ctl.switches("*")}
 
 
+def _wait_until(t_end: float, orc) -> None:
+    """Sleep until t_end (wall clock); with the oracle, read its per-hop records every
+    0.5 s meanwhile (they wrap after 65536 probes)."""
+    while True:
+        left = t_end - time.time()
+        if left <= 0:
+            return
+        if orc is None or left < 0.6:
+            time.sleep(left)
+            return
+        time.sleep(0.5)
+        orc.collect()
+
+
 def _run_live(lab, ctl, sc: Scenario, base: str, quiet: bool) -> Outcome:
     traffic = Traffic(lab, list(sc.flows))
-    records, applied, inverses = [], [], {}
-    failed = None
+    orc = None
+    if sc.probes is not None:
+        from .oracle import Oracle
+        orc = Oracle(lab, ctl, list(sc.probes.pairs), sc.probes.pps)
+    records, applied, inverses, indices = [], [], {}, []
+    failed, oracle = None, None
     try:
+        if orc is not None:
+            orc.start()
         t0 = traffic.start()
         for i, c in enumerate(sc.changes):
-            delay = t0 + c.at - time.time()
-            if delay > 0:
-                time.sleep(delay)
+            _wait_until(t0 + c.at, orc)
             before = _snapshot(ctl)
             try:
                 rec = _apply(ctl, c, i, inverses, base)
@@ -148,24 +173,51 @@ def _run_live(lab, ctl, sc: Scenario, base: str, quiet: bool) -> Outcome:
                 # later changes may build on this one, so none is applied
                 failed = {"index": i, "change": c.describe(), "at_s": round(time.time() - t0, 3),
                           "error": str(exc), "skipped": len(sc.changes) - i - 1}
+                if orc is not None:   # what was undone runs versions no snapshot saw
+                    orc.note(f"refused changes[{i}]", "-")
                 if not quiet:
                     print(f"  t={failed['at_s']:6.2f}s  {c.describe():40s} REFUSED: {exc}")
                 break
+            if orc is not None:
+                orc.note(f"changes[{i}]", rec.consistency)
             applied.append((c.describe(), rec.at - t0, rec, before))
+            indices.append(i)
             if not quiet:
+                level = rec.consistency if rec.consistency == c.consistency else \
+                    f"{rec.consistency} (asked {c.consistency})"
                 print(f"  t={rec.at - t0:6.2f}s  {c.describe():40s} {rec.kind:12s} "
-                      f"swap {rec.swap_ms:.3f} ms, compile {rec.compile_ms:.0f} ms")
+                      f"swap {rec.swap_ms:.3f} ms, compile {rec.compile_ms:.0f} ms, {level}")
             records.append(rec)
+        _wait_until(t0 + sc.duration, orc)
         results = traffic.results()
+        if orc is not None:
+            orc.stop()
+            oracle = orc.report()
     finally:
+        if orc is not None:
+            orc.kill()
         traffic.stop()
     # counters after the traffic ended: link-level accounting is exact once quiet
     time.sleep(0.2)
     final = _snapshot(ctl)
     reach = lab.ping_all() if any("reachability" in e for e in sc.expect) else None
     host_maps = _host_maps(ctl, sc)
-    outcome = _judge(sc, lab, results, applied, final, reach, host_maps, failed)
+    outcome = _judge(sc, lab, results, applied, final, reach, host_maps, failed,
+                     _change_rows(sc, applied, indices, oracle), oracle)
     return outcome
+
+
+def _change_rows(sc: Scenario, applied, indices: list[int], oracle: dict | None) -> list[dict]:
+    """Per applied change: the level asked and achieved, and the oracle's figures."""
+    by_label = {row["change"]: row for row in (oracle or {}).get("changes", [])}
+    rows = []
+    for (desc, _, rec, _), i in zip(applied, indices):
+        fig = by_label.get(f"changes[{i}]")
+        rows.append({"index": i, "change": desc, "requested": sc.changes[i].consistency,
+                     "achieved": rec.consistency, "notes": rec.notes,
+                     "oracle": None if fig is None else
+                     {k: fig[k] for k in ("probes", "single", "mixed", "lost", "reordered")}})
+    return rows
 
 
 def _is_pattern(device: str) -> bool:
@@ -181,11 +233,15 @@ def _combined(records, device: str, desc: str):
     notes = [f"{len(records)} switches: {', '.join(r.device for r in records)}; all "
              f"prepared first, then committed within {spread:.2f} ms"]
     notes += [f"{r.device}: {n}" for r in records for n in r.notes]
+    # one device changed per-device makes the whole change per-device (plan/two_phase.py)
+    level = "per-device" if any(r.consistency == "per-device" for r in records) else \
+        records[0].consistency
     return ChangeRecord(device, desc, first.kind, at=first.at,
                         compile_ms=max(r.compile_ms for r in records),
                         load_ms=max(r.load_ms for r in records),
                         swap_ms=max(r.swap_ms for r in records), total_ms=first.total_ms,
-                        plan=first.plan, notes=notes)
+                        plan=first.plan, notes=notes, consistency=level,
+                        phases=next((r.phases for r in records if r.phases), {}))
 
 
 def _apply(ctl, c: Change, i: int, inverses: dict, base: str):
@@ -228,7 +284,8 @@ def _host_maps(ctl, sc: Scenario) -> dict:
 
 
 def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
-           host_maps, failed: dict | None = None) -> Outcome:
+           host_maps, failed: dict | None, change_rows: list[dict],
+           oracle: dict | None) -> Outcome:
     changes = [(desc, at) for desc, at, _, _ in applied]
     flows = {r.spec.name: r for r in results}
     first_change = min([at for _, at in changes], default=sc.duration)
@@ -262,7 +319,14 @@ def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
         rows.append({"expect": {"change": failed["index"]}, "ok": False,
                      "detail": f"{failed['change']} refused at t={failed['at_s']:g} s: "
                                f"{failed['error']}; {failed['skipped']} later changes not run"})
+    rows += _consistency_rows(sc, change_rows)
     for e in sc.expect:
+        if "consistency" in e:
+            level = e["consistency"]
+            ok, detail = judge_consistency(e, [r for r in change_rows
+                                               if r["requested"] == level], level)
+            rows.append({"expect": e, "ok": ok, "detail": detail})
+            continue
         rows.append(_expectation(e, flows, impact, bases, reach, host_maps))
     passed = all(r["ok"] for r in rows)
     report = {
@@ -270,7 +334,12 @@ def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
         "failed_change": failed,
         "duration_s": sc.duration, "baseline_window_s": [0.5, min(sc.baseline_s, first_change - 0.3)],
         "window_s": [-Window().before_s, Window().after_s],
-        "changes": [{**rec.to_json(), "at_s": round(at, 3)} for _, at, rec, _ in applied],
+        "changes": [{**rec.to_json(), "at_s": round(at, 3), "index": row["index"],
+                     "requested": row["requested"], "oracle": row["oracle"]}
+                    for (_, at, rec, _), row in zip(applied, change_rows)],
+        "oracle": None if oracle is None else {
+            **{k: v for k, v in oracle.items() if k != "changes"},
+            "pairs": [list(p) for p in sc.probes.pairs], "pps": sc.probes.pps},
         "flows": [r.to_json() for r in results],
         "baselines": [b.to_json() for b in bases.values()],
         "impacts": [i.to_json() for lst in impact.values() for i in lst],
@@ -283,6 +352,19 @@ def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
     return Outcome(sc, passed, rows, report,
                    failed_change=(f"changes[{failed['index']}] ({failed['change']}): "
                                   f"{failed['error']}") if failed else None)
+
+
+def _consistency_rows(sc: Scenario, change_rows: list[dict]) -> list[dict]:
+    """Each change's own expectation ({consistency, mixed, ...} on the change)."""
+    ran = {r["index"]: r for r in change_rows}
+    out = []
+    for i, c in enumerate(sc.changes):
+        if not c.expect:
+            continue
+        e = dict(c.expect)
+        ok, detail = judge_consistency(e, [ran[i]] if i in ran else [])
+        out.append({"expect": {"change": i, **e}, "ok": ok, "detail": f"{c.describe()}: {detail}"})
+    return out
 
 
 def _flow_ran(r: FlowResult, targeted: bool, stop: float | None, impact) -> dict:

@@ -185,8 +185,11 @@ def _run_live(lab, ctl, sc: Scenario, base: str, quiet: bool) -> Outcome:
             if not quiet:
                 level = rec.consistency if rec.consistency == c.consistency else \
                     f"{rec.consistency} (asked {c.consistency})"
+                ph = rec.phases
+                step = (f"flip {ph['flip_ms']:.3f} ms, drain {ph['drain_ms']:.1f} ms" if ph
+                        else f"swap {rec.swap_ms:.3f} ms")
                 print(f"  t={rec.at - t0:6.2f}s  {c.describe():40s} {rec.kind:12s} "
-                      f"swap {rec.swap_ms:.3f} ms, compile {rec.compile_ms:.0f} ms, {level}")
+                      f"{step}, compile {rec.compile_ms:.0f} ms, {level}")
             records.append(rec)
         _wait_until(t0 + sc.duration, orc)
         results = traffic.results()
@@ -230,8 +233,10 @@ def _combined(records, device: str, desc: str):
     from ..plan.execute import ChangeRecord
     first = records[0]
     spread = (max(r.done or r.at for r in records) - first.at) * 1e3
+    phased = any(r.phases for r in records)
     notes = [f"{len(records)} switches: {', '.join(r.device for r in records)}; all "
-             f"prepared first, then committed within {spread:.2f} ms"]
+             + ("changed in two phases (install, flip, drain, retire)" if phased else
+                f"prepared first, then committed within {spread:.2f} ms")]
     notes += [f"{r.device}: {n}" for r in records for n in r.notes]
     # one device changed per-device makes the whole change per-device (plan/two_phase.py)
     level = "per-device" if any(r.consistency == "per-device" for r in records) else \
@@ -241,6 +246,7 @@ def _combined(records, device: str, desc: str):
                         load_ms=max(r.load_ms for r in records),
                         swap_ms=max(r.swap_ms for r in records), total_ms=first.total_ms,
                         plan=first.plan, notes=notes, consistency=level,
+                        done=max(r.done or r.at for r in records),
                         phases=next((r.phases for r in records if r.phases), {}))
 
 
@@ -335,6 +341,9 @@ def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
         "duration_s": sc.duration, "baseline_window_s": [0.5, min(sc.baseline_s, first_change - 0.3)],
         "window_s": [-Window().before_s, Window().after_s],
         "changes": [{**rec.to_json(), "at_s": round(at, 3), "index": row["index"],
+                     # first to last commit: where a per-device change can mix versions
+                     "commit_spread_ms": round(max(0.0, rec.done - rec.at) * 1e3, 3)
+                     if rec.done else None,
                      "requested": row["requested"], "oracle": row["oracle"]}
                     for (_, at, rec, _), row in zip(applied, change_rows)],
         "oracle": None if oracle is None else {

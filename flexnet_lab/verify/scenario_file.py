@@ -256,8 +256,10 @@ def _probes(r: _Reader, value: Any) -> Probes:
         where = f"probes.pairs[{i}]"
         if not isinstance(pair, list) or len(pair) != 2:
             r.fail(where, f"a pair of hosts [src, dst], got {show(pair)}")
-        src = r.string({"src": pair[0]}, "src", where)
-        dst = r.string({"dst": pair[1]}, "dst", where)
+        for k, host in enumerate(pair):
+            if not isinstance(host, str) or not host:
+                r.fail(f"{where}[{k}]", f"expected a host name, got {show(host)}")
+        src, dst = pair
         if src == dst:
             r.fail(where, f"a probe from {src} to itself never crosses the network")
         if (src, dst) in pairs:

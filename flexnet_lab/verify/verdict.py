@@ -188,7 +188,10 @@ def judge_consistency(expect: dict, changes: list[dict], level: str | None = Non
                         + ", ".join(f"changes[{c['index']}]" for c in changes
                                     if c.get("oracle") is None))
     elif checks and total["probes"] == 0:
-        problems.append("no probe met the change: its mixed count proves nothing")
+        # the oracle places a probe on the newest change whose versions it met: a change
+        # that loads no new version (entries only) gets none
+        problems.append("no probe met a version this change loaded: its mixed count "
+                        "proves nothing")
     else:
         if "mixed" in expect and total["mixed"] > expect["mixed"]:
             problems.append(f"{total['mixed']} mixed probes, at most {expect['mixed']} expected")

@@ -151,6 +151,7 @@ def test_mixed_zero_with_no_probe_proves_nothing():
     assert not judge_consistency({"mixed": 0}, [_row(probes=0)])[0]
     ok, detail = judge_consistency({"mixed": 0}, [_row(oracle=False)])
     assert not ok and "no figures" in detail
+    assert "proves nothing" in judge_consistency({"mixed": 0}, [_row(probes=0)])[1]
 
 
 def test_level_only_expectation_needs_no_probes():

@@ -171,7 +171,7 @@ def judge_consistency(expect: dict, changes: list[dict], level: str | None = Non
     request that fell back to per-device never passes as per-packet.
     Returns (ok, detail)."""
     if not changes:
-        return False, "no such change ran (an earlier change was refused)"
+        return False, "not run (refused, or after a refused change)"
     problems = []
     for c in changes:
         want = level or expect.get("consistency") or c["requested"]

@@ -29,7 +29,7 @@ def test_network_update_scenario_proves_per_packet_changes_with_the_oracle(tmp_p
     orc = report["oracle"]
     assert orc["probes_sent"] > 20_000 and orc["pairs"] == [["h1", "h8"], ["h3", "h6"],
                                                             ["h7", "h2"], ["h5", "h4"]]
-    assert orc["probes_placed"] >= 0.95 * orc["probes_sent"]
+    assert orc["probes_placed"] >= 0.99 * orc["probes_sent"]   # read before they wrap
     assert orc["mixed_by_level"]["per-packet"] == 0
     assert orc["mixed_by_level"]["per-device"] > 0          # the oracle is sensitive
     packet = [c for c in report["changes"] if c["requested"] == "per-packet"]

@@ -12,19 +12,20 @@ traffic:
   flows:
     - {name: udp1, src: h1, dst: h8, proto: udp, rate: 200M}
     - {name: tcp1, src: h2, dst: h7, proto: tcp}
+probes: {pairs: [[h1, h8], [h3, h6]], pps: 2000}   # optional: the consistency oracle's
+                                         # probe streams (verify/oracle.py)
 changes:                                 # at t seconds after the traffic starts
   - {at: 4, switch: l1, delta: deltas/acl-udp-9999.yaml}   # or an inline {name, ops}
   - {at: 5, switch: "l*", delta: deltas/shim-parser.yaml}  # every leaf, as one change
   - {at: 6, switch: l1, undo: 0}         # apply the inverse of change #0
   - {at: 8, host: h8, swap: rate_limiter, hook: xdp, rate_mbit: 500}
   - {at: 9, switch: l1, entry: {table: acl, match: [17, 9999], action: drop}}
-probes: {pairs: [[h1, h8], [h3, h6]], pps: 2000}   # optional: the consistency oracle
-changes:                                 # (a change may expect figures of the oracle)
-  - {at: 10, switch: "*", delta: deltas/acl-count.yaml, consistency: per-packet,
-     expect: {mixed: 0}}                 # achieved per-packet, no probe saw two versions
-expect:
-  - {consistency: per-packet, mixed: 0}  # every per-packet change: achieved, 0 mixed probes
-  - {consistency: per-device, mixed_at_least: 1}   # the oracle sees per-device changes
+  - {at: 10, switch: "*", delta: deltas/vlan-parser.yaml, consistency: per-packet,
+     expect: {mixed: 0}}                 # achieved per-packet; no probe met two versions
+expect:                                  # (expect on a change: consistency, mixed, lost at
+                                         #  most N; mixed_at_least N)
+  - {consistency: per-packet, mixed: 0}  # every change asking per-packet, as above
+  - {consistency: per-device, mixed_at_least: 1}   # the oracle sees per-device mixes
   - {flow: udp1, zero_loss: true}        # no loss beyond the baseline around any change
   - {flow: udp9999, lost_at_least: 0.9}  # fraction of the flow dropped (a targeted flow)
   - {reachability: all}                  # ping all after the run

@@ -26,6 +26,11 @@ def _level(ch: dict) -> str:
     return achieved
 
 
+def _level_text(ch: dict) -> str:
+    level = _level(ch)
+    return "per-device (per-packet asked)" if level == "fallback" else level
+
+
 def _label(n: int, ch: dict) -> str:
     level = _level(ch)
     text = f" {n}: {ch['description']} [{ch.get('consistency', 'per-device')}"
@@ -62,10 +67,11 @@ def plot_timeline(report: dict, path: str) -> str:
         level = _level(ch)
         colour, style = LEVEL_STYLE[level]
         ax.axvline(ch["at_s"], color=colour, linestyle=style, linewidth=0.9,
-                   label=None if level in seen else f"change, {level}")
+                   label=None if level in seen else f"change, {_level_text(ch)}")
         seen.add(level)
-        ax.text(ch["at_s"], top * (0.97 - 0.06 * (n % 6)), _label(n, ch),
-                fontsize=7, rotation=0, va="top")
+        right = ch["at_s"] > 0.6 * max(report.get("duration_s") or 1, ch["at_s"])
+        ax.text(ch["at_s"], top * (0.97 - 0.06 * (n % 6)), _label(n, ch) + (" " if right else ""),
+                fontsize=7, rotation=0, va="top", ha="right" if right else "left")
     lo, hi = report.get("baseline_window_s", [0, 0])
     ax.axvspan(lo, hi, color="green", alpha=0.08, label="baseline window")
     ax.set_xlabel("seconds since traffic start")
@@ -122,7 +128,7 @@ def _phases(bx, changes: list[dict]) -> None:
             left = max(left, load)
     for n, ch in enumerate(changes):
         o = ch.get("oracle")
-        note = f"  {_level(ch)}" + (f", {o['mixed']} mixed of {o['probes']} probes" if o else "")
+        note = f"  {_level_text(ch)}" + (f", {o['mixed']} mixed of {o['probes']} probes" if o else "")
         bx.text(right * 1.2, len(changes) - 1 - n, note, fontsize=7, va="center")
     bx.set_xscale("symlog", linthresh=1.0)
     bx.set_xlim(-left * 1.5, right * 40 + 10)

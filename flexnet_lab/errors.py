@@ -2,7 +2,10 @@
 
 
 class FlexNetError(Exception):
-    """Base of every error the lab raises on purpose."""
+    """Base of every error the lab raises on purpose. `released`: devices whose prepared
+    (never committed) new version was let go when the error stopped a change."""
+
+    released: tuple[str, ...] = ()
 
 
 class TopologyError(FlexNetError):

@@ -325,6 +325,8 @@ class Controller:
                     undone.append(f"{what} FAILED: {exc2}")
             msg = str(exc) + (f" — undone: {'; '.join(undone)}" if undone else
                               " — nothing had been applied")
+            if exc.released:
+                msg += f"; prepared and released: {', '.join(exc.released)}"
             # the same exception (type, device, verifier log...), its message longer
             exc.args = (msg,)
             if hasattr(exc, "message"):

@@ -89,6 +89,13 @@ def check_change(device, new: Program, checks: Checks | None = None) -> ChangePl
     return (checks or Checks()).change(device, new)
 
 
+def _released(exc: BaseException, names: list[str]) -> None:
+    """Say on the error which devices' prepared versions were let go (the controller's
+    message lists them beside what was undone)."""
+    if isinstance(exc, FlexNetError) and names:
+        exc.released = tuple(exc.released) + tuple(n for n in names if n not in exc.released)
+
+
 def apply_programs(changes: list[tuple[object, Program, str]],
                    undo: list | None = None, checks: Checks | None = None) -> list[ChangeRecord]:
     """Replace the programs of several devices as one change: all prepare (and stage),
@@ -109,10 +116,12 @@ def apply_programs(changes: list[tuple[object, Program, str]],
         for (dev, _, _), prep in zip(changes, prepared):
             if prep is not None:
                 dev.stage(prep)
-    except BaseException:
+    except BaseException as exc:
         for (dev, _, _), prep in zip(changes, prepared):
             if prep is not None:
                 dev.abort(prep)
+        _released(exc, [dev.device for (dev, _, _), prep in zip(changes, prepared)
+                        if prep is not None])
         raise
     own_undo = [] if undo is None else undo
     records = []
@@ -135,15 +144,18 @@ def apply_programs(changes: list[tuple[object, Program, str]],
                              lambda dev=dev, old=old, saved=saved: restore(dev, old, saved)))
             _after_commit(dev, prog, plan, rec)
             records.append(rec)
-    except BaseException:
+    except BaseException as exc:
         # the devices not reached (and the one that failed, if its commit did not run)
         # release what they prepared
+        let_go = []
         for (dev, _, _), prep in list(zip(changes, prepared))[done:]:
             if prep is not None:
                 try:
                     dev.abort(prep)
+                    let_go.append(dev.device)
                 except Exception:  # best effort: the error being raised matters more
                     pass
+        _released(exc, let_go)
         if undo is None:  # nobody else will: put the committed ones back now
             for _, fn in reversed(own_undo):
                 fn()

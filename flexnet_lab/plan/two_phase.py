@@ -37,8 +37,8 @@ import time
 from dataclasses import dataclass
 
 from ..errors import OptionError
-from .execute import (ChangeRecord, Checks, _after_commit, apply_programs, restore,
-                      save_for_undo)
+from .execute import (ChangeRecord, Checks, _after_commit, _released, apply_programs,
+                      restore, save_for_undo)
 
 LEVELS = ("per-device", "per-packet")
 PREPARE_THREADS = 2
@@ -227,7 +227,9 @@ class _TwoPhase:
             for (_, dev, *_), prep in zip(self.two, results):
                 if prep is not None:
                     dev.abort(prep)
-            raise min(errors, key=lambda e: e[0])[1]
+            exc = min(errors, key=lambda e: e[0])[1]
+            _released(exc, [n for (n, *_), prep in zip(self.two, results) if prep is not None])
+            raise exc
         return results, saves
 
     def _tagging(self, on: bool) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import array
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -107,6 +108,7 @@ class Oracle:
                     p.kill()
                     p.wait()
             s.sender = s.receiver = None
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     # --- versions -------------------------------------------------------------------------
     def _devices(self) -> dict:

@@ -12,13 +12,20 @@ traffic:
   flows:
     - {name: udp1, src: h1, dst: h8, proto: udp, rate: 200M}
     - {name: tcp1, src: h2, dst: h7, proto: tcp}
+probes: {pairs: [[h1, h8], [h3, h6]], pps: 2000}   # optional: the consistency oracle's
+                                         # probe streams (verify/oracle.py)
 changes:                                 # at t seconds after the traffic starts
   - {at: 4, switch: l1, delta: deltas/acl-udp-9999.yaml}   # or an inline {name, ops}
   - {at: 5, switch: "l*", delta: deltas/shim-parser.yaml}  # every leaf, as one change
   - {at: 6, switch: l1, undo: 0}         # apply the inverse of change #0
   - {at: 8, host: h8, swap: rate_limiter, hook: xdp, rate_mbit: 500}
   - {at: 9, switch: l1, entry: {table: acl, match: [17, 9999], action: drop}}
-expect:
+  - {at: 10, switch: "*", delta: deltas/vlan-parser.yaml, consistency: per-packet,
+     expect: {mixed: 0}}                 # achieved per-packet; no probe met two versions
+expect:                                  # (expect on a change: consistency, mixed, lost at
+                                         #  most N; mixed_at_least N)
+  - {consistency: per-packet, mixed: 0}  # every change asking per-packet, as above
+  - {consistency: per-device, mixed_at_least: 1}   # the oracle sees per-device mixes
   - {flow: udp1, zero_loss: true}        # no loss beyond the baseline around any change
   - {flow: udp9999, lost_at_least: 0.9}  # fraction of the flow dropped (a targeted flow)
   - {reachability: all}                  # ping all after the run
@@ -38,7 +45,8 @@ from ..program.model import Program
 from .scenario_file import (Change, Scenario, check_results_dir, dry_run, host_program,
                             is_pattern, load_scenario, parse_scenario)
 from .traffic import FlowResult, FlowSpec, Traffic
-from .verdict import Window, baseline, blame_stop, impacts, locate, stopped_at
+from .verdict import (Window, baseline, blame_stop, impacts, judge_consistency, locate,
+                      stopped_at)
 
 __all__ = ["Change", "Scenario", "Outcome", "dry_run", "host_program", "load_scenario",
            "parse_scenario", "precompile", "run_scenario"]
@@ -130,16 +138,51 @@ def _snapshot(ctl) -> dict:
     return {n: ctl.counters(n) for n in ctl.switches("*")}
 
 
+class _Waiter:
+    """Sleeps until a time; with the oracle, reads its per-hop records at least every
+    period_s meanwhile (they wrap after 65536 probes), counted across waits."""
+
+    def __init__(self, orc, period_s: float):
+        self.orc, self.period = orc, period_s
+        self.last = time.time()
+
+    def until(self, t_end: float) -> None:
+        while True:
+            now = time.time()
+            if self.orc is not None and now - self.last >= self.period:
+                self.orc.collect()
+                self.last = now = time.time()
+            left = t_end - now
+            if left <= 0:
+                return
+            due = self.period - (now - self.last) if self.orc is not None else left
+            time.sleep(max(0.0, min(left, due)))
+
+
+def _collect_period(probes) -> float:
+    """How often to read the per-hop records: within a third of the time the probes take
+    to wrap them (65536 slots; the end of the traffic and the stop come after the last
+    read), 0.5 to 2 s (a read costs CPU the flows share)."""
+    rate = probes.pps * len(probes.pairs)
+    return max(0.5, min(2.0, 65536 / rate / 3))
+
+
 def _run_live(lab, ctl, sc: Scenario, base: str, quiet: bool) -> Outcome:
     traffic = Traffic(lab, list(sc.flows))
-    records, applied, inverses = [], [], {}
-    failed = None
+    orc = None
+    if sc.probes is not None:
+        from .oracle import Oracle
+        orc = Oracle(lab, ctl, list(sc.probes.pairs), sc.probes.pps)
+    records, applied, inverses, indices = [], [], {}, []
+    failed, oracle = None, None
+    wait = _Waiter(orc, _collect_period(sc.probes) if orc is not None else 1.0)
     try:
+        if orc is not None:
+            orc.start()
+            wait.last = time.time()
         t0 = traffic.start()
         for i, c in enumerate(sc.changes):
-            delay = t0 + c.at - time.time()
-            if delay > 0:
-                time.sleep(delay)
+            wait.until(t0 + c.at)
             before = _snapshot(ctl)
             try:
                 rec = _apply(ctl, c, i, inverses, base)
@@ -148,24 +191,54 @@ def _run_live(lab, ctl, sc: Scenario, base: str, quiet: bool) -> Outcome:
                 # later changes may build on this one, so none is applied
                 failed = {"index": i, "change": c.describe(), "at_s": round(time.time() - t0, 3),
                           "error": str(exc), "skipped": len(sc.changes) - i - 1}
+                if orc is not None:   # what was undone runs versions no snapshot saw
+                    orc.note(f"refused changes[{i}]", "-")
                 if not quiet:
                     print(f"  t={failed['at_s']:6.2f}s  {c.describe():40s} REFUSED: {exc}")
                 break
+            if orc is not None:
+                orc.note(f"changes[{i}]", rec.consistency)
             applied.append((c.describe(), rec.at - t0, rec, before))
+            indices.append(i)
             if not quiet:
+                level = rec.consistency if rec.consistency == c.consistency else \
+                    f"{rec.consistency} (asked {c.consistency})"
+                ph = rec.phases
+                step = (f"flip {ph['flip_ms']:.3f} ms, drain {ph['drain_ms']:.1f} ms" if ph
+                        else f"swap {rec.swap_ms:.3f} ms")
                 print(f"  t={rec.at - t0:6.2f}s  {c.describe():40s} {rec.kind:12s} "
-                      f"swap {rec.swap_ms:.3f} ms, compile {rec.compile_ms:.0f} ms")
+                      f"{step}, compile {rec.compile_ms:.0f} ms, {level}")
             records.append(rec)
+        wait.until(t0 + sc.duration)
         results = traffic.results()
+        if orc is not None:
+            orc.stop()
+            oracle = orc.report()
     finally:
+        if orc is not None:
+            orc.kill()
         traffic.stop()
     # counters after the traffic ended: link-level accounting is exact once quiet
     time.sleep(0.2)
     final = _snapshot(ctl)
     reach = lab.ping_all() if any("reachability" in e for e in sc.expect) else None
     host_maps = _host_maps(ctl, sc)
-    outcome = _judge(sc, lab, results, applied, final, reach, host_maps, failed)
+    outcome = _judge(sc, lab, results, applied, final, reach, host_maps, failed,
+                     _change_rows(sc, applied, indices, oracle), oracle)
     return outcome
+
+
+def _change_rows(sc: Scenario, applied, indices: list[int], oracle: dict | None) -> list[dict]:
+    """Per applied change: the level asked and achieved, and the oracle's figures."""
+    by_label = {row["change"]: row for row in (oracle or {}).get("changes", [])}
+    rows = []
+    for (desc, _, rec, _), i in zip(applied, indices):
+        fig = by_label.get(f"changes[{i}]")
+        rows.append({"index": i, "change": desc, "requested": sc.changes[i].consistency,
+                     "achieved": rec.consistency, "notes": rec.notes,
+                     "oracle": None if fig is None else
+                     {k: fig[k] for k in ("probes", "single", "mixed", "lost", "reordered")}})
+    return rows
 
 
 def _is_pattern(device: str) -> bool:
@@ -178,14 +251,21 @@ def _combined(records, device: str, desc: str):
     from ..plan.execute import ChangeRecord
     first = records[0]
     spread = (max(r.done or r.at for r in records) - first.at) * 1e3
+    phased = any(r.phases for r in records)
     notes = [f"{len(records)} switches: {', '.join(r.device for r in records)}; all "
-             f"prepared first, then committed within {spread:.2f} ms"]
+             + ("changed in two phases (install, flip, drain, retire)" if phased else
+                f"prepared first, then committed within {spread:.2f} ms")]
     notes += [f"{r.device}: {n}" for r in records for n in r.notes]
+    # one device changed per-device makes the whole change per-device (plan/two_phase.py)
+    level = "per-device" if any(r.consistency == "per-device" for r in records) else \
+        records[0].consistency
     return ChangeRecord(device, desc, first.kind, at=first.at,
                         compile_ms=max(r.compile_ms for r in records),
                         load_ms=max(r.load_ms for r in records),
                         swap_ms=max(r.swap_ms for r in records), total_ms=first.total_ms,
-                        plan=first.plan, notes=notes)
+                        plan=first.plan, notes=notes, consistency=level,
+                        done=max(r.done or r.at for r in records),
+                        phases=next((r.phases for r in records if r.phases), {}))
 
 
 def _apply(ctl, c: Change, i: int, inverses: dict, base: str):
@@ -228,7 +308,8 @@ def _host_maps(ctl, sc: Scenario) -> dict:
 
 
 def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
-           host_maps, failed: dict | None = None) -> Outcome:
+           host_maps, failed: dict | None, change_rows: list[dict],
+           oracle: dict | None) -> Outcome:
     changes = [(desc, at) for desc, at, _, _ in applied]
     flows = {r.spec.name: r for r in results}
     first_change = min([at for _, at in changes], default=sc.duration)
@@ -262,7 +343,14 @@ def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
         rows.append({"expect": {"change": failed["index"]}, "ok": False,
                      "detail": f"{failed['change']} refused at t={failed['at_s']:g} s: "
                                f"{failed['error']}; {failed['skipped']} later changes not run"})
+    rows += _consistency_rows(sc, change_rows)
     for e in sc.expect:
+        if "consistency" in e:
+            level = e["consistency"]
+            ok, detail = judge_consistency(e, [r for r in change_rows
+                                               if r["requested"] == level], level)
+            rows.append({"expect": e, "ok": ok, "detail": detail})
+            continue
         rows.append(_expectation(e, flows, impact, bases, reach, host_maps))
     passed = all(r["ok"] for r in rows)
     report = {
@@ -270,7 +358,15 @@ def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
         "failed_change": failed,
         "duration_s": sc.duration, "baseline_window_s": [0.5, min(sc.baseline_s, first_change - 0.3)],
         "window_s": [-Window().before_s, Window().after_s],
-        "changes": [{**rec.to_json(), "at_s": round(at, 3)} for _, at, rec, _ in applied],
+        "changes": [{**rec.to_json(), "at_s": round(at, 3), "index": row["index"],
+                     # first to last commit: where a per-device change can mix versions
+                     "commit_spread_ms": round(max(0.0, rec.done - rec.at) * 1e3, 3)
+                     if rec.done else None,
+                     "requested": row["requested"], "oracle": row["oracle"]}
+                    for (_, at, rec, _), row in zip(applied, change_rows)],
+        "oracle": None if oracle is None else {
+            **{k: v for k, v in oracle.items() if k != "changes"},
+            "pairs": [list(p) for p in sc.probes.pairs], "pps": sc.probes.pps},
         "flows": [r.to_json() for r in results],
         "baselines": [b.to_json() for b in bases.values()],
         "impacts": [i.to_json() for lst in impact.values() for i in lst],
@@ -283,6 +379,19 @@ def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
     return Outcome(sc, passed, rows, report,
                    failed_change=(f"changes[{failed['index']}] ({failed['change']}): "
                                   f"{failed['error']}") if failed else None)
+
+
+def _consistency_rows(sc: Scenario, change_rows: list[dict]) -> list[dict]:
+    """Each change's own expectation ({consistency, mixed, ...} on the change)."""
+    ran = {r["index"]: r for r in change_rows}
+    out = []
+    for i, c in enumerate(sc.changes):
+        if not c.expect:
+            continue
+        e = dict(c.expect)
+        ok, detail = judge_consistency(e, [ran[i]] if i in ran else [])
+        out.append({"expect": {"change": i, **e}, "ok": ok, "detail": f"{c.describe()}: {detail}"})
+    return out
 
 
 def _flow_ran(r: FlowResult, targeted: bool, stop: float | None, impact) -> dict:
@@ -387,4 +496,9 @@ def print_table(outcome: Outcome) -> None:
     for r in outcome.rows:
         e = {k: v for k, v in r["expect"].items()}
         print(f"  [{'PASS' if r['ok'] else 'FAIL'}] {json.dumps(e)}: {r['detail']}")
+    orc = outcome.report.get("oracle")
+    if orc:
+        print(f"oracle: {orc['probes_sent']} probes on {len(orc['pairs'])} paths, "
+              f"{orc['probes_placed']} placed, {orc['probes_lost']} lost; mixed by level: "
+              + ", ".join(f"{k} {v}" for k, v in orc["mixed_by_level"].items() if k != "-"))
     print(f"scenario {outcome.scenario.name}: {'PASSED' if outcome.passed else 'FAILED'}")

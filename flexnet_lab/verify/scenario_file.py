@@ -33,8 +33,14 @@ RATE_BPS = (1_000, 10_000_000_000)         # 1 kbit/s .. 10 Gbit/s
 UDP_LENGTH = (32, 1472)                    # iperf3 payload; 1472 + 28 fills a 1500 MTU
 RATE_MBIT = (1, 10_000)                    # the rate limiter's token rate
 SCENARIO_KEYS = ("name", "description", "topology", "targets", "setup", "traffic",
-                 "changes", "expect", "capture")
+                 "probes", "changes", "expect", "capture")
 CHANGE_KINDS = ("delta", "undo", "swap", "entry")
+PROBE_PPS = (10, 10_000)                   # per pair: what one Python sender keeps up
+PROBE_TOTAL_PPS = 40_000                   # all pairs: the per-hop record has 65536 slots,
+                                           # read every 0.5 s during the run
+MAX_PROBE_PAIRS = 16
+ORACLE_CHECKS = ("mixed", "mixed_at_least", "lost")   # figures of the oracle, per change
+COUNT_MAX = 10**9
 
 
 # --- the scenario as data -------------------------------------------------------------
@@ -53,6 +59,7 @@ class Change:
     on_host: bool = False
     delta_source: str = ""        # the delta's file, or where it is inline
     consistency: str = "per-device"   # per-device | per-packet (plan/two_phase.py)
+    expect: tuple = ()            # oracle expectations: sorted (key, value) pairs
 
     def describe(self) -> str:
         if self.kind == "delta":
@@ -77,6 +84,7 @@ class Scenario:
     expect: tuple[dict, ...]
     targets: tuple[tuple[str, str], ...] = ()     # (switch name or pattern, target)
     capture: bool = False                         # a pcap per switch port, under results/
+    probes: "Probes | None" = None                # the consistency oracle's probe streams
 
     def topology_for(self, topo):
         """The topology with this scenario's switch targets; `auto` becomes ebpf, since
@@ -92,6 +100,14 @@ class Scenario:
                                     f"no switch of {topo.name} matches")
         topo = topo.with_targets(target)
         return dataclasses.replace(topo, capture=True) if self.capture else topo
+
+
+@dataclass(frozen=True)
+class Probes:
+    """The consistency oracle's probe streams (verify/oracle.py): (src, dst) host pairs,
+    each sending `pps` probes a second for the whole traffic."""
+    pairs: tuple[tuple[str, str], ...]
+    pps: float = 2000
 
 
 def is_pattern(device: str) -> bool:
@@ -221,8 +237,79 @@ def parse_scenario(data: Any, src: str) -> Scenario:
     capture = data.get("capture", False)
     if not isinstance(capture, bool):
         r.fail("capture", f"expected true or false, got {show(capture)}")
+    probes = _probes(r, data["probes"]) if "probes" in data else None
+    _check_oracle_expectations(r, changes, expect, probes)
     return Scenario(name, src, topology, setup, tuple(flows), duration, baseline_s, changes,
-                    expect, tuple((k, v) for k, v in targets.items()), capture)
+                    expect, tuple((k, v) for k, v in targets.items()), capture, probes)
+
+
+def _probes(r: _Reader, value: Any) -> Probes:
+    p = r.mapping(value, "probes", optional=False)
+    r.keys(p, ("pairs", "pps"), "probes", required=("pairs",))
+    items = r.list(p["pairs"], "probes.pairs")
+    if not items:
+        r.fail("probes.pairs", "needs at least one [src, dst] pair of hosts")
+    if len(items) > MAX_PROBE_PAIRS:
+        r.fail("probes.pairs", f"{len(items)} pairs; at most {MAX_PROBE_PAIRS}")
+    pairs = []
+    for i, pair in enumerate(items):
+        where = f"probes.pairs[{i}]"
+        if not isinstance(pair, list) or len(pair) != 2:
+            r.fail(where, f"a pair of hosts [src, dst], got {show(pair)}")
+        for k, host in enumerate(pair):
+            if not isinstance(host, str) or not host:
+                r.fail(f"{where}[{k}]", f"expected a host name, got {show(host)}")
+        src, dst = pair
+        if src == dst:
+            r.fail(where, f"a probe from {src} to itself never crosses the network")
+        if (src, dst) in pairs:
+            r.fail(where, f"{src} -> {dst} is already probed (probes.pairs[{pairs.index((src, dst))}])")
+        pairs.append((src, dst))
+    pps = float(r.number(p, "pps", "probes", *PROBE_PPS, default=2000))
+    if pps * len(pairs) > PROBE_TOTAL_PPS:
+        r.fail("probes.pps", f"{pps:g} probes/s on {len(pairs)} pairs is more than "
+               f"{PROBE_TOTAL_PPS} probes/s in all (the per-hop record would wrap)")
+    return Probes(tuple(pairs), pps)
+
+
+def _oracle_expect(r: _Reader, e: Any, where: str, level_required: bool) -> dict:
+    """{consistency: LEVEL, mixed: N, mixed_at_least: N, lost: N}: the level the change
+    records achieved, and its probes from the oracle (mixed and lost at most N, mixed at
+    least N)."""
+    e = r.mapping(e, where, optional=False)
+    r.keys(e, ("consistency",) + ORACLE_CHECKS, where,
+           required=("consistency",) if level_required else ())
+    if not e:
+        r.fail(where, "expects nothing: give consistency, mixed, mixed_at_least or lost")
+    out = {}
+    if "consistency" in e:
+        out["consistency"] = r.string(e, "consistency", where, LEVELS)
+    for key in ORACLE_CHECKS:
+        if key in e:
+            out[key] = int(r.number(e, key, where, 0, COUNT_MAX, integer=True))
+    if out.get("mixed_at_least", 0) > out.get("mixed", COUNT_MAX):
+        r.fail(f"{where}.mixed_at_least", f"{out['mixed_at_least']} is more than "
+               f"mixed: {out['mixed']} (at most)")
+    return out
+
+
+def _check_oracle_expectations(r: _Reader, changes: tuple, expect: tuple,
+                               probes: "Probes | None") -> None:
+    """Expectations on the oracle need its probes; a level expected must be one a change
+    asks for (a change never achieves more than it asks)."""
+    wants = [(f"changes[{i}].expect", c.consistency, dict(c.expect))
+             for i, c in enumerate(changes) if c.expect]
+    wants += [(f"expect[{i}]", None, e) for i, e in enumerate(expect) if "consistency" in e]
+    for where, asked, e in wants:
+        if any(k in e for k in ORACLE_CHECKS) and probes is None:
+            r.fail(where, "the oracle's figures need probes: add a top-level "
+                   "`probes: {pairs: [[h1, h8]], pps: 2000}`")
+        level = e.get("consistency")
+        if asked is not None and level == "per-packet" and asked != "per-packet":
+            r.fail(f"{where}.consistency", f"expects per-packet, but the change asks for "
+                   f"{asked} (add `consistency: per-packet` to the change)")
+        if asked is None and not any(c.consistency == level for c in changes):
+            r.fail(f"{where}.consistency", f"no change of the timeline asks for {level}")
 
 
 def _setup_step(r: _Reader, step: Any, where: str) -> dict:
@@ -268,7 +355,7 @@ def _change(r: _Reader, c: Any, i: int, base: str) -> Change:
     where = f"changes[{i}]"
     c = r.mapping(c, where, optional=False)
     r.keys(c, ("at", "switch", "host", "delta", "undo", "swap", "hook", "direction",
-               "rate_mbit", "entry", "consistency"), where, required=("at",))
+               "rate_mbit", "entry", "consistency", "expect"), where, required=("at",))
     at = float(r.number(c, "at", where, 0, MAX_DURATION_S))
     if ("switch" in c) == ("host" in c):
         r.fail(where, "names one `switch` (or switch pattern) or one `host`")
@@ -291,8 +378,9 @@ def _change(r: _Reader, c: Any, i: int, base: str) -> Change:
     if hook == "xdp" and direction != "ingress":
         r.fail(f"{where}.direction", "XDP runs on ingress only (use hook: tc for egress)")
     level = r.string(c, "consistency", where, LEVELS, default="per-device")
+    expect = _oracle_expect(r, c["expect"], f"{where}.expect", False) if "expect" in c else {}
     return replace(_change_kind(r, c, where, kind, at, device, on_host, hook, direction, base),
-                   consistency=level)
+                   consistency=level, expect=tuple(sorted(expect.items())))
 
 
 def _change_kind(r: _Reader, c: dict, where: str, kind: str, at: float, device: str,
@@ -370,6 +458,12 @@ def _expectation(r: _Reader, e: Any, where: str, flows: set[str]) -> dict:
         if "lost_at_least" in e:
             r.number(e, "lost_at_least", where, 0.0, 1.0)
         return dict(e)
+    if "consistency" in e:
+        out = _oracle_expect(r, e, where, True)
+        if len(out) == 1:
+            r.fail(where, "a consistency expectation checks mixed, mixed_at_least or lost "
+                   "of the changes that ask for that level")
+        return out
     if "reachability" in e:
         r.keys(e, ("reachability",), where)
         r.string(e, "reachability", where, ("all",))
@@ -384,7 +478,7 @@ def _expectation(r: _Reader, e: Any, where: str, flows: set[str]) -> dict:
                "direction": r.string(e, "direction", where, DIRECTIONS, default="ingress")}
         return out
     r.fail(where, "one of {flow, zero_loss | lost_at_least}, {reachability: all}, "
-           "{host, map, at_least}")
+           "{host, map, at_least}, {consistency, mixed | mixed_at_least | lost}")
 
 
 def host_program(name: str, base: str, params: tuple = ()) -> Program:
@@ -450,6 +544,13 @@ def dry_run(sc: Scenario, topo) -> list[tuple[Program, str, str, str]]:
     for i, f in enumerate(sc.flows):
         host(f.src, f"traffic.flows[{i}].src")
         host(f.dst, f"traffic.flows[{i}].dst")
+    if sc.probes is not None:
+        for i, (src, dst) in enumerate(sc.probes.pairs):
+            host(src, f"probes.pairs[{i}][0]")
+            host(dst, f"probes.pairs[{i}][1]")
+        if "ebpf" not in kinds.values():
+            fail("probes", f"no eBPF switch in {topo.name} records the versions probes meet "
+                 "(bmv2 switches do not)")
     for i, c in enumerate(sc.changes):
         where = f"changes[{i}]"
         field = f"{where}.{'host' if c.on_host else 'switch'}"

@@ -157,3 +157,56 @@ def locate(before: dict[str, dict], after: dict[str, dict], links: list[tuple]) 
         if sent - got > 0:
             found.append(f"link {a}:{pa} -> {b}:{pb}: {sent - got} packets missing")
     return found
+
+
+def judge_consistency(expect: dict, changes: list[dict], level: str | None = None
+                      ) -> tuple[bool, str]:
+    """An expectation on the consistency of changes and the oracle's figures for them.
+
+    expect: {consistency?, mixed? (at most), mixed_at_least?, lost? (at most)}; changes:
+    the changes it is about, each {index, change, requested, achieved, notes, oracle}
+    where oracle is the oracle's row for the change ({probes, single, mixed, lost,
+    reordered}) or None (no probes ran). `level`: the level each change must have achieved
+    (default: expect's consistency, else the level the change asked for), so a per-packet
+    request that fell back to per-device never passes as per-packet.
+    Returns (ok, detail)."""
+    if not changes:
+        return False, "not run (refused, or after a refused change)"
+    problems = []
+    for c in changes:
+        want = level or expect.get("consistency") or c["requested"]
+        if c["achieved"] != want:
+            why = next((n for n in c.get("notes", []) if "achieved" in n), "")
+            problems.append(f"changes[{c['index']}] achieved {c['achieved']}, not {want}"
+                            + (f" ({why[:160]})" if why else ""))
+    figures = [c["oracle"] for c in changes if c.get("oracle") is not None]
+    total = {k: sum(f[k] for f in figures) for k in ("probes", "single", "mixed", "lost",
+                                                      "reordered")}
+    checks = [k for k in ("mixed", "mixed_at_least", "lost") if k in expect]
+    if checks and len(figures) < len(changes):
+        problems.append("the oracle has no figures for "
+                        + ", ".join(f"changes[{c['index']}]" for c in changes
+                                    if c.get("oracle") is None))
+    elif checks and total["probes"] == 0:
+        # the oracle places a probe on the newest change whose versions it met: a change
+        # that loads no new version (entries only) gets none
+        problems.append("no probe met a version this change loaded: its mixed count "
+                        "proves nothing")
+    else:
+        if "mixed" in expect and total["mixed"] > expect["mixed"]:
+            problems.append(f"{total['mixed']} mixed probes, at most {expect['mixed']} expected")
+        if "mixed_at_least" in expect and total["mixed"] < expect["mixed_at_least"]:
+            problems.append(f"{total['mixed']} mixed probes, at least "
+                            f"{expect['mixed_at_least']} expected")
+        if "lost" in expect and total["lost"] > expect["lost"]:
+            problems.append(f"{total['lost']} probes lost, at most {expect['lost']} expected")
+    levels = sorted({c["achieved"] for c in changes})
+    detail = (f"{len(changes)} change{'s' if len(changes) > 1 else ''} achieved "
+              f"{'/'.join(levels)}")
+    if figures:
+        detail += (f"; {total['probes']} probes: {total['single']} one version, "
+                   f"{total['mixed']} mixed, {total['lost']} lost, "
+                   f"{total['reordered']} reordered")
+    if problems:
+        detail += "; " + "; ".join(problems)
+    return not problems, detail

@@ -141,6 +141,11 @@ def _run(args, lab, ctl, acl, rate: int) -> int:
         "sent": sum(r.sent for r in live), "lost": sum(r.lost for r in live),
         "baseline_sent": sum(r.sent for r in baseline),
         "baseline_lost": sum(r.lost for r in baseline),
+        # where the loss was: gaps in a flow, or its tail (sent, never received after the
+        # server's last datagram: seen with and without changes, at the flows' end)
+        "lost_gaps": sum(r.gap_lost for r in live), "lost_tail": sum(r.tail_lost for r in live),
+        "baseline_lost_gaps": sum(r.gap_lost for r in baseline),
+        "baseline_lost_tail": sum(r.tail_lost for r in baseline),
         "flow_errors": [r.error for r in live + baseline if r.error],
         "probes": rep["probes_sent"], "probes_placed": rep["probes_placed"],
         "probes_unplaced": rep["probes_unplaced"],

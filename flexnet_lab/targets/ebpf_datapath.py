@@ -261,10 +261,12 @@ class EbpfDatapath:
         """Compile and load `program`, binding the running maps it shares (same name and
         layout). Nothing on the device changes; abort() releases what this created."""
         t0 = time.perf_counter()
+        gen = generate   # the generator is part of the key: the C is what it makes
         try:
             image = self._compiler.compile_made(
-                (program, self.hook, self.role, self.chained),
-                lambda: generate(program, self.hook, self.role, chain=self.chained).text,
+                (gen, program, self.hook, self.role, self.chained),
+                lambda: (gen(program, self.hook, self.role, chain=True) if self.chained
+                         else gen(program, self.hook, self.role)).text,
                 ["pipeline"])
         except CompileError as exc:
             raise CompileError(f"{self.device}: {exc}") from exc

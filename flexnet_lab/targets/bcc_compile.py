@@ -93,13 +93,20 @@ class Compiler:
         self._cflags = list(cflags)
         self._cache: dict[str, Image] = {}
         self._lock = threading.Lock()
+        # bcc's clang front end is not thread-safe: two BPF() at once in one process
+        # crash it (SIGSEGV); compiles take turns, the loads (verifier) still overlap
+        self._bcc_lock = threading.Lock()
 
     def compile(self, source: str, functions: list[str]) -> Image:
         key = source + "\0" + ",".join(functions)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-        image = self._compile(source, functions)
+        with self._bcc_lock:
+            with self._lock:
+                if key in self._cache:   # compiled by another thread meanwhile
+                    return self._cache[key]
+            image = self._compile(source, functions)
         with self._lock:
             self._cache[key] = image
         return image

@@ -137,7 +137,8 @@ class LabCLI(CLI):
             if not recs:
                 print("  nothing to undo")
             for rec in recs:
-                print(f"  {rec['device']}: {rec['kind']}, swap {rec['swap_ms']:.3f} ms")
+                print(f"  {rec['device']}: {rec['kind']}, {rec['consistency']}, "
+                      f"swap {rec['swap_ms']:.3f} ms")
         self._guard(run)
 
     @staticmethod

@@ -220,3 +220,18 @@ def test_a_flow_that_never_goes_idle_is_moved_at_the_bound_and_the_record_says_s
     assert "mixed" not in met                       # per-packet still holds
     # one move: old until the bound, new after it
     assert met == sorted(met, key=lambda m: m == "new") and met[0] == "old" and met[-1] == "new"
+
+
+def test_prompt_applies_a_delta_per_flow_and_undoes_it_at_that_level():
+    """`delta --consistency per-flow` at the lab prompt (through the run's controller)."""
+    import subprocess
+    script = "\n".join(["delta --consistency per-flow s* scenarios/deltas/acl-udp-9999.yaml",
+                        "undo", "delta --consistency per-hop s1 scenarios/deltas/acl-udp-9999.yaml",
+                        "exit"]) + "\n"
+    res = subprocess.run([sys.executable, "-m", "flexnet_lab.cli", "up", "linear"], cwd=REPO,
+                         input=script, capture_output=True, text=True, timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert out.count("s1: pipeline, per-flow,") == 2, out   # the delta and its undo
+    assert "per-flow: learn " in out and "idle 100 ms" in out
+    assert "'per-hop' is not a level" in out, out

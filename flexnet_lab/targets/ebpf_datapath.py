@@ -15,9 +15,10 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
-from ..compiler.ebpf import (FCFG_MAP, FLOW_MAP, PIPE_MAP, PORTS_MAP, INPORT_MAP, PORT_PEER, PORT_TAG, PROBE_MAP,
+from ..compiler.ebpf import (PIPE_MAP, PORTS_MAP, INPORT_MAP, PORT_PEER, PORT_TAG, PROBE_MAP,
                              PROBE_SLOTS, SLOT_MAP, TRUST_MAP, VCNT_MAP, VER_MAP, generate,
                              root_source)
+from ..compiler.ebpf import FCFG_MAP, FLOW_MAP
 from ..compiler.layout import COUNTER, METER, TableLayout, key_words, map_c_name, table_layout
 from ..errors import CompileError, TargetError, VerifierError
 from ..program.model import Program, action_id

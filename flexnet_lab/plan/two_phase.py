@@ -29,9 +29,12 @@ per-flow (optional): a flow keeps the version it started with until it has been 
               has been seen with the old version (a flow silent that long is over);
     drain   - wait until the old version's counters (flx_vcnt) have been quiet for idle_ms
               (no flow of the old version is left), at most flow_max_ms; a bounded drain
-              moves the flows still active and the record says so (the level achieved is
-              then per-packet, with the old-version packets of the last idle_ms).
-  A device whose root has no flow table makes the change per-packet, said.
+              moves the flows still active at once (tracking off at every ingress point,
+              then the per-packet drain, so the retire meets no old-tagged packet) and the
+              record says so: per-packet achieved, the old-version packets of the last
+              idle_ms.
+  A device whose root has no flow table makes the change per-packet, said. Devices that
+  keep flows also have holds_flows() and set_flow_tracking().
 
 A device that cannot hold two versions (bmv2, a host's XDP or tc-ingress hook, a change of
 table defaults only, which live in maps both versions share) is changed per-device at the

@@ -12,18 +12,54 @@ BPF_PROG_ARRAY(flx_pipe, 2);
 BPF_ARRAY(flx_slot, u32, 4);
 BPF_ARRAY(flx_vcnt, u64, 2);
 BPF_HASH(flx_trust, u32, u32, 64);
+struct flx_fkey { u32 src, dst; u16 sport, dport; u32 proto; };
+struct flx_fval { u64 seen_ns; u32 slot; u32 gen; };
+BPF_TABLE("lru_hash", struct flx_fkey, struct flx_fval, flx_flows, 4096);
+BPF_ARRAY(flx_fcfg, u32, 2);
+
+static __always_inline u32 flx_flow_slot(struct __sk_buff *ctx, u32 stamp)
+{
+    u32 zero = 0, one = 1;
+    u32 *gen = flx_fcfg.lookup(&zero);
+    if (!gen || !*gen)
+        return stamp;
+    u8 ip[20]; u16 et = 0;
+    if (bpf_skb_load_bytes(ctx, 12, &et, 2) < 0 || et != bpf_htons(ETH_P_IP) ||
+        bpf_skb_load_bytes(ctx, 14, ip, 20) < 0 || (ip[0] >> 4) != 4)
+        return stamp;
+    struct flx_fkey k = {};
+    __builtin_memcpy(&k.src, ip + 12, 4); __builtin_memcpy(&k.dst, ip + 16, 4);
+    k.proto = ip[9];
+    if ((ip[9] == 6 || ip[9] == 17) && !(((ip[6] & 0x3f) << 8) | ip[7]) &&
+        bpf_skb_load_bytes(ctx, 14 + (ip[0] & 15) * 4, &k.sport, 4) < 0)
+        return stamp;
+    u32 *idle = flx_fcfg.lookup(&one);
+    u64 now = bpf_ktime_get_ns(), lim = (u64)(idle ? *idle : 100000) * 1000;
+    struct flx_fval *f = flx_flows.lookup(&k);
+    if (f && f->gen == *gen && now - f->seen_ns < lim) {
+        f->seen_ns = now;
+        return f->slot & 1;
+    }
+    struct flx_fval n = { now, stamp, *gen };
+    flx_flows.update(&k, &n);
+    return stamp;
+}
+
 
 int root(struct __sk_buff *ctx) {
     u32 zero = 0, one = 1;
     u32 *slot = flx_slot.lookup(&zero), *tagging = flx_slot.lookup(&one);
-    u32 v = slot ? (*slot & 1) : 0;
+    u32 v = slot ? (*slot & 1) : 0, entering = 1;
     if (ctx->vlan_present && ctx->vlan_proto == bpf_htons(ETH_P_8021AD) &&
         (ctx->vlan_tci & 0x0ffe) == 0xff0) {
         u32 ifi = ctx->ingress_ifindex; u32 *trusted = flx_trust.lookup(&ifi);
-        if (trusted && *trusted)
-            v = ctx->vlan_tci & 1;
+        if (trusted && *trusted) {
+            v = ctx->vlan_tci & 1; entering = 0;
+        }
         bpf_skb_vlan_pop(ctx);
     }
+    if (entering)   /* per-flow level: a known, not idle flow keeps its slot */
+        v = flx_flow_slot(ctx, v);
     ctx->cb[0] = 0; ctx->cb[1] = 0;
     if (tagging && *tagging) {
         u64 *c = flx_vcnt.lookup(&v);

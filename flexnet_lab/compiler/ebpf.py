@@ -27,6 +27,9 @@ PIPE_MAP = "flx_pipe"        # root program's tail-call slots 0 and 1 (one per v
 SLOT_MAP = "flx_slot"        # root: [0] slot of untagged packets (the stamp), [1] tagging on
 VCNT_MAP = "flx_vcnt"        # root (tc): packets per version seen while tagging is on
 TRUST_MAP = "flx_trust"      # root (tc): ifindex -> 1 when the neighbour there stamps tags
+FLOW_MAP = "flx_flows"       # root (tc): per-flow level, 5-tuple -> slot it started with, seen
+FCFG_MAP = "flx_fcfg"        # root (tc): [0] per-flow generation (0: off), [1] idle time, us
+FLOW_SLOTS = 4096            # flows remembered per ingress point (LRU beyond)
 VER_MAP = "flx_ver"          # pipeline (tc): this loaded version's number (never shared)
 PROBE_MAP = "flx_probe"      # pipeline (tc): oracle probe id % PROBE_SLOTS -> id<<32 | version
 PROBE_SLOTS = 65536
@@ -132,7 +135,9 @@ def root_source(hook: str) -> str:
     popped here whether trusted or not, so a tag forged by a host never selects a version
     and never reaches a program. While tagging is on (flx_slot[1]) the version goes to the
     pipeline in cb[0] (it re-stamps towards eBPF switches) and is counted in flx_vcnt (the
-    drain wait watches those counters). cb[1] carries an oracle probe's id."""
+    drain wait watches those counters). cb[1] carries an oracle probe's id. A packet
+    entering the network (no trusted tag) runs the stamp, or, while a per-flow change is
+    on, the slot its flow started with (_flow_source)."""
     ctx, fail = _ctx(hook), ("TC_ACT_SHOT" if hook == "tc" else "XDP_DROP")
     head = _PRELUDE + f"BPF_PROG_ARRAY({PIPE_MAP}, 2);\nBPF_ARRAY({SLOT_MAP}, u32, 4);\n"
     if hook != "tc":
@@ -143,18 +148,22 @@ def root_source(hook: str) -> str:
     m = PROBE_MAGIC.to_bytes(4, "big")
     return head + f"""BPF_ARRAY({VCNT_MAP}, u64, 2);
 BPF_HASH({TRUST_MAP}, u32, u32, 64);
+{_flow_source()}
 
 int root({ctx} *ctx) {{
     u32 zero = 0, one = 1;
     u32 *slot = {SLOT_MAP}.lookup(&zero), *tagging = {SLOT_MAP}.lookup(&one);
-    u32 v = slot ? (*slot & 1) : 0;
+    u32 v = slot ? (*slot & 1) : 0, entering = 1;
     if (ctx->vlan_present && ctx->vlan_proto == bpf_htons(ETH_P_8021AD) &&
         (ctx->vlan_tci & 0x0ffe) == {TAG_VID:#x}) {{
         u32 ifi = ctx->ingress_ifindex; u32 *trusted = {TRUST_MAP}.lookup(&ifi);
-        if (trusted && *trusted)
-            v = ctx->vlan_tci & 1;
+        if (trusted && *trusted) {{
+            v = ctx->vlan_tci & 1; entering = 0;
+        }}
         bpf_skb_vlan_pop(ctx);
     }}
+    if (entering)   /* per-flow level: a known, not idle flow keeps its slot */
+        v = flx_flow_slot(ctx, v);
     ctx->cb[0] = 0; ctx->cb[1] = 0;
     if (tagging && *tagging) {{
         u64 *c = {VCNT_MAP}.lookup(&v);
@@ -170,6 +179,50 @@ int root({ctx} *ctx) {{
     }}
     {PIPE_MAP}.call(ctx, v);
     return {fail};  /* empty slot: never reached once a pipeline is set */
+}}
+"""
+
+
+def _flow_source() -> str:
+    """The per-flow level's part of the tc root (plan/two_phase.py, level per-flow): the
+    slot a packet entering the network runs. Off (flx_fcfg[0] == 0, outside a per-flow
+    change) it is one array read and the stamp. On, an IPv4 packet's flow (source,
+    destination, protocol and, for TCP/UDP, ports; fragments without ports; each
+    direction its own flow) is looked up in an LRU hash: a flow of this generation seen
+    less than the idle time ago keeps the slot it started with, any other flow starts
+    now with the stamp. Non-IPv4 packets (ARP) are no flow: they run the stamp. The
+    generation (fresh for every change) makes entries of an earlier change count as new."""
+    return f"""struct flx_fkey {{ u32 src, dst; u16 sport, dport; u32 proto; }};
+struct flx_fval {{ u64 seen_ns; u32 slot; u32 gen; }};
+BPF_TABLE("lru_hash", struct flx_fkey, struct flx_fval, {FLOW_MAP}, {FLOW_SLOTS});
+BPF_ARRAY({FCFG_MAP}, u32, 2);
+
+static __always_inline u32 flx_flow_slot(struct __sk_buff *ctx, u32 stamp)
+{{
+    u32 zero = 0, one = 1;
+    u32 *gen = {FCFG_MAP}.lookup(&zero);
+    if (!gen || !*gen)
+        return stamp;
+    u8 ip[20]; u16 et = 0;
+    if (bpf_skb_load_bytes(ctx, 12, &et, 2) < 0 || et != bpf_htons(ETH_P_IP) ||
+        bpf_skb_load_bytes(ctx, 14, ip, 20) < 0 || (ip[0] >> 4) != 4)
+        return stamp;
+    struct flx_fkey k = {{}};
+    __builtin_memcpy(&k.src, ip + 12, 4); __builtin_memcpy(&k.dst, ip + 16, 4);
+    k.proto = ip[9];
+    if ((ip[9] == 6 || ip[9] == 17) && !(((ip[6] & 0x3f) << 8) | ip[7]) &&
+        bpf_skb_load_bytes(ctx, 14 + (ip[0] & 15) * 4, &k.sport, 4) < 0)
+        return stamp;
+    u32 *idle = {FCFG_MAP}.lookup(&one);
+    u64 now = bpf_ktime_get_ns(), lim = (u64)(idle ? *idle : 100000) * 1000;
+    struct flx_fval *f = {FLOW_MAP}.lookup(&k);
+    if (f && f->gen == *gen && now - f->seen_ns < lim) {{
+        f->seen_ns = now;
+        return f->slot & 1;
+    }}
+    struct flx_fval n = {{ now, stamp, *gen }};
+    {FLOW_MAP}.update(&k, &n);
+    return stamp;
 }}
 """
 

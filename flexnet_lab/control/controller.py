@@ -238,7 +238,7 @@ class Controller:
                apps: dict[str, AppRecord | None] | None = None,
                consistency: str = "per-device") -> list[ChangeRecord]:
         """Make `after` the intent of its devices (None: a host hook emptied) and apply it
-        as one transaction: all devices or none. consistency: per-device or per-packet
+        as one transaction: all devices or none. consistency: per-device, per-packet or per-flow
         (plan/two_phase.py); each record states the level achieved."""
         check_level(consistency)
         with self._lock:
@@ -283,9 +283,9 @@ class Controller:
             swaps = [(n, a.program) for n, a in after.items() if a is not None
                      and before.get(n) is not None and a.program != before[n].program]
             records += self._swap_programs(op, swaps, undo, consistency, checks)
-            if consistency == "per-packet" and not swaps:
+            if consistency in ("per-packet", "per-flow") and not swaps:
                 records.append(weak_record(op, "no program changes, and table entries live "
-                                           "in maps both versions share"))
+                                           "in maps both versions share", consistency))
             for n, a in after.items():   # a switch's own P4 program replaced (p4_swap.py)
                 if a is not None and a.p4 is not None and before.get(n) is not None and \
                         a.p4 != before[n].p4:

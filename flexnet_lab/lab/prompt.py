@@ -96,10 +96,11 @@ class LabCLI(CLI):
         self._with_args(line, "programs HOST", show, 1, 1)
 
     def do_delta(self, line):
-        """delta [--consistency per-device|per-packet] SWITCH|PATTERN FILE: apply a delta
-        (YAML) live, per-packet: every packet meets the old or the new programs on its whole
-        path (two-phase update); `undo` reverts the last."""
-        usage = "delta [--consistency per-device|per-packet] SWITCH|PATTERN FILE"
+        """delta [--consistency per-device|per-packet|per-flow] SWITCH|PATTERN FILE: apply a
+        delta (YAML) live, per-packet: every packet meets the old or the new programs on its
+        whole path (two-phase update); per-flow: a flow keeps the version it started with
+        until it is idle; `undo` reverts the last."""
+        usage = "delta [--consistency per-device|per-packet|per-flow] SWITCH|PATTERN FILE"
         words = line.split()
         level = "per-device"
         if "--consistency" in words:
@@ -123,6 +124,10 @@ class LabCLI(CLI):
                     ph = rec["phases"]
                     print("  phases: " + ", ".join(f"{k[:-3]} {ph[k]:.2f} ms" for k in (
                         "prepare_ms", "install_ms", "flip_ms", "drain_ms", "retire_ms")))
+                    if "idle_ms" in ph:   # per-flow: the learn wait and the idle time
+                        print(f"  per-flow: learn {ph['learn_ms']:.1f} ms, idle "
+                              f"{ph['idle_ms']:g} ms, old-version packets after the flip "
+                              f"{ph['old_packets_after_flip']}")
         self._with_args(" ".join(words), usage, run, 2, 2)
 
     def do_undo(self, line):
@@ -132,7 +137,8 @@ class LabCLI(CLI):
             if not recs:
                 print("  nothing to undo")
             for rec in recs:
-                print(f"  {rec['device']}: {rec['kind']}, swap {rec['swap_ms']:.3f} ms")
+                print(f"  {rec['device']}: {rec['kind']}, {rec['consistency']}, "
+                      f"swap {rec['swap_ms']:.3f} ms")
         self._guard(run)
 
     @staticmethod

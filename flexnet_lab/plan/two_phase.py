@@ -21,6 +21,21 @@ per-packet (Reitblatt et al., "Abstractions for Network Update", SIGCOMM 2012): 
   never goes towards a host (compiler/ebpf.py root_source). Tagging is on only during a
   per-packet change.
 
+per-flow (optional): a flow keeps the version it started with until it has been idle for
+  DrainPolicy.idle_ms; new flows run the new version from the flip. The phases of
+  per-packet, with the ingress points' flow tables (compiler/ebpf.py _flow_source) on from
+  before the loads to after the retire: a flow table lookup per entering packet while on.
+    learn   - before the flip, at least idle_ms of flow tracking: every flow still active
+              has been seen with the old version (a flow silent that long is over);
+    drain   - wait until the old version's counters (flx_vcnt) have been quiet for idle_ms
+              (no flow of the old version is left), at most flow_max_ms; a bounded drain
+              moves the flows still active at once (tracking off at every ingress point,
+              then the per-packet drain, so the retire meets no old-tagged packet) and the
+              record says so: per-packet achieved, the old-version packets of the last
+              idle_ms.
+  A device whose root has no flow table makes the change per-packet, said. Devices that
+  keep flows also have holds_flows() and set_flow_tracking().
+
 A device that cannot hold two versions (bmv2, a host's XDP or tc-ingress hook, a change of
 table defaults only, which live in maps both versions share) is changed per-device at the
 flip, and the record of the change says `per-device` with the reason: never a silent
@@ -32,15 +47,17 @@ version_counts(), install_spare(), remove_spare(), promote_spare(), demote(), re
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from ..errors import OptionError
 from .execute import (ChangeRecord, Checks, _after_commit, _released, apply_programs,
                       restore, save_for_undo)
 
-LEVELS = ("per-device", "per-packet")
+LEVELS = ("per-device", "per-packet", "per-flow")
 PREPARE_THREADS = 2
 
 
@@ -64,6 +81,8 @@ class DrainPolicy:
     min_ms: float = 1.0
     max_ms: float = 200.0
     poll_ms: float = 0.25
+    idle_ms: float = 100.0        # per-flow: a flow silent this long is over
+    flow_max_ms: float = 1000.0   # per-flow: the drain's bound (flows still active move)
 
 
 def two_phase_capable(dev) -> bool:
@@ -85,14 +104,16 @@ def apply_changes(changes: list[tuple[str, object, object, str]], level: str, ne
     if level == "per-device" or not changes:
         return _named(apply_programs([(d, p, desc) for _, d, p, desc in changes], undo,
                                      checks), [n for n, *_ in changes])
+    if level == "per-flow":
+        return _PerFlow(changes, network, fabric, undo, drain or DrainPolicy(), checks).run()
     return _TwoPhase(changes, network, fabric, undo, drain or DrainPolicy(), checks).run()
 
 
-def weak_record(op: str, reason: str) -> ChangeRecord:
-    """The record of a per-packet change that could only be per-device (no program swap:
-    table entries live in maps both versions share)."""
+def weak_record(op: str, reason: str, level: str = "per-packet") -> ChangeRecord:
+    """The record of a per-packet (or per-flow) change that could only be per-device (no
+    program swap: table entries live in maps both versions share)."""
     return ChangeRecord("*", op, "entries", at=time.time(), consistency="per-device",
-                        notes=[f"per-packet requested; per-device achieved: {reason}"])
+                        notes=[f"{level} requested; per-device achieved: {reason}"])
 
 
 def _named(records: list[ChangeRecord], names: list[str]) -> list[ChangeRecord]:
@@ -308,3 +329,117 @@ def _weak_reason(name: str, dev, plan) -> str:
     if not two_phase_capable(dev):
         return f"{name} is a receiving host's hook: it sees no version tag"
     return ""
+
+
+class _PerFlow(_TwoPhase):
+    """The per-flow level: the two-phase update with the ingress points' flow tables on
+    from before the loads until after the retire, a learn wait before the flip and a drain
+    until the old version's flows are idle. Without a flow table on every ingress point it
+    is the per-packet update, and the records say why."""
+
+    def __init__(self, changes, network: dict, fabric, undo: list, drain: DrainPolicy,
+                 checks: Checks):
+        super().__init__(changes, network, fabric, undo, drain, checks)
+        self.lacking = sorted(n for n, d in self.points.items()
+                              if not (getattr(d, "holds_flows", None) and d.holds_flows()))
+        self.on = bool(self.two) and not self.lacking
+        self.armed_at = 0.0
+        self.learn_ms = 0.0
+
+    def run(self) -> list[ChangeRecord]:
+        records = super().run()
+        for rec in records:
+            rec.notes = [n.replace("per-packet requested", "per-flow requested")
+                         for n in rec.notes]
+            if rec.consistency != "per-packet":   # a per-device fallback, already said
+                continue
+            ph = rec.phases
+            if self.lacking:
+                rec.notes.append("per-flow requested; per-packet achieved: "
+                                 f"{', '.join(self.lacking)[:200]} has no flow table (a root "
+                                 "loaded before the per-flow level existed)")
+            elif ph.get("drain_bounded"):
+                rec.notes.append(
+                    f"per-flow requested; per-packet achieved: the drain was bounded at "
+                    f"{self.drain.flow_max_ms:g} ms with flows of the old version still "
+                    f"active ({ph['old_packets_last_idle']} old-version packets in its last "
+                    f"{self.drain.idle_ms:g} ms, {ph['old_packets_after_flip']} since the "
+                    "flip): they moved to the new version")
+            else:
+                rec.consistency = "per-flow"
+        return records
+
+    # --- the steps that differ ------------------------------------------------------------
+    def _prepare(self) -> tuple[list, list]:
+        """Flow tracking on at every ingress point before the loads (a fresh generation:
+        entries of an earlier change count as new flows), so the learn wait overlaps them."""
+        if self.on:
+            gen = int.from_bytes(os.urandom(4), "little") | 1
+            idle_us = int(self.drain.idle_ms * 1e3)
+            self.undo.append(("flow tracking off", self._flows_off))
+            for dev in self.points.values():
+                dev.set_flow_tracking(gen, idle_us)
+            self.armed_at = time.perf_counter()
+        return super()._prepare()
+
+    def _tagging(self, on: bool) -> None:
+        if not on and self.on:
+            self._flows_off()
+        super()._tagging(on)
+        if on and self.on:   # before the flip every active flow has been seen (learn)
+            p = self.drain
+            wait = p.idle_ms + p.quiet_ms - (time.perf_counter() - self.armed_at) * 1e3
+            self.learn_ms = round(max(0.0, wait), 3)
+            if wait > 0:
+                time.sleep(wait / 1e3)
+
+    def _flows_off(self) -> None:
+        for dev in self.points.values():
+            dev.set_flow_tracking(0)
+
+    def _drain(self, old_slot: int) -> dict:
+        """Wait until the old version's packet counters of every ingress point and switch
+        have not moved for idle_ms (+ quiet_ms for packets in flight), counted from the
+        flip: every flow of the old version is then idle, and its next packet starts anew
+        with the new version. At most flow_max_ms."""
+        if not self.on:
+            return super()._drain(old_slot)
+        p = self.drain
+        quiet = p.idle_ms + p.quiet_ms
+        poll = max(p.poll_ms, p.idle_ms / 50)   # a long wait: fewer reads
+        devs = list(self.points.values())
+        t0 = time.perf_counter()
+        last = sum(d.version_counts()[old_slot] for d in devs)
+        first, quiet_since, polls = last, t0, 0
+        recent = deque([(t0, last)])            # (time, count) over the last idle_ms
+        while True:
+            time.sleep(poll / 1e3)
+            polls += 1
+            now = time.perf_counter()
+            cur = sum(d.version_counts()[old_slot] for d in devs)
+            if cur != last:
+                last, quiet_since = cur, now
+            recent.append((now, cur))
+            while len(recent) > 1 and recent[1][0] <= now - p.idle_ms / 1e3:
+                recent.popleft()
+            waited = (now - t0) * 1e3
+            out = {"drain_polls": polls, "old_packets_after_flip": cur - first,
+                   "old_packets_last_idle": cur - recent[0][1], "drain_bounded": False,
+                   "idle_ms": p.idle_ms, "learn_ms": self.learn_ms}
+            if (now - quiet_since) * 1e3 >= quiet and waited >= p.min_ms:
+                return out
+            if waited >= p.flow_max_ms:
+                return {**out, **self._move_active_flows(old_slot)}
+
+    def _move_active_flows(self, old_slot: int) -> dict:
+        """The bound reached with flows of the old version still active: every ingress
+        point stops keeping flows (each entering packet runs the new stamp from this one
+        write per point), then the per-packet drain, so that no old-tagged packet is in
+        flight when the devices retire one after the other (a packet never meets the old
+        version on one hop and the new one on the next)."""
+        t0 = time.perf_counter()
+        self._flows_off()
+        moved = super()._drain(old_slot)
+        return {"drain_bounded": True, "move_drain_ms": round((time.perf_counter() - t0) * 1e3, 3),
+                "move_drain_bounded": moved["drain_bounded"],
+                "old_packets_after_move": moved["old_packets_after_flip"]}

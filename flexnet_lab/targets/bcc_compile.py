@@ -95,6 +95,9 @@ class Compiler:
         self._cache: dict[str, Image] = {}
         self._made: dict[tuple, Image] = {}
         self._lock = threading.Lock()
+        # bcc's clang front end is not thread-safe: two BPF() at once in one process
+        # crash it (SIGSEGV); compiles take turns, the loads (verifier) still overlap
+        self._bcc_lock = threading.Lock()
 
     def compile_made(self, key: tuple, make_source, functions: list[str]) -> Image:
         """compile(make_source(), functions), remembered by `key` (e.g. program, hook,
@@ -116,7 +119,11 @@ class Compiler:
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-        image = self._compile(source, functions)
+        with self._bcc_lock:
+            with self._lock:
+                if key in self._cache:   # compiled by another thread meanwhile
+                    return self._cache[key]
+            image = self._compile(source, functions)
         with self._lock:
             self._cache[key] = image
         return image

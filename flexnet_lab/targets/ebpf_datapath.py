@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ..compiler.ebpf import (PIPE_MAP, PORTS_MAP, INPORT_MAP, PORT_PEER, PORT_TAG, PROBE_MAP,
                              PROBE_SLOTS, SLOT_MAP, TRUST_MAP, VCNT_MAP, VER_MAP, generate,
                              root_source)
+from ..compiler.ebpf import FCFG_MAP, FLOW_MAP
 from ..compiler.layout import COUNTER, METER, TableLayout, key_words, map_c_name, table_layout
 from ..errors import CompileError, TargetError, VerifierError
 from ..program.model import Program, action_id
@@ -454,6 +455,22 @@ class EbpfDatapath:
         self._bpf.update(self._running.maps[PORTS_MAP], port.to_bytes(4, "little"),
                          self.netns.ifindex(ifname).to_bytes(4, "little")
                          + (int(peer) * PORT_PEER | (PORT_TAG if on else 0)).to_bytes(4, "little"))
+
+    # --- the per-flow level (plan/two_phase.py): the root's flow table ----------------------
+    def holds_flows(self) -> bool:
+        """The root remembers the slot each entering flow started with (compiler/ebpf.py
+        _flow_source); a root loaded before that existed does not."""
+        return self.holds_two_versions() and FLOW_MAP in self._root_maps \
+            and FCFG_MAP in self._root_maps
+
+    def set_flow_tracking(self, generation: int, idle_us: int = 0) -> None:
+        """generation != 0: entering packets keep their flow's slot until the flow has been
+        idle idle_us (flows of another generation start anew); 0: off, every entering
+        packet runs the stamp again."""
+        fd = self._root_maps[FCFG_MAP]
+        if generation:
+            self._bpf.update(fd, (1).to_bytes(4, "little"), int(idle_us).to_bytes(4, "little"))
+        self._bpf.update(fd, bytes(4), (int(generation) & 0xFFFFFFFF).to_bytes(4, "little"))
 
     # --- the consistency oracle's per-hop record --------------------------------------------
     def _probe_map(self, write: bool) -> mmap.mmap | None:

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 PHASES = (("install_ms", "install", "tab:blue"), ("flip_ms", "flip", "tab:red"),
           ("drain_ms", "drain", "tab:orange"), ("retire_ms", "retire", "tab:green"))
 LEVEL_STYLE = {"per-packet": ("tab:blue", "-"), "per-device": ("grey", "--"),
+               "per-flow": ("tab:purple", "-"),
                "fallback": ("tab:orange", "-.")}
 
 

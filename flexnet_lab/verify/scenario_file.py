@@ -58,7 +58,7 @@ class Change:
     entry: tuple = ()
     on_host: bool = False
     delta_source: str = ""        # the delta's file, or where it is inline
-    consistency: str = "per-device"   # per-device | per-packet (plan/two_phase.py)
+    consistency: str = "per-device"   # per-device | per-packet | per-flow (plan/two_phase.py)
     expect: tuple = ()            # oracle expectations: sorted (key, value) pairs
 
     def describe(self) -> str:
@@ -305,9 +305,9 @@ def _check_oracle_expectations(r: _Reader, changes: tuple, expect: tuple,
             r.fail(where, "the oracle's figures need probes: add a top-level "
                    "`probes: {pairs: [[h1, h8]], pps: 2000}`")
         level = e.get("consistency")
-        if asked is not None and level == "per-packet" and asked != "per-packet":
-            r.fail(f"{where}.consistency", f"expects per-packet, but the change asks for "
-                   f"{asked} (add `consistency: per-packet` to the change)")
+        if asked is not None and level in ("per-packet", "per-flow") and asked != level:
+            r.fail(f"{where}.consistency", f"expects {level}, but the change asks for "
+                   f"{asked} (add `consistency: {level}` to the change)")
         if asked is None and not any(c.consistency == level for c in changes):
             r.fail(f"{where}.consistency", f"no change of the timeline asks for {level}")
 

@@ -168,8 +168,9 @@ def test_tag_carried_between_switches_forged_tag_ignored_host_never_sees_it(lab,
 # --- transactions ----------------------------------------------------------------------------
 
 def _read_back(ctl) -> dict:
-    """Every switch as the devices say: program, both slots, stamp, entries, defaults,
-    maps (counters excluded: port counters move with any packet)."""
+    """Every switch as the devices say: program, both slots, stamp, flow tracking, entries,
+    defaults, maps (counters excluded: port counters move with any packet)."""
+    from flexnet_lab.compiler.ebpf import FCFG_MAP
     out = {}
     for n in SWITCHES:
         h = ctl.handle(n)
@@ -180,6 +181,7 @@ def _read_back(ctl) -> dict:
             "slots_same": slots[0] == slots[1] == h.running_prog_id().to_bytes(4, "little"),
             "stamp": h.stamp,
             "tagging": h._read_u32(h._slot_fd, 1),
+            "flow_tracking": h._read_u32(h._root_maps[FCFG_MAP], 0),   # per-flow off
             "entries": {t.name: sorted(map(repr, h.entries(t.name))) for t in prog.tables},
             "defaults": {t.name: h.default(t.name) for t in prog.tables},
             "maps": {m.name: h.read_map(m.name) for m in prog.maps if m.kind != "counter"},
@@ -189,10 +191,12 @@ def _read_back(ctl) -> dict:
 
 
 STEPS = {"per-device": ["prepare", "commit"],
-         "per-packet": ["prepare", "install_spare", "set_stamp", "retire_old"]}
+         "per-packet": ["prepare", "install_spare", "set_stamp", "retire_old"],
+         "per-flow": ["set_flow_tracking", "prepare", "install_spare", "set_stamp",
+                      "retire_old"]}
 
 
-@pytest.mark.parametrize("level", ["per-device", "per-packet"])
+@pytest.mark.parametrize("level", ["per-device", "per-packet", "per-flow"])
 def test_failure_at_every_position_leaves_all_six_switches_as_before(lab, ctl, acl, level):
     """Before: the ACL table on all six with an entry and a changed default. The change:
     the ACL table removed from all six. A failure injected at each step of each device's

@@ -12,10 +12,11 @@ from flexnet_lab.verify.oracle import Oracle
 
 def test_levels_named_and_anything_else_refused_with_the_choices():
     assert check_level("per-packet") == "per-packet"
-    assert LEVELS == ("per-device", "per-packet")
+    assert check_level("per-flow") == "per-flow"
+    assert LEVELS == ("per-device", "per-packet", "per-flow")
     with pytest.raises(OptionError) as err:
-        check_level("per-flow")
-    assert "per-device or per-packet" in str(err.value)
+        check_level("per-hop")
+    assert "per-device or per-packet or per-flow" in str(err.value)
 
 
 def _oracle(epochs, hops, sent, received):
@@ -58,6 +59,145 @@ def test_scenario_change_takes_a_consistency_level(tmp_path):
     sc = parse_scenario(doc, os.path.join(base, "x.yaml"))
     assert [c.consistency for c in sc.changes] == ["per-packet", "per-device", "per-device"]
     doc["changes"][0]["consistency"] = "per-flow"
+    sc = parse_scenario(doc, os.path.join(base, "x.yaml"))
+    assert sc.changes[0].consistency == "per-flow"
+    doc["changes"][0]["consistency"] = "per-hop"
     with pytest.raises(ScenarioError) as err:
         parse_scenario(doc, os.path.join(base, "x.yaml"))
     assert "changes[0].consistency" in str(err.value)
+
+
+class _TwoVersionSwitch:
+    """A device that holds two versions, as plan/two_phase.py drives it (planning logic
+    only): `old_traffic` says whether old-version packets keep arriving after the flip."""
+    kind = "ebpf"
+
+    def __init__(self, program, flows=True, old_traffic=lambda t: False):
+        self.program, self.stamp, self.flows = program, 0, flows
+        self.old_traffic, self.flipped_at, self.old_count = old_traffic, None, 0
+        self.tracking: list[int] = []
+        self.log: list[str] = []
+
+    def holds_two_versions(self):
+        return True
+
+    def holds_flows(self):
+        return self.flows
+
+    def set_flow_tracking(self, gen, idle_us=0):
+        self.tracking.append(gen)
+        self.log.append(f"flows {'on' if gen else 'off'}")
+
+    def prepare(self, prog):
+        from types import SimpleNamespace
+        return SimpleNamespace(program=prog, compile_ms=0.0, load_ms=0.0, version=2)
+
+    def abort(self, prep):
+        pass
+
+    def set_stamp(self, slot):
+        import time
+        self.stamp, self.flipped_at = slot, time.perf_counter()
+        self.log.append("flip")
+
+    def set_tagging(self, on):
+        self.log.append(f"tagging {'on' if on else 'off'}")
+
+    def set_trust(self, ifname, on):
+        pass
+
+    def set_port_tag(self, port, on):
+        pass
+
+    def version_counts(self):
+        import time
+        if self.flipped_at is not None and self.old_traffic(time.perf_counter() - self.flipped_at):
+            self.old_count += 1
+        return (self.old_count, 0) if self.stamp == 1 else (0, self.old_count)
+
+    def install_spare(self, prep):
+        self.spare = prep
+
+    def remove_spare(self):
+        pass
+
+    def promote_spare(self):
+        self.program = self.spare.program
+
+    def demote(self):
+        pass
+
+    def retire_old(self):
+        self.log.append("retire")
+
+    def entries(self, table):
+        return []
+
+    def default(self, table):
+        t = self.program.table(table)
+        return (t.default_action, tuple(t.default_args))
+
+    def set_default(self, table, action, args):
+        pass
+
+    def read_map(self, name):
+        return []
+
+
+def _per_flow_change(devs, drain):
+    from flexnet_lab.plan.two_phase import apply_changes
+    from flexnet_lab.program.delta import load_delta
+    base = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios", "deltas")
+    new = load_delta(os.path.join(base, "acl-udp-9999.yaml")).apply(devs["s1"].program)[0]
+    undo: list = []
+    recs = apply_changes([(n, d, new, "acl") for n, d in devs.items()], "per-flow", devs,
+                         _NoFabric(), undo, drain)
+    return recs, undo
+
+
+class _NoFabric:
+    switches: dict = {}
+    hosts: dict = {}
+
+
+def test_per_flow_learns_before_the_flip_waits_for_idle_flows_and_turns_tracking_off():
+    from flexnet_lab.plan.two_phase import DrainPolicy
+    from flexnet_lab.program.library import infrastructure
+    # old-version packets keep arriving for 60 ms after the flip, then the old flow is idle
+    devs = {n: _TwoVersionSwitch(infrastructure(), old_traffic=lambda t: t < 0.06)
+            for n in ("s1", "s2")}
+    recs, _ = _per_flow_change(devs, DrainPolicy(idle_ms=20, flow_max_ms=1000))
+    assert {r.consistency for r in recs} == {"per-flow"}
+    ph = recs[0].phases
+    assert ph["idle_ms"] == 20 and not ph["drain_bounded"]
+    assert ph["drain_ms"] >= 60 + 20 and ph["old_packets_after_flip"] > 0
+    for d in devs.values():   # on before the flip, a fresh generation; off after the retire
+        assert d.log.index("flows on") < d.log.index("flip") < d.log.index("retire") \
+            < d.log.index("flows off")
+        assert d.tracking[0] != 0 and d.tracking[-1] == 0
+    assert devs["s1"].tracking[0] == devs["s2"].tracking[0]
+
+
+def test_per_flow_bounded_drain_says_flows_moved_and_achieves_per_packet():
+    from flexnet_lab.plan.two_phase import DrainPolicy
+    from flexnet_lab.program.library import infrastructure
+    devs = {n: _TwoVersionSwitch(infrastructure(), old_traffic=lambda t: True)
+            for n in ("s1", "s2")}
+    recs, _ = _per_flow_change(devs, DrainPolicy(idle_ms=10, flow_max_ms=50))
+    assert {r.consistency for r in recs} == {"per-packet"}
+    ph = recs[0].phases
+    assert ph["drain_bounded"] and ph["old_packets_last_idle"] > 0
+    note = " ".join(recs[0].notes)
+    assert "per-flow requested; per-packet achieved" in note and "moved" in note
+
+
+def test_per_flow_without_a_flow_table_is_per_packet_and_says_which_device():
+    from flexnet_lab.plan.two_phase import DrainPolicy
+    from flexnet_lab.program.library import infrastructure
+    devs = {"s1": _TwoVersionSwitch(infrastructure()),
+            "s2": _TwoVersionSwitch(infrastructure(), flows=False)}
+    recs, _ = _per_flow_change(devs, DrainPolicy(idle_ms=10))
+    assert {r.consistency for r in recs} == {"per-packet"}
+    assert "s2 has no flow table" in " ".join(recs[0].notes)
+    assert all(not d.tracking for d in devs.values())   # never turned on
+    assert "idle_ms" not in recs[0].phases

@@ -241,13 +241,17 @@ def test_a_flow_that_never_goes_idle_is_moved_at_the_bound_and_the_record_says_s
     assert met == sorted(met, key=lambda m: m == "new") and met[0] == "old" and met[-1] == "new"
 
 
-def test_prompt_applies_a_delta_per_flow_and_undoes_it_at_that_level():
-    """`delta --consistency per-flow` at the lab prompt (through the run's controller)."""
+def test_prompt_applies_a_delta_per_flow_and_undoes_it_at_that_level(tmp_path):
+    """`delta --consistency per-flow` at the lab prompt (through the run's controller), on
+    eBPF switches (with bmv2 installed, `auto` would pick it: per-flow is eBPF's)."""
     import subprocess
+    topo = tmp_path / "linear-ebpf.yaml"
+    topo.write_text((REPO / "topologies" / "linear.yaml").read_text()
+                    .replace("target: auto", "target: ebpf"))
     script = "\n".join(["delta --consistency per-flow s* scenarios/deltas/acl-udp-9999.yaml",
                         "undo", "delta --consistency per-hop s1 scenarios/deltas/acl-udp-9999.yaml",
                         "exit"]) + "\n"
-    res = subprocess.run([sys.executable, "-m", "flexnet_lab.cli", "up", "linear"], cwd=REPO,
+    res = subprocess.run([sys.executable, "-m", "flexnet_lab.cli", "up", str(topo)], cwd=REPO,
                          input=script, capture_output=True, text=True, timeout=120)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out

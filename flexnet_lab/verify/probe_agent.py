@@ -6,10 +6,13 @@
   python -m flexnet_lab.verify.probe_agent recv OUT_FILE
       receives probes on PROBE_PORT (inside its namespace only); on SIGTERM writes the ids
       in arrival order to OUT_FILE (u32 little-endian each) and exits.
+Either ends by itself when the process that started it is gone (a crashed test or
+benchmark): an orphaned agent would otherwise probe for ever.
 """
 from __future__ import annotations
 
 import array
+import os
 import signal
 import socket
 import struct
@@ -19,8 +22,12 @@ import time
 from ..compiler.ebpf import PROBE_MAGIC, PROBE_PORT
 
 
+def _orphaned(parent: int) -> bool:
+    return os.getppid() != parent
+
+
 def send(dst: str, first: int, step: int, rate: float) -> int:
-    stop = []
+    stop, parent, polls = [], os.getppid(), 0
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
@@ -37,12 +44,15 @@ def send(dst: str, first: int, step: int, rate: float) -> int:
             pid += step
             sent += 1
         time.sleep(0.0005)
+        polls += 1
+        if polls % 200 == 0 and _orphaned(parent):
+            break
     print(f"sent {sent}", flush=True)
     return 0
 
 
 def recv(out: str) -> int:
-    stop = []
+    stop, parent = [], os.getppid()
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -54,9 +64,13 @@ def recv(out: str) -> int:
         try:
             data = sock.recv(64)
         except (socket.timeout, InterruptedError):
+            if _orphaned(parent):
+                return 0
             continue
         if len(data) >= 8 and struct.unpack_from(">I", data)[0] == PROBE_MAGIC:
             ids.append(struct.unpack_from(">I", data, 4)[0])
+            if len(ids) % 2048 == 0 and _orphaned(parent):
+                return 0
     with open(out, "wb") as fh:
         fh.write(ids.tobytes())
     return 0

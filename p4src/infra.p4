@@ -61,12 +61,20 @@ header udp_t {
     bit<16> checksum;
 }
 
+/* the lab's version tag (802.1ad S-tag, VID 0xFF0 | slot) as it follows the
+ * source MAC; ethernet's ethertype is then 0x88a8 on the wire */
+header flexnet_version_tag_t {
+    bit<16> tci;
+    bit<16> ethertype;
+}
+
 struct headers {
     ethernet_t ethernet;
     arp_t arp;
     ipv4_t ipv4;
     tcp_t tcp;
     udp_t udp;
+    flexnet_version_tag_t flexnet_version_tag;
 }
 
 struct metadata {
@@ -75,6 +83,8 @@ struct metadata {
     bit<16> l4_sport;
     bit<16> l4_dport;
     bit<1> flexnet_ipv4_set;   /* an ipv4 field was set: recompute the checksum */
+    bit<432> flexnet_probe_peek;   /* the first 54 bytes, for the oracle's probes */
+    bit<1> flexnet_probe_peeked;
 }
 
 /* The model's std.* fields (its ports are 16 bits, bmv2's 9; std.pkt_len is
@@ -88,8 +98,39 @@ struct flexnet_std_t {
 
 parser ParserImpl(packet_in packet, out headers hdr, inout metadata meta,
                   inout standard_metadata_t standard_metadata) {
-    state start {
+    state start {   /* shorter than 54 bytes: no oracle probe */
+        transition select(standard_metadata.packet_length) {
+            32w0x0 &&& 32w0xffffffe0: flexnet_model_start;
+            32w0x20 &&& 32w0xfffffff0: flexnet_model_start;
+            32w0x30 &&& 32w0xfffffffc: flexnet_model_start;
+            32w0x34 &&& 32w0xfffffffe: flexnet_model_start;
+            default: flexnet_probe_peeking;
+        }
+    }
+    state flexnet_probe_peeking {
+        meta.flexnet_probe_peek = packet.lookahead<bit<432>>();
+        meta.flexnet_probe_peeked = 1w1;
+        transition flexnet_model_start;
+    }
+    state flexnet_tag_lookahead {   /* 802.1ad: the lab's tag has VID 0xFF0 | slot */
+        transition select(packet.lookahead<bit<16>>()) {
+            16w0x0ff0 &&& 16w0x0ffe: flexnet_tag_extracted;
+            default: flexnet_after_ethernet;
+        }
+    }
+    state flexnet_tag_extracted {
+        packet.extract(hdr.flexnet_version_tag);
+        hdr.ethernet.ethertype = hdr.flexnet_version_tag.ethertype;
+        transition flexnet_after_ethernet;
+    }
+    state flexnet_model_start {
         packet.extract(hdr.ethernet);
+        transition select(hdr.ethernet.ethertype) {
+            16w0x88a8: flexnet_tag_lookahead;
+            default: flexnet_after_ethernet;
+        }
+    }
+    state flexnet_after_ethernet {
         transition select(hdr.ethernet.ethertype) {
             16w0x0800: ipv4;
             16w0x0806: arp;
@@ -158,11 +199,57 @@ control ingress(inout headers hdr, inout metadata meta,
         size = 1024;
     }
 
+    /* per-packet consistent changes (plan/two_phase.py), written by the target:
+     * flexnet_control_words: [0] the slot untagged packets run (the stamp), [1] tagging
+     *   on, [2] the slot of the new version (a pipeline holding two);
+     * flexnet_version_number: [0] this load's version number ([1] the new one's);
+     * flexnet_port_trusted / flexnet_port_push_tag: per port, the tag is trusted on arrival /
+     *   pushed on departure (the neighbour there is a switch that knows it);
+     * flexnet_version_count: packets per slot while tagging is on (the drain);
+     * flexnet_probe_records: oracle probe id % 65536 -> id << 32 | version. */
+    register<bit<32>>(3) flexnet_control_words;
+    register<bit<32>>(2) flexnet_version_number;
+    register<bit<1>>(512) flexnet_port_trusted;
+    register<bit<1>>(512) flexnet_port_push_tag;
+    register<bit<64>>(2) flexnet_version_count;
+    register<bit<64>>(65536) flexnet_probe_records;
+    bit<1> flexnet_version_slot;      /* the slot this packet runs */
+    bit<1> flexnet_is_new_version;    /* it runs the new version (two held) */
+    bit<32> flexnet_tagging_on;
+
     apply {
         bit<64> flexnet_val_tmp1;
         bit<32> flexnet_idx_tmp2;
         bit<64> flexnet_val_tmp3;
         bit<32> flexnet_idx_tmp4;
+        bit<32> flexnet_reg_word;
+        bit<1> flexnet_reg_bit1;
+        bit<64> flexnet_count_tmp;
+        bit<400> flexnet_probe_window;
+        flexnet_control_words.read(flexnet_reg_word, 32w0);
+        flexnet_version_slot = (bit<1>)flexnet_reg_word;
+        flexnet_probe_window = meta.flexnet_probe_peek[431:32];   /* bytes 0..49 */
+        if (hdr.flexnet_version_tag.isValid()) {
+            flexnet_probe_window = meta.flexnet_probe_peek[399:0];   /* bytes 12.. after the tag */
+            flexnet_port_trusted.read(flexnet_reg_bit1, (bit<32>)standard_metadata.ingress_port);
+            if (flexnet_reg_bit1 == 1w1) {
+                flexnet_version_slot = hdr.flexnet_version_tag.tci[0:0];
+            }
+            hdr.flexnet_version_tag.setInvalid();   /* popped: ethernet has the inner ethertype */
+        }
+        flexnet_control_words.read(flexnet_tagging_on, 32w1);
+        if (flexnet_tagging_on != 32w0) {
+            flexnet_version_count.read(flexnet_count_tmp, (bit<32>)flexnet_version_slot);
+            flexnet_version_count.write((bit<32>)flexnet_version_slot, flexnet_count_tmp + 64w1);
+        }
+        flexnet_is_new_version = 1w0;
+        /* an oracle probe: IPv4 (no options) UDP to port 33999, payload "FXPR" + id */
+        if (meta.flexnet_probe_peeked == 1w1 && flexnet_probe_window[303:288] == 16w0x0800 &&
+                flexnet_probe_window[287:280] == 8w0x45 && flexnet_probe_window[215:208] == 8w17 &&
+                flexnet_probe_window[111:96] == 16w33999 && flexnet_probe_window[63:32] == 32w0x46585052) {
+            flexnet_version_number.read(flexnet_reg_word, (bit<32>)flexnet_is_new_version);
+            flexnet_probe_records.write((bit<32>)flexnet_probe_window[15:0], flexnet_probe_window[31:0] ++ flexnet_reg_word);
+        }
         if (standard_metadata.parser_error != error.NoError) {
             mark_to_drop(standard_metadata);   /* reject = drop */
         } else {
@@ -186,6 +273,15 @@ control ingress(inout headers hdr, inout metadata meta,
                 mark_to_drop(standard_metadata);
             } else {
                 standard_metadata.egress_spec = (bit<9>)std.egress_port;
+            }
+            if (flexnet_tagging_on != 32w0 && standard_metadata.egress_spec != 9w511) {
+                flexnet_port_push_tag.read(flexnet_reg_bit1, (bit<32>)standard_metadata.egress_spec);
+                if (flexnet_reg_bit1 == 1w1) {
+                    hdr.flexnet_version_tag.setValid();
+                    hdr.flexnet_version_tag.tci = 16w0x0ff0 | (bit<16>)flexnet_version_slot;
+                    hdr.flexnet_version_tag.ethertype = hdr.ethernet.ethertype;
+                    hdr.ethernet.ethertype = 16w0x88a8;
+                }
             }
         }
     }
@@ -221,6 +317,7 @@ control computeChecksum(inout headers hdr, inout metadata meta) {
 control DeparserImpl(packet_out packet, in headers hdr) {
     apply {
         packet.emit(hdr.ethernet);
+        packet.emit(hdr.flexnet_version_tag);
         packet.emit(hdr.ipv4);
         packet.emit(hdr.arp);
         packet.emit(hdr.tcp);

@@ -206,13 +206,15 @@ control ingress(inout headers hdr, inout metadata meta,
      * flexnet_port_trusted / flexnet_port_push_tag: per port, the tag is trusted on arrival /
      *   pushed on departure (the neighbour there is a switch that knows it);
      * flexnet_version_count: packets per slot while tagging is on (the drain);
-     * flexnet_probe_records: oracle probe id % 65536 -> id << 32 | version. */
+     * flexnet_probe_records: oracle probes, id << 32 | version, in a ring at
+     *   flexnet_probe_position[0] % 4096 (the target reads only what is new). */
     register<bit<32>>(3) flexnet_control_words;
     register<bit<32>>(2) flexnet_version_number;
     register<bit<1>>(512) flexnet_port_trusted;
     register<bit<1>>(512) flexnet_port_push_tag;
     register<bit<64>>(2) flexnet_version_count;
-    register<bit<64>>(65536) flexnet_probe_records;
+    register<bit<64>>(4096) flexnet_probe_records;
+    register<bit<32>>(1) flexnet_probe_position;
     bit<1> flexnet_version_slot;      /* the slot this packet runs */
     bit<1> flexnet_is_new_version;    /* it runs the new version (two held) */
     bit<32> flexnet_tagging_on;
@@ -223,6 +225,7 @@ control ingress(inout headers hdr, inout metadata meta,
         bit<64> flexnet_val_tmp3;
         bit<32> flexnet_idx_tmp4;
         bit<32> flexnet_reg_word;
+        bit<32> flexnet_reg_position;
         bit<1> flexnet_reg_bit1;
         bit<64> flexnet_count_tmp;
         bit<400> flexnet_probe_window;
@@ -248,7 +251,9 @@ control ingress(inout headers hdr, inout metadata meta,
                 flexnet_probe_window[287:280] == 8w0x45 && flexnet_probe_window[215:208] == 8w17 &&
                 flexnet_probe_window[111:96] == 16w33999 && flexnet_probe_window[63:32] == 32w0x46585052) {
             flexnet_version_number.read(flexnet_reg_word, (bit<32>)flexnet_is_new_version);
-            flexnet_probe_records.write((bit<32>)flexnet_probe_window[15:0], flexnet_probe_window[31:0] ++ flexnet_reg_word);
+            flexnet_probe_position.read(flexnet_reg_position, 32w0);
+            flexnet_probe_records.write((bit<32>)flexnet_reg_position[11:0], flexnet_probe_window[31:0] ++ flexnet_reg_word);
+            flexnet_probe_position.write(32w0, flexnet_reg_position + 32w1);
         }
         if (standard_metadata.parser_error != error.NoError) {
             mark_to_drop(standard_metadata);   /* reject = drop */

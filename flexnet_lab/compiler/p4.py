@@ -69,11 +69,13 @@ VERSION_REG = "flexnet_version_number" # [0] this load's (old) version, [1] the 
 TRUST_REG = "flexnet_port_trusted"     # bmv2 port -> 1: the neighbour there stamps the tag
 TAGPORT_REG = "flexnet_port_push_tag"  # bmv2 port -> 1: push the tag out of it (tagging on)
 VCOUNT_REG = "flexnet_version_count"   # packets per version slot while tagging is on
-PROBE_REG = "flexnet_probe_records"    # oracle probe id % PROBE_SLOTS -> id << 32 | version
-PROBE_SLOTS = 65536
+PROBE_REG = "flexnet_probe_records"    # oracle probes met: a ring of id << 32 | version
+PROBE_POS = "flexnet_probe_position"   # [0] records written since the load (ring position)
+PROBE_SLOTS = 4096
 PROBE_PORT = 33999                     # the oracle's probes (compiler/ebpf.py)
 PROBE_MAGIC = 0x46585052
-TAG_REGISTERS = (CONTROL_REG, VERSION_REG, TRUST_REG, TAGPORT_REG, VCOUNT_REG, PROBE_REG)
+TAG_REGISTERS = (CONTROL_REG, VERSION_REG, TRUST_REG, TAGPORT_REG, VCOUNT_REG, PROBE_REG,
+                 PROBE_POS)
 BMV2_PORTS = 512
 METER_RED = 2
 # row r of a sketch hashes the flow hash times its own odd constant: CRC is linear, so a
@@ -455,13 +457,15 @@ class _Gen:
                 f"     * {TRUST_REG} / {TAGPORT_REG}: per port, the tag is trusted on arrival /",
                 "     *   pushed on departure (the neighbour there is a switch that knows it);",
                 f"     * {VCOUNT_REG}: packets per slot while tagging is on (the drain);",
-                f"     * {PROBE_REG}: oracle probe id % {PROBE_SLOTS} -> id << 32 | version. */",
+                f"     * {PROBE_REG}: oracle probes, id << 32 | version, in a ring at",
+                f"     *   {PROBE_POS}[0] % {PROBE_SLOTS} (the target reads only what is new). */",
                 f"    register<bit<32>>(3) {CONTROL_REG};",
                 f"    register<bit<32>>(2) {VERSION_REG};",
                 f"    register<bit<1>>({BMV2_PORTS}) {TRUST_REG};",
                 f"    register<bit<1>>({BMV2_PORTS}) {TAGPORT_REG};",
                 f"    register<bit<64>>(2) {VCOUNT_REG};",
                 f"    register<bit<64>>({PROBE_SLOTS}) {PROBE_REG};",
+                f"    register<bit<32>>(1) {PROBE_POS};",
                 "    bit<1> flexnet_version_slot;      /* the slot this packet runs */",
                 "    bit<1> flexnet_is_new_version;    /* it runs the new version (two held) */",
                 "    bit<32> flexnet_tagging_on;"]
@@ -472,7 +476,8 @@ class _Gen:
         a version nor reaches the program), counted per slot while tagging is on, and an
         oracle probe recorded with the version it runs."""
         w = "flexnet_probe_window"
-        out = ["bit<32> flexnet_reg_word;", "bit<1> flexnet_reg_bit1;", "bit<64> flexnet_count_tmp;",
+        out = ["bit<32> flexnet_reg_word;", "bit<32> flexnet_reg_position;", "bit<1> flexnet_reg_bit1;",
+               "bit<64> flexnet_count_tmp;",
                f"bit<400> {w};",
                f"{CONTROL_REG}.read(flexnet_reg_word, 32w0);",
                "flexnet_version_slot = (bit<1>)flexnet_reg_word;",
@@ -503,7 +508,10 @@ class _Gen:
                 f"        {w}[287:280] == 8w0x45 && {w}[215:208] == 8w17 &&",
                 f"        {w}[111:96] == 16w{PROBE_PORT} && {w}[63:32] == 32w{m:#x}) {{",
                 f"    {VERSION_REG}.read(flexnet_reg_word, (bit<32>)flexnet_is_new_version);",
-                f"    {PROBE_REG}.write((bit<32>){w}[15:0], {w}[31:0] ++ flexnet_reg_word);",
+                f"    {PROBE_POS}.read(flexnet_reg_position, 32w0);",
+                f"    {PROBE_REG}.write((bit<32>)flexnet_reg_position[{PROBE_SLOTS.bit_length() - 2}:0], "
+                f"{w}[31:0] ++ flexnet_reg_word);",
+                f"    {PROBE_POS}.write(32w0, flexnet_reg_position + 32w1);",
                 "}"]
         return out
 

@@ -201,14 +201,16 @@ control ingress(inout headers hdr, inout metadata meta,
 
     /* per-packet consistent changes (plan/two_phase.py), written by the target:
      * flexnet_control_words: [0] the slot untagged packets run (the stamp), [1] tagging
-     *   on, [2] the slot of the new version (a pipeline holding two);
+     *   on, [2] the slot of the new version (a pipeline holding two), [3] the
+     *   slot of an untagged packet from a trusted port while tagging is on (the
+     *   old one: its sender ran it before it tagged);
      * flexnet_version_number: [0] this load's version number ([1] the new one's);
      * flexnet_port_trusted / flexnet_port_push_tag: per port, the tag is trusted on arrival /
      *   pushed on departure (the neighbour there is a switch that knows it);
      * flexnet_version_count: packets per slot while tagging is on (the drain);
      * flexnet_probe_records: oracle probes, id << 32 | version, in a ring at
      *   flexnet_probe_position[0] % 4096 (the target reads only what is new). */
-    register<bit<32>>(3) flexnet_control_words;
+    register<bit<32>>(4) flexnet_control_words;
     register<bit<32>>(2) flexnet_version_number;
     register<bit<1>>(512) flexnet_port_trusted;
     register<bit<1>>(512) flexnet_port_push_tag;
@@ -232,15 +234,19 @@ control ingress(inout headers hdr, inout metadata meta,
         flexnet_control_words.read(flexnet_reg_word, 32w0);
         flexnet_version_slot = (bit<1>)flexnet_reg_word;
         flexnet_probe_window = meta.flexnet_probe_peek[431:32];   /* bytes 0..49 */
+        flexnet_control_words.read(flexnet_tagging_on, 32w1);
+        flexnet_port_trusted.read(flexnet_reg_bit1, (bit<32>)standard_metadata.ingress_port);
         if (hdr.flexnet_version_tag.isValid()) {
             flexnet_probe_window = meta.flexnet_probe_peek[399:0];   /* bytes 12.. after the tag */
-            flexnet_port_trusted.read(flexnet_reg_bit1, (bit<32>)standard_metadata.ingress_port);
             if (flexnet_reg_bit1 == 1w1) {
                 flexnet_version_slot = hdr.flexnet_version_tag.tci[0:0];
             }
             hdr.flexnet_version_tag.setInvalid();   /* popped: ethernet has the inner ethertype */
+        } else if (flexnet_reg_bit1 == 1w1 && flexnet_tagging_on != 32w0) {
+            /* sent untagged by a neighbour that stamps: before its tagging was on */
+            flexnet_control_words.read(flexnet_reg_word, 32w3);
+            flexnet_version_slot = (bit<1>)flexnet_reg_word;
         }
-        flexnet_control_words.read(flexnet_tagging_on, 32w1);
         if (flexnet_tagging_on != 32w0) {
             flexnet_version_count.read(flexnet_count_tmp, (bit<32>)flexnet_version_slot);
             flexnet_version_count.write((bit<32>)flexnet_version_slot, flexnet_count_tmp + 64w1);

@@ -64,7 +64,8 @@ AFTER_ETH = "flexnet_after_ethernet"
 MODEL_START = "flexnet_model_start"    # the model's `start` (the generator's own comes first)
 PEEK_STATE = "flexnet_probe_peeking"
 PEEK_BYTES = 54                        # an oracle probe's bytes 0..49, 4 more when tagged
-CONTROL_REG = "flexnet_control_words"  # [0] stamp slot, [1] tagging on, [2] new version's slot
+CONTROL_REG = "flexnet_control_words"  # [0] stamp slot, [1] tagging on, [2] new version's
+                                       # slot, [3] slot of untagged packets from trusted ports
 VERSION_REG = "flexnet_version_number" # [0] this load's (old) version, [1] the new one's
 TRUST_REG = "flexnet_port_trusted"     # bmv2 port -> 1: the neighbour there stamps the tag
 TAGPORT_REG = "flexnet_port_push_tag"  # bmv2 port -> 1: push the tag out of it (tagging on)
@@ -452,14 +453,16 @@ class _Gen:
     def tag_registers() -> list[str]:
         return ["    /* per-packet consistent changes (plan/two_phase.py), written by the target:",
                 f"     * {CONTROL_REG}: [0] the slot untagged packets run (the stamp), [1] tagging",
-                "     *   on, [2] the slot of the new version (a pipeline holding two);",
+                "     *   on, [2] the slot of the new version (a pipeline holding two), [3] the",
+                "     *   slot of an untagged packet from a trusted port while tagging is on (the",
+                "     *   old one: its sender ran it before it tagged);",
                 f"     * {VERSION_REG}: [0] this load's version number ([1] the new one's);",
                 f"     * {TRUST_REG} / {TAGPORT_REG}: per port, the tag is trusted on arrival /",
                 "     *   pushed on departure (the neighbour there is a switch that knows it);",
                 f"     * {VCOUNT_REG}: packets per slot while tagging is on (the drain);",
                 f"     * {PROBE_REG}: oracle probes, id << 32 | version, in a ring at",
                 f"     *   {PROBE_POS}[0] % {PROBE_SLOTS} (the target reads only what is new). */",
-                f"    register<bit<32>>(3) {CONTROL_REG};",
+                f"    register<bit<32>>(4) {CONTROL_REG};",
                 f"    register<bit<32>>(2) {VERSION_REG};",
                 f"    register<bit<1>>({BMV2_PORTS}) {TRUST_REG};",
                 f"    register<bit<1>>({BMV2_PORTS}) {TAGPORT_REG};",
@@ -482,15 +485,19 @@ class _Gen:
                f"{CONTROL_REG}.read(flexnet_reg_word, 32w0);",
                "flexnet_version_slot = (bit<1>)flexnet_reg_word;",
                f"{w} = meta.flexnet_probe_peek[431:32];   /* bytes 0..49 */",
+               f"{CONTROL_REG}.read(flexnet_tagging_on, 32w1);",
+               f"{TRUST_REG}.read(flexnet_reg_bit1, (bit<32>)standard_metadata.ingress_port);",
                f"if (hdr.{TAG_HEADER}.isValid()) {{",
                f"    {w} = meta.flexnet_probe_peek[399:0];   /* bytes 12.. after the tag */",
-               f"    {TRUST_REG}.read(flexnet_reg_bit1, (bit<32>)standard_metadata.ingress_port);",
                "    if (flexnet_reg_bit1 == 1w1) {",
                f"        flexnet_version_slot = hdr.{TAG_HEADER}.tci[0:0];",
                "    }",
                f"    hdr.{TAG_HEADER}.setInvalid();   /* popped: ethernet has the inner ethertype */",
+               "} else if (flexnet_reg_bit1 == 1w1 && flexnet_tagging_on != 32w0) {",
+               "    /* sent untagged by a neighbour that stamps: before its tagging was on */",
+               f"    {CONTROL_REG}.read(flexnet_reg_word, 32w3);",
+               "    flexnet_version_slot = (bit<1>)flexnet_reg_word;",
                "}",
-               f"{CONTROL_REG}.read(flexnet_tagging_on, 32w1);",
                "if (flexnet_tagging_on != 32w0) {",
                f"    {VCOUNT_REG}.read(flexnet_count_tmp, (bit<32>)flexnet_version_slot);",
                f"    {VCOUNT_REG}.write((bit<32>)flexnet_version_slot, flexnet_count_tmp + 64w1);",

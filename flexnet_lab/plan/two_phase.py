@@ -116,7 +116,8 @@ class _TwoPhase:
                     default=0.0)
         if floor > self.drain.quiet_ms:
             self.drain = replace(self.drain, quiet_ms=floor,
-                                 min_ms=max(self.drain.min_ms, 2 * floor))
+                                 min_ms=max(self.drain.min_ms, 2 * floor),
+                                 max_ms=max(self.drain.max_ms, 100 * floor))
         # ingress points: every eBPF switch (packets from hosts) and the sending hosts whose
         # tc egress function changes
         self.hosts = {n: d for n, d, *_ in self.two if getattr(d, "kind", "") == "host"}

@@ -88,6 +88,7 @@ class TwoVersions:
         self._version = 0
         self._stamp = 0
         self._tagging = False
+        self._untagged_slot = 0
         self._trusted: set[int] = set()
         self._tagports: set[int] = set()
         self._names: dict = {}           # the running version's P4 names (two held)
@@ -127,8 +128,12 @@ class TwoVersions:
         self._stamp = int(slot)
 
     def set_tagging(self, on: bool) -> None:
+        """Tagging on: an untagged packet from a trusted port runs the slot stamped now (its
+        sender ran the old version before its own tagging was on)."""
+        self._thrift.write_registers({_R(CONTROL_REG): {3: self._stamp}})   # first
         self._thrift.write_registers({_R(CONTROL_REG): {1: int(on)}})
         self._tagging = bool(on)
+        self._untagged_slot = self._stamp
 
     def set_trust(self, ifname: str, on: bool) -> None:
         """Packets arriving on `ifname` carry a tag their sender stamped."""
@@ -155,7 +160,8 @@ class TwoVersions:
     def _tag_values(self, old_version: int, new_version: int = 0, new_slot: int = 0) -> dict:
         """The tag's registers of a pipeline about to carry packets (zero slots omitted:
         a loaded pipeline starts with zeros)."""
-        out = {CONTROL_REG: {0: self._stamp, 1: int(self._tagging), 2: new_slot},
+        out = {CONTROL_REG: {0: self._stamp, 1: int(self._tagging), 2: new_slot,
+                             3: self._untagged_slot},
                VERSION_REG: {0: old_version, 1: new_version},
                TRUST_REG: {p: 1 for p in self._trusted},
                TAGPORT_REG: {p: 1 for p in self._tagports}}
@@ -170,6 +176,7 @@ class TwoVersions:
             return
         ctl, ver, trust, tagp = (vals[r] for r in regs)
         self._stamp, self._tagging, self._version = ctl[0] & 1, bool(ctl[1]), ver[0]
+        self._untagged_slot = ctl[3] & 1
         self._trusted = {i for i, v in enumerate(trust) if v}
         self._tagports = {i for i, v in enumerate(tagp) if v}
 

@@ -206,8 +206,13 @@ def test_failure_at_each_step_leaves_every_device_as_before(lab, ctl, acl):
     every entry, defaults, the tag's registers), the error names the device."""
     from flexnet_lab.errors import TargetError
 
+    from flexnet_lab.plan.two_phase import link_switches
+
     _, inverses = ctl.apply_delta("*", acl, "acl on all six")
     ctl.insert_entry("*", "acl", (17, 9999), "drop")
+    # ports between switches push and trust the tag from the first per-packet change on,
+    # for good (plan/two_phase.py link_switches): part of "before"
+    link_switches({n: ctl.handle(n) for n in SWITCHES}, ctl.fabric)
     before = _read_back(ctl)
     intent = dict(ctl.intent.devices)
     assert all(before[n]["entries"]["acl"] for n in SWITCHES)

@@ -61,3 +61,22 @@ def test_scenario_change_takes_a_consistency_level(tmp_path):
     with pytest.raises(ScenarioError) as err:
         parse_scenario(doc, os.path.join(base, "x.yaml"))
     assert "changes[0].consistency" in str(err.value)
+
+
+def test_a_bmv2_switch_is_weak_only_when_its_pipeline_cannot_hold_both_versions():
+    """plan/two_phase.py asks a bmv2 switch why it cannot hold both versions (the dual
+    pipeline generator's refusal); no reason: it takes part in the two-phase update."""
+    from types import SimpleNamespace
+
+    from flexnet_lab.plan.two_phase import _weak_reason
+
+    plan = SimpleNamespace(kind="pipeline")
+
+    def dev(reason):
+        return SimpleNamespace(kind="bmv2", holds_two_versions=lambda: True,
+                               spare_refusal=lambda prog: reason)
+    assert _weak_reason("l1", dev(""), plan, object()) == ""
+    why = "l1 (bmv2) cannot hold both versions in one pipeline: parser.udp differs"
+    assert _weak_reason("l1", dev(why), plan, object()) == why
+    old = SimpleNamespace(kind="bmv2", holds_two_versions=lambda: False)
+    assert "holds one pipeline" in _weak_reason("l1", old, plan, object())

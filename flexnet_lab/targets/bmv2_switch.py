@@ -136,7 +136,9 @@ class Bmv2Switch(TwoVersions):
         self._client.set_pipeline(self._info(prepared), prepared.device_json,
                                   "VERIFY_AND_COMMIT")
         self._loaded()
-        if tag_support(prepared.program):   # written after the load (compiled once per source)
+        # a user's own P4 program (bmv2_p4.py) has no tag; a lab program's version number is
+        # written after the load (so one compiled pipeline serves every load)
+        if isinstance(prepared.program, Program) and tag_support(prepared.program):
             self._version = fresh_version()
             self._thrift.write_registers(self._tag_values(self._version))
 

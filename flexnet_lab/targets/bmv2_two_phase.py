@@ -111,7 +111,7 @@ class TwoVersions:
     # --- state of the tag ----------------------------------------------------------------------
     def holds_two_versions(self) -> bool:
         """A program of the lab's model with the version tag (not a user's own P4)."""
-        return self.program is not None and self._thrift is not None and \
+        return isinstance(self.program, Program) and self._thrift is not None and \
             tag_support(self.program)
 
     @property
@@ -130,10 +130,14 @@ class TwoVersions:
     def set_tagging(self, on: bool) -> None:
         """Tagging on: an untagged packet from a trusted port runs the slot stamped now (its
         sender ran the old version before its own tagging was on)."""
-        self._thrift.write_registers({_R(CONTROL_REG): {3: self._stamp}})   # first
+        slot = self._stamp if on else 0     # at rest 0: the word means nothing then
+        if on:
+            self._thrift.write_registers({_R(CONTROL_REG): {3: slot}})   # before tagging
         self._thrift.write_registers({_R(CONTROL_REG): {1: int(on)}})
+        if not on:
+            self._thrift.write_registers({_R(CONTROL_REG): {3: slot}})
         self._tagging = bool(on)
-        self._untagged_slot = self._stamp
+        self._untagged_slot = slot
 
     def set_trust(self, ifname: str, on: bool) -> None:
         """Packets arriving on `ifname` carry a tag their sender stamped."""
@@ -183,7 +187,7 @@ class TwoVersions:
     def _read_for_load(self, registers: list[str]) -> dict[str, list[int]]:
         """Register values carried into the next pipeline (with the version counters);
         the oracle's new probe records are read and kept here (probe_records())."""
-        if not (self.program is not None and tag_support(self.program)):
+        if not (isinstance(self.program, Program) and tag_support(self.program)):
             return self._thrift.read_registers(registers) if registers else {}
         self._collect_probes()
         return self._thrift.read_registers(list(registers) + [_R(VCOUNT_REG)])

@@ -68,6 +68,42 @@ header flexnet_version_tag_t {
     bit<16> ethertype;
 }
 
+/* an oracle probe's first bytes (looked ahead at, never emitted): IPv4
+ * without options, UDP to the probe port, payload magic + id; fields of at
+ * most 64 bits (wider ones are bignums in bmv2) */
+header flexnet_peek_plain_t {
+    bit<48> dst;
+    bit<48> src;
+    bit<16> ethertype;
+    bit<8> version_ihl;
+    bit<64> ip_mid;
+    bit<8> protocol;
+    bit<64> ip_end;
+    bit<16> ip_dst_low;
+    bit<16> sport;
+    bit<16> dport;
+    bit<32> udp_end;
+    bit<32> magic;
+    bit<32> id;
+}
+
+header flexnet_peek_tagged_t {
+    bit<48> dst;
+    bit<48> src;
+    bit<32> tag;
+    bit<16> ethertype;
+    bit<8> version_ihl;
+    bit<64> ip_mid;
+    bit<8> protocol;
+    bit<64> ip_end;
+    bit<16> ip_dst_low;
+    bit<16> sport;
+    bit<16> dport;
+    bit<32> udp_end;
+    bit<32> magic;
+    bit<32> id;
+}
+
 struct headers {
     ethernet_t ethernet;
     arp_t arp;
@@ -75,6 +111,8 @@ struct headers {
     tcp_t tcp;
     udp_t udp;
     flexnet_version_tag_t flexnet_version_tag;
+    flexnet_peek_plain_t flexnet_peek_plain;
+    flexnet_peek_tagged_t flexnet_peek_tagged;
 }
 
 struct metadata {
@@ -83,8 +121,6 @@ struct metadata {
     bit<16> l4_sport;
     bit<16> l4_dport;
     bit<1> flexnet_ipv4_set;   /* an ipv4 field was set: recompute the checksum */
-    bit<432> flexnet_probe_peek;   /* the first 54 bytes, for the oracle's probes */
-    bit<1> flexnet_probe_peeked;
 }
 
 /* The model's std.* fields (its ports are 16 bits, bmv2's 9; std.pkt_len is
@@ -108,8 +144,14 @@ parser ParserImpl(packet_in packet, out headers hdr, inout metadata meta,
         }
     }
     state flexnet_probe_peeking {
-        meta.flexnet_probe_peek = packet.lookahead<bit<432>>();
-        meta.flexnet_probe_peeked = 1w1;
+        hdr.flexnet_peek_plain = packet.lookahead<flexnet_peek_plain_t>();
+        transition select(hdr.flexnet_peek_plain.ethertype) {
+            16w0x88a8: flexnet_probe_peeking_tagged;
+            default: flexnet_model_start;
+        }
+    }
+    state flexnet_probe_peeking_tagged {
+        hdr.flexnet_peek_tagged = packet.lookahead<flexnet_peek_tagged_t>();
         transition flexnet_model_start;
     }
     state flexnet_tag_lookahead {   /* 802.1ad: the lab's tag has VID 0xFF0 | slot */
@@ -229,15 +271,15 @@ control ingress(inout headers hdr, inout metadata meta,
         bit<32> flexnet_reg_word;
         bit<32> flexnet_reg_position;
         bit<1> flexnet_reg_bit1;
+        bit<1> flexnet_tag_was_seen = 1w0;
+        bit<32> flexnet_probe_id;
         bit<64> flexnet_count_tmp;
-        bit<400> flexnet_probe_window;
         flexnet_control_words.read(flexnet_reg_word, 32w0);
         flexnet_version_slot = (bit<1>)flexnet_reg_word;
-        flexnet_probe_window = meta.flexnet_probe_peek[431:32];   /* bytes 0..49 */
         flexnet_control_words.read(flexnet_tagging_on, 32w1);
         flexnet_port_trusted.read(flexnet_reg_bit1, (bit<32>)standard_metadata.ingress_port);
         if (hdr.flexnet_version_tag.isValid()) {
-            flexnet_probe_window = meta.flexnet_probe_peek[399:0];   /* bytes 12.. after the tag */
+            flexnet_tag_was_seen = 1w1;
             if (flexnet_reg_bit1 == 1w1) {
                 flexnet_version_slot = hdr.flexnet_version_tag.tci[0:0];
             }
@@ -252,15 +294,29 @@ control ingress(inout headers hdr, inout metadata meta,
             flexnet_version_count.write((bit<32>)flexnet_version_slot, flexnet_count_tmp + 64w1);
         }
         flexnet_is_new_version = 1w0;
-        /* an oracle probe: IPv4 (no options) UDP to port 33999, payload "FXPR" + id */
-        if (meta.flexnet_probe_peeked == 1w1 && flexnet_probe_window[303:288] == 16w0x0800 &&
-                flexnet_probe_window[287:280] == 8w0x45 && flexnet_probe_window[215:208] == 8w17 &&
-                flexnet_probe_window[111:96] == 16w33999 && flexnet_probe_window[63:32] == 32w0x46585052) {
+        /* an oracle probe: IPv4 (no options) UDP to port 33999, payload "FXPR" + id; after the lab's tag when one was popped */
+        flexnet_reg_bit1 = 1w0;
+        flexnet_probe_id = 32w0;
+        if (flexnet_tag_was_seen == 1w0 && hdr.flexnet_peek_plain.isValid() && hdr.flexnet_peek_plain.ethertype == 16w0x0800 &&
+                hdr.flexnet_peek_plain.version_ihl == 8w0x45 && hdr.flexnet_peek_plain.protocol == 8w17 &&
+                hdr.flexnet_peek_plain.dport == 16w33999 && hdr.flexnet_peek_plain.magic == 32w0x46585052) {
+            flexnet_reg_bit1 = 1w1;
+            flexnet_probe_id = hdr.flexnet_peek_plain.id;
+        }
+        if (flexnet_tag_was_seen == 1w1 && hdr.flexnet_peek_tagged.isValid() && hdr.flexnet_peek_tagged.ethertype == 16w0x0800 &&
+                hdr.flexnet_peek_tagged.version_ihl == 8w0x45 && hdr.flexnet_peek_tagged.protocol == 8w17 &&
+                hdr.flexnet_peek_tagged.dport == 16w33999 && hdr.flexnet_peek_tagged.magic == 32w0x46585052) {
+            flexnet_reg_bit1 = 1w1;
+            flexnet_probe_id = hdr.flexnet_peek_tagged.id;
+        }
+        if (flexnet_reg_bit1 == 1w1) {
             flexnet_version_number.read(flexnet_reg_word, (bit<32>)flexnet_is_new_version);
             flexnet_probe_position.read(flexnet_reg_position, 32w0);
-            flexnet_probe_records.write((bit<32>)flexnet_reg_position[11:0], flexnet_probe_window[31:0] ++ flexnet_reg_word);
+            flexnet_probe_records.write((bit<32>)flexnet_reg_position[11:0], flexnet_probe_id ++ flexnet_reg_word);
             flexnet_probe_position.write(32w0, flexnet_reg_position + 32w1);
         }
+        hdr.flexnet_peek_plain.setInvalid();
+        hdr.flexnet_peek_tagged.setInvalid();
         if (standard_metadata.parser_error != error.NoError) {
             mark_to_drop(standard_metadata);   /* reject = drop */
         } else {

@@ -63,6 +63,9 @@ TAG_POP = "flexnet_tag_extracted"
 AFTER_ETH = "flexnet_after_ethernet"
 MODEL_START = "flexnet_model_start"    # the model's `start` (the generator's own comes first)
 PEEK_STATE = "flexnet_probe_peeking"
+PEEK_TAGGED_STATE = "flexnet_probe_peeking_tagged"
+PEEK_PLAIN = "flexnet_peek_plain"      # an oracle probe's bytes 0..49, looked at, not parsed
+PEEK_TAGGED = "flexnet_peek_tagged"    # the same with the lab's tag after the source MAC
 PEEK_BYTES = 54                        # an oracle probe's bytes 0..49, 4 more when tagged
 CONTROL_REG = "flexnet_control_words"  # [0] stamp slot, [1] tagging on, [2] new version's
                                        # slot, [3] slot of untagged packets from trusted ports
@@ -109,7 +112,8 @@ GENERATED = frozenset({"headers", "metadata", STD_TYPE, "ParserImpl", "verifyChe
                        "ingress", "egress", "computeChecksum", "DeparserImpl", "main",
                        "packet", "hdr", "meta", "standard_metadata", "std", REJECT_STATE,
                        TAG_HEADER, f"{TAG_HEADER}_t", TAG_PARSE, TAG_POP, AFTER_ETH,
-                       MODEL_START, PEEK_STATE, *TAG_REGISTERS})
+                       MODEL_START, PEEK_STATE, PEEK_TAGGED_STATE, PEEK_PLAIN, PEEK_TAGGED,
+                       f"{PEEK_PLAIN}_t", f"{PEEK_TAGGED}_t", *TAG_REGISTERS})
 
 
 # --- names ------------------------------------------------------------------------------
@@ -273,20 +277,27 @@ class _Gen:
             out += ["/* the lab's version tag (802.1ad S-tag, VID 0xFF0 | slot) as it follows the",
                     " * source MAC; ethernet's ethertype is then 0x88a8 on the wire */",
                     f"header {TAG_HEADER}_t {{", "    bit<16> tci;", "    bit<16> ethertype;",
-                    "}", ""]
+                    "}", "",
+                    "/* an oracle probe's first bytes (looked ahead at, never emitted): IPv4",
+                    " * without options, UDP to the probe port, payload magic + id; fields of at",
+                    " * most 64 bits (wider ones are bignums in bmv2) */"]
+            for name, tagged in ((PEEK_PLAIN, False), (PEEK_TAGGED, True)):
+                out += [f"header {name}_t {{", "    bit<48> dst;", "    bit<48> src;"]
+                out += ["    bit<32> tag;"] if tagged else []
+                out += ["    bit<16> ethertype;", "    bit<8> version_ihl;", "    bit<64> ip_mid;",
+                        "    bit<8> protocol;", "    bit<64> ip_end;", "    bit<16> ip_dst_low;",
+                        "    bit<16> sport;", "    bit<16> dport;", "    bit<32> udp_end;",
+                        "    bit<32> magic;", "    bit<32> id;", "}", ""]
         out.append("struct headers {")
         out += [f"    {h.name}_t {h.name};" for h in self.p.headers]
         if self.tag:
-            out.append(f"    {TAG_HEADER}_t {TAG_HEADER};")
+            out += [f"    {TAG_HEADER}_t {TAG_HEADER};", f"    {PEEK_PLAIN}_t {PEEK_PLAIN};",
+                    f"    {PEEK_TAGGED}_t {PEEK_TAGGED};"]
         out += ["}", "", "struct metadata {"]
         out += [f"    bit<{f.bits}> {f.name};" for f in self.p.metadata]
         if self.checksum:
             out.append(f"    bit<1> {IPV4_SET};   /* an ipv4 field was set: recompute the "
                        "checksum */")
-        if self.tag:
-            out += [f"    bit<{PEEK_BYTES * 8}> flexnet_probe_peek;   /* the first {PEEK_BYTES} "
-                    "bytes, for the oracle's probes */",
-                    "    bit<1> flexnet_probe_peeked;"]
         out += ["}", "",
                 "/* The model's std.* fields (its ports are 16 bits, bmv2's 9; std.pkt_len is",
                 " * standard_metadata.packet_length). drop: the packet is dropped unless a",
@@ -362,8 +373,12 @@ class _Gen:
         out += [f"            {k}: {MODEL_START};" for k in short]
         out += [f"            default: {PEEK_STATE};", "        }", "    }",
                 f"    state {PEEK_STATE} {{",
-                f"        meta.flexnet_probe_peek = packet.lookahead<bit<{PEEK_BYTES * 8}>>();",
-                "        meta.flexnet_probe_peeked = 1w1;",
+                f"        hdr.{PEEK_PLAIN} = packet.lookahead<{PEEK_PLAIN}_t>();",
+                f"        transition select(hdr.{PEEK_PLAIN}.ethertype) {{",
+                f"            {_lit(ETHERTYPE_STAG, 16)}: {PEEK_TAGGED_STATE};",
+                f"            default: {MODEL_START};", "        }", "    }",
+                f"    state {PEEK_TAGGED_STATE} {{",
+                f"        hdr.{PEEK_TAGGED} = packet.lookahead<{PEEK_TAGGED}_t>();",
                 f"        transition {MODEL_START};", "    }",
                 f"    state {TAG_PARSE} {{   /* 802.1ad: the lab's tag has VID 0xFF0 | slot */",
                 "        transition select(packet.lookahead<bit<16>>()) {",
@@ -478,17 +493,15 @@ class _Gen:
         the stamp, the tag popped whether trusted or not (a host's forged tag never selects
         a version nor reaches the program), counted per slot while tagging is on, and an
         oracle probe recorded with the version it runs."""
-        w = "flexnet_probe_window"
-        out = ["bit<32> flexnet_reg_word;", "bit<32> flexnet_reg_position;", "bit<1> flexnet_reg_bit1;",
-               "bit<64> flexnet_count_tmp;",
-               f"bit<400> {w};",
+        out = ["bit<32> flexnet_reg_word;", "bit<32> flexnet_reg_position;",
+               "bit<1> flexnet_reg_bit1;", "bit<1> flexnet_tag_was_seen = 1w0;",
+               "bit<32> flexnet_probe_id;", "bit<64> flexnet_count_tmp;",
                f"{CONTROL_REG}.read(flexnet_reg_word, 32w0);",
                "flexnet_version_slot = (bit<1>)flexnet_reg_word;",
-               f"{w} = meta.flexnet_probe_peek[431:32];   /* bytes 0..49 */",
                f"{CONTROL_REG}.read(flexnet_tagging_on, 32w1);",
                f"{TRUST_REG}.read(flexnet_reg_bit1, (bit<32>)standard_metadata.ingress_port);",
                f"if (hdr.{TAG_HEADER}.isValid()) {{",
-               f"    {w} = meta.flexnet_probe_peek[399:0];   /* bytes 12.. after the tag */",
+               "    flexnet_tag_was_seen = 1w1;",
                "    if (flexnet_reg_bit1 == 1w1) {",
                f"        flexnet_version_slot = hdr.{TAG_HEADER}.tci[0:0];",
                "    }",
@@ -510,16 +523,23 @@ class _Gen:
                     "}"]
         m = PROBE_MAGIC
         out += [f"/* an oracle probe: IPv4 (no options) UDP to port {PROBE_PORT}, payload "
-                "\"FXPR\" + id */",
-                f"if (meta.flexnet_probe_peeked == 1w1 && {w}[303:288] == 16w0x0800 &&",
-                f"        {w}[287:280] == 8w0x45 && {w}[215:208] == 8w17 &&",
-                f"        {w}[111:96] == 16w{PROBE_PORT} && {w}[63:32] == 32w{m:#x}) {{",
+                "\"FXPR\" + id; after the lab's tag when one was popped */",
+                "flexnet_reg_bit1 = 1w0;", "flexnet_probe_id = 32w0;"]
+        for name, cond in ((PEEK_PLAIN, "flexnet_tag_was_seen == 1w0"),
+                           (PEEK_TAGGED, "flexnet_tag_was_seen == 1w1")):
+            h = f"hdr.{name}"
+            out += [f"if ({cond} && {h}.isValid() && {h}.ethertype == 16w0x0800 &&",
+                    f"        {h}.version_ihl == 8w0x45 && {h}.protocol == 8w17 &&",
+                    f"        {h}.dport == 16w{PROBE_PORT} && {h}.magic == 32w{m:#x}) {{",
+                    "    flexnet_reg_bit1 = 1w1;", f"    flexnet_probe_id = {h}.id;", "}"]
+        out += ["if (flexnet_reg_bit1 == 1w1) {",
                 f"    {VERSION_REG}.read(flexnet_reg_word, (bit<32>)flexnet_is_new_version);",
                 f"    {PROBE_POS}.read(flexnet_reg_position, 32w0);",
-                f"    {PROBE_REG}.write((bit<32>)flexnet_reg_position[{PROBE_SLOTS.bit_length() - 2}:0], "
-                f"{w}[31:0] ++ flexnet_reg_word);",
+                f"    {PROBE_REG}.write((bit<32>)flexnet_reg_position"
+                f"[{PROBE_SLOTS.bit_length() - 2}:0], flexnet_probe_id ++ flexnet_reg_word);",
                 f"    {PROBE_POS}.write(32w0, flexnet_reg_position + 32w1);",
-                "}"]
+                "}",
+                f"hdr.{PEEK_PLAIN}.setInvalid();", f"hdr.{PEEK_TAGGED}.setInvalid();"]
         return out
 
     @staticmethod

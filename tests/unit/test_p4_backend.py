@@ -301,7 +301,8 @@ def test_transitions_target_declared_states(name):
     states, targets = parser_graph(generate_p4(program))
     assert states[0] == "start"
     assert len(states) == len(set(states))
-    own = {p4mod.REJECT_STATE, p4mod.PEEK_STATE, p4mod.TAG_PARSE, p4mod.TAG_POP, p4mod.AFTER_ETH}
+    own = {p4mod.REJECT_STATE, p4mod.PEEK_STATE, p4mod.PEEK_TAGGED_STATE, p4mod.TAG_PARSE,
+           p4mod.TAG_POP, p4mod.AFTER_ETH}
     model = [st.name for st in program.parser]
     if p4mod.tag_support(program):   # the generator's start peeks, then the model's start
         own.add("start")

@@ -121,6 +121,7 @@ struct metadata {
     bit<16> l4_sport;
     bit<16> l4_dport;
     bit<1> flexnet_ipv4_set;   /* an ipv4 field was set: recompute the checksum */
+    bit<2> flexnet_queued_slot;   /* 1 + the slot counted as queued */
 }
 
 /* The model's std.* fields (its ports are 16 bits, bmv2's 9; std.pkt_len is
@@ -208,6 +209,9 @@ parser ParserImpl(packet_in packet, out headers hdr, inout metadata meta,
     }
 }
 
+/* flexnet_version_queued: packets per version slot in the egress queues */
+register<bit<32>>(2) flexnet_version_queued;
+
 control ingress(inout headers hdr, inout metadata meta,
                 inout standard_metadata_t standard_metadata) {
     flexnet_std_t std;
@@ -250,6 +254,8 @@ control ingress(inout headers hdr, inout metadata meta,
      * flexnet_port_trusted / flexnet_port_push_tag: per port, the tag is trusted on arrival /
      *   pushed on departure (the neighbour there is a switch that knows it);
      * flexnet_version_count: packets per slot while tagging is on (the drain);
+     * flexnet_version_queued: of those, how many wait in the egress queues (+1 here,
+     *   -1 in egress: the drain waits for them too);
      * flexnet_probe_records: oracle probes, id << 32 | version, in a ring at
      *   flexnet_probe_position[0] % 4096 (the target reads only what is new). */
     register<bit<32>>(4) flexnet_control_words;
@@ -342,6 +348,9 @@ control ingress(inout headers hdr, inout metadata meta,
                 standard_metadata.egress_spec = (bit<9>)std.egress_port;
             }
             if (flexnet_tagging_on != 32w0 && standard_metadata.egress_spec != 9w511) {
+                flexnet_version_queued.read(flexnet_reg_word, (bit<32>)flexnet_version_slot);
+                flexnet_version_queued.write((bit<32>)flexnet_version_slot, flexnet_reg_word + 32w1);
+                meta.flexnet_queued_slot = (bit<2>)flexnet_version_slot + 2w1;
                 flexnet_port_push_tag.read(flexnet_reg_bit1, (bit<32>)standard_metadata.egress_spec);
                 if (flexnet_reg_bit1 == 1w1) {
                     hdr.flexnet_version_tag.setValid();
@@ -356,7 +365,15 @@ control ingress(inout headers hdr, inout metadata meta,
 
 control egress(inout headers hdr, inout metadata meta,
                inout standard_metadata_t standard_metadata) {
-    apply { }
+    apply {
+        bit<32> flexnet_queued_count;
+        bit<32> flexnet_queued_index;
+        if (meta.flexnet_queued_slot != 2w0) {   /* out of the queue */
+            flexnet_queued_index = (bit<32>)(meta.flexnet_queued_slot - 2w1);
+            flexnet_version_queued.read(flexnet_queued_count, flexnet_queued_index);
+            flexnet_version_queued.write(flexnet_queued_index, flexnet_queued_count - 32w1);
+        }
+    }
 }
 
 control verifyChecksum(inout headers hdr, inout metadata meta) {

@@ -73,12 +73,14 @@ VERSION_REG = "flexnet_version_number" # [0] this load's (old) version, [1] the 
 TRUST_REG = "flexnet_port_trusted"     # bmv2 port -> 1: the neighbour there stamps the tag
 TAGPORT_REG = "flexnet_port_push_tag"  # bmv2 port -> 1: push the tag out of it (tagging on)
 VCOUNT_REG = "flexnet_version_count"   # packets per version slot while tagging is on
+QUEUED_REG = "flexnet_version_queued"  # packets per slot in the egress queues (the drain)
 PROBE_REG = "flexnet_probe_records"    # oracle probes met: a ring of id << 32 | version
 PROBE_POS = "flexnet_probe_position"   # [0] records written since the load (ring position)
 PROBE_SLOTS = 4096
 PROBE_PORT = 33999                     # the oracle's probes (compiler/ebpf.py)
 PROBE_MAGIC = 0x46585052
-TAG_REGISTERS = (CONTROL_REG, VERSION_REG, TRUST_REG, TAGPORT_REG, VCOUNT_REG, PROBE_REG,
+TAG_REGISTERS = (CONTROL_REG, VERSION_REG, TRUST_REG, TAGPORT_REG, VCOUNT_REG, QUEUED_REG,
+                 PROBE_REG,
                  PROBE_POS)
 BMV2_PORTS = 512
 METER_RED = 2
@@ -298,6 +300,8 @@ class _Gen:
         if self.checksum:
             out.append(f"    bit<1> {IPV4_SET};   /* an ipv4 field was set: recompute the "
                        "checksum */")
+        if self.tag:
+            out.append("    bit<2> flexnet_queued_slot;   /* 1 + the slot counted as queued */")
         out += ["}", "",
                 "/* The model's std.* fields (its ports are 16 bits, bmv2's 9; std.pkt_len is",
                 " * standard_metadata.packet_length). drop: the packet is dropped unless a",
@@ -424,7 +428,11 @@ class _Gen:
 
     # --- ingress ------------------------------------------------------------------------
     def ingress(self) -> list[str]:
-        out = ["control ingress(inout headers hdr, inout metadata meta,",
+        out = []
+        if self.tag:   # ingress adds, egress subtracts: one instance outside both controls
+            out += [f"/* {QUEUED_REG}: packets per version slot in the egress queues */",
+                    f"register<bit<32>>(2) {QUEUED_REG};", ""]
+        out += ["control ingress(inout headers hdr, inout metadata meta,",
                "                inout standard_metadata_t standard_metadata) {",
                f"    {STD_TYPE} std;", ""]
         for m in self.p.maps:
@@ -475,6 +483,8 @@ class _Gen:
                 f"     * {TRUST_REG} / {TAGPORT_REG}: per port, the tag is trusted on arrival /",
                 "     *   pushed on departure (the neighbour there is a switch that knows it);",
                 f"     * {VCOUNT_REG}: packets per slot while tagging is on (the drain);",
+                f"     * {QUEUED_REG}: of those, how many wait in the egress queues (+1 here,",
+                "     *   -1 in egress: the drain waits for them too);",
                 f"     * {PROBE_REG}: oracle probes, id << 32 | version, in a ring at",
                 f"     *   {PROBE_POS}[0] % {PROBE_SLOTS} (the target reads only what is new). */",
                 f"    register<bit<32>>(4) {CONTROL_REG};",
@@ -545,8 +555,12 @@ class _Gen:
     @staticmethod
     def tag_push() -> list[str]:
         """While tagging is on, a packet leaving towards a switch that knows the tag carries
-        its slot (never towards a host: the target marks only ports between switches)."""
+        its slot (never towards a host: the target marks only ports between switches), and
+        is counted as queued until egress takes it."""
         return ["if (flexnet_tagging_on != 32w0 && standard_metadata.egress_spec != 9w511) {",
+                f"    {QUEUED_REG}.read(flexnet_reg_word, (bit<32>)flexnet_version_slot);",
+                f"    {QUEUED_REG}.write((bit<32>)flexnet_version_slot, flexnet_reg_word + 32w1);",
+                "    meta.flexnet_queued_slot = (bit<2>)flexnet_version_slot + 2w1;",
                 f"    {TAGPORT_REG}.read(flexnet_reg_bit1, (bit<32>)standard_metadata.egress_spec);",
                 "    if (flexnet_reg_bit1 == 1w1) {",
                 f"        hdr.{TAG_HEADER}.setValid();",
@@ -738,10 +752,22 @@ class _Gen:
     # --- the rest -----------------------------------------------------------------------
     def tail(self) -> list[str]:
         out = ["control egress(inout headers hdr, inout metadata meta,",
-               "               inout standard_metadata_t standard_metadata) {",
-               "    apply { }", "}", "",
-               "control verifyChecksum(inout headers hdr, inout metadata meta) {",
-               "    apply { }", "}", "",
+               "               inout standard_metadata_t standard_metadata) {"]
+        if self.tag:
+            out += ["    apply {",
+                    "        bit<32> flexnet_queued_count;",
+                    "        bit<32> flexnet_queued_index;",
+                    "        if (meta.flexnet_queued_slot != 2w0) {   /* out of the queue */",
+                    "            flexnet_queued_index = (bit<32>)(meta.flexnet_queued_slot - 2w1);",
+                    f"            {QUEUED_REG}.read(flexnet_queued_count, flexnet_queued_index);",
+                    f"            {QUEUED_REG}.write(flexnet_queued_index, "
+                    "flexnet_queued_count - 32w1);",
+                    "        }",
+                    "    }", "}", ""]
+        else:
+            out += ["    apply { }", "}", ""]
+        out += ["control verifyChecksum(inout headers hdr, inout metadata meta) {",
+                "    apply { }", "}", "",
                "control computeChecksum(inout headers hdr, inout metadata meta) {",
                "    apply {"]
         if self.checksum:

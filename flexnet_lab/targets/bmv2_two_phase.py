@@ -36,8 +36,9 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-from ..compiler.p4 import (CONTROL_REG, PROBE_POS, PROBE_REG, PROBE_SLOTS, TAGPORT_REG,
-                           TRUST_REG, VCOUNT_REG, VERSION_REG, map_objects, tag_support)
+from ..compiler.p4 import (CONTROL_REG, PROBE_POS, PROBE_REG, PROBE_SLOTS, QUEUED_REG,
+                           TAGPORT_REG, TRUST_REG, VCOUNT_REG, VERSION_REG, map_objects,
+                           tag_support)
 from ..compiler.p4_dual import DualP4, DualPipelineError, generate_dual
 from ..errors import CompileError, EnvironmentMissing, TargetError
 from ..program.model import Map, Program
@@ -95,6 +96,7 @@ class TwoVersions:
         self._dual: _Dual | None = None
         self._probes: dict[int, tuple[int, int]] = {}   # id % PROBE_SLOTS -> (id, version)
         self._probe_pos = 0                  # ring records of the running pipeline read
+        self._drain_tick = 0
 
     # --- names of the running version --------------------------------------------------------
     def _p4(self, kind: str, name: str) -> str:
@@ -131,8 +133,9 @@ class TwoVersions:
         """Tagging on: an untagged packet from a trusted port runs the slot stamped now (its
         sender ran the old version before its own tagging was on)."""
         slot = self._stamp if on else 0     # at rest 0: the word means nothing then
-        if on:
-            self._thrift.write_registers({_R(CONTROL_REG): {3: slot}})   # before tagging
+        if on:   # before tagging; queued packets counted from now on (none are yet)
+            self._thrift.write_registers({_R(CONTROL_REG): {3: slot},
+                                          QUEUED_REG: {0: 0, 1: 0}})
         self._thrift.write_registers({_R(CONTROL_REG): {1: int(on)}})
         if not on:
             self._thrift.write_registers({_R(CONTROL_REG): {3: slot}})
@@ -157,9 +160,20 @@ class TwoVersions:
         (self._tagports.add if on else self._tagports.discard)(port)
 
     def version_counts(self) -> tuple[int, int]:
-        vals = self._thrift.read_registers([CONTROL + "." + VCOUNT_REG])
-        v = vals[CONTROL + "." + VCOUNT_REG]
-        return (v[0], v[1])
+        """Packets this switch ran per slot while tagging was on. While packets of a slot
+        wait in its egress queues (counted in, not yet out), that slot's figure keeps
+        moving (a tick is added), so the drain waits for them: bmv2 queues packets in its
+        own threads, and a starved egress thread holds them with no counter moving."""
+        vc = _R(VCOUNT_REG)
+        vals = self._thrift.read_registers([vc, QUEUED_REG])
+        v, q = vals[vc], vals[QUEUED_REG]
+        out = [v[0], v[1]]
+        for s in (0, 1):
+            # below zero (a packet counted in by the pipeline before a load): not waiting
+            if 0 < q[s] & 0xFFFFFFFF < 1 << 31:
+                self._drain_tick += 1
+                out[s] += self._drain_tick
+        return (out[0], out[1])
 
     def _tag_values(self, old_version: int, new_version: int = 0, new_slot: int = 0) -> dict:
         """The tag's registers of a pipeline about to carry packets (zero slots omitted:

@@ -83,7 +83,7 @@ class _Dual:
 class TwoVersions:
     """The two-phase interface of a Bmv2Switch (see the module docstring)."""
 
-    drain_floor_ms = 20.0   # bmv2 queues packets in its own threads: a quiet time of 20 ms
+    drain_floor_ms = 30.0   # bmv2 queues packets in its own threads: a quiet time of 30 ms
 
     def _init_two_versions(self) -> None:
         self._version = 0

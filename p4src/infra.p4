@@ -249,19 +249,24 @@ control ingress(inout headers hdr, inout metadata meta,
      * flexnet_control_words: [0] the slot untagged packets run (the stamp), [1] tagging
      *   on, [2] the slot of the new version (a pipeline holding two), [3] the
      *   slot of an untagged packet from a trusted port while tagging is on (the
-     *   old one: its sender ran it before it tagged);
+     *   old one: its sender ran it before it tagged), [4] links counted;
      * flexnet_version_number: [0] this load's version number ([1] the new one's);
      * flexnet_port_trusted / flexnet_port_push_tag: per port, the tag is trusted on arrival /
      *   pushed on departure (the neighbour there is a switch that knows it);
      * flexnet_version_count: packets per slot while tagging is on (the drain);
+     * flexnet_port_push_tag: 2 = also mark the tag (DEI) and count it in flexnet_link_tag_sent
+     *   while links are counted (the neighbour is a bmv2 switch, which counts
+     *   what arrives marked in flexnet_link_tag_received: sent - received is in flight);
      * flexnet_version_queued: of those, how many wait in the egress queues (+1 here,
      *   -1 in egress: the drain waits for them too);
      * flexnet_probe_records: oracle probes, id << 32 | version, in a ring at
      *   flexnet_probe_position[0] % 4096 (the target reads only what is new). */
-    register<bit<32>>(4) flexnet_control_words;
+    register<bit<32>>(5) flexnet_control_words;
     register<bit<32>>(2) flexnet_version_number;
     register<bit<1>>(512) flexnet_port_trusted;
-    register<bit<1>>(512) flexnet_port_push_tag;
+    register<bit<2>>(512) flexnet_port_push_tag;
+    register<bit<64>>(2) flexnet_link_tag_sent;
+    register<bit<64>>(2) flexnet_link_tag_received;
     register<bit<64>>(2) flexnet_version_count;
     register<bit<64>>(4096) flexnet_probe_records;
     register<bit<32>>(1) flexnet_probe_position;
@@ -280,12 +285,17 @@ control ingress(inout headers hdr, inout metadata meta,
         bit<1> flexnet_tag_was_seen = 1w0;
         bit<32> flexnet_probe_id;
         bit<64> flexnet_count_tmp;
+        bit<2> flexnet_tag_port_kind;
         flexnet_control_words.read(flexnet_reg_word, 32w0);
         flexnet_version_slot = (bit<1>)flexnet_reg_word;
         flexnet_control_words.read(flexnet_tagging_on, 32w1);
         flexnet_port_trusted.read(flexnet_reg_bit1, (bit<32>)standard_metadata.ingress_port);
         if (hdr.flexnet_version_tag.isValid()) {
             flexnet_tag_was_seen = 1w1;
+            if ((hdr.flexnet_version_tag.tci & 16w0x1000) != 16w0) {   /* marked */
+                flexnet_link_tag_received.read(flexnet_count_tmp, (bit<32>)hdr.flexnet_version_tag.tci[0:0]);
+                flexnet_link_tag_received.write((bit<32>)hdr.flexnet_version_tag.tci[0:0], flexnet_count_tmp + 64w1);
+            }
             if (flexnet_reg_bit1 == 1w1) {
                 flexnet_version_slot = hdr.flexnet_version_tag.tci[0:0];
             }
@@ -351,12 +361,18 @@ control ingress(inout headers hdr, inout metadata meta,
                 flexnet_version_queued.read(flexnet_reg_word, (bit<32>)flexnet_version_slot);
                 flexnet_version_queued.write((bit<32>)flexnet_version_slot, flexnet_reg_word + 32w1);
                 meta.flexnet_queued_slot = (bit<2>)flexnet_version_slot + 2w1;
-                flexnet_port_push_tag.read(flexnet_reg_bit1, (bit<32>)standard_metadata.egress_spec);
-                if (flexnet_reg_bit1 == 1w1) {
+                flexnet_port_push_tag.read(flexnet_tag_port_kind, (bit<32>)standard_metadata.egress_spec);
+                if (flexnet_tag_port_kind != 2w0) {
                     hdr.flexnet_version_tag.setValid();
                     hdr.flexnet_version_tag.tci = 16w0x0ff0 | (bit<16>)flexnet_version_slot;
                     hdr.flexnet_version_tag.ethertype = hdr.ethernet.ethertype;
                     hdr.ethernet.ethertype = 16w0x88a8;
+                    flexnet_control_words.read(flexnet_reg_word, 32w4);
+                    if (flexnet_tag_port_kind == 2w2 && flexnet_reg_word != 32w0) {
+                        hdr.flexnet_version_tag.tci = hdr.flexnet_version_tag.tci | 16w0x1000;
+                        flexnet_link_tag_sent.read(flexnet_count_tmp, (bit<32>)flexnet_version_slot);
+                        flexnet_link_tag_sent.write((bit<32>)flexnet_version_slot, flexnet_count_tmp + 64w1);
+                    }
                 }
             }
         }

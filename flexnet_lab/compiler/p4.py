@@ -74,13 +74,16 @@ TRUST_REG = "flexnet_port_trusted"     # bmv2 port -> 1: the neighbour there sta
 TAGPORT_REG = "flexnet_port_push_tag"  # bmv2 port -> 1: push the tag out of it (tagging on)
 VCOUNT_REG = "flexnet_version_count"   # packets per version slot while tagging is on
 QUEUED_REG = "flexnet_version_queued"  # packets per slot in the egress queues (the drain)
+LINK_SENT_REG = "flexnet_link_tag_sent"     # per slot: tagged packets marked towards a bmv2
+LINK_RECV_REG = "flexnet_link_tag_received" # per slot: marked packets that arrived here
+TAG_COUNTED = 0x1000                   # the tag's DEI bit: sender counted it (LINK_SENT_REG)
 PROBE_REG = "flexnet_probe_records"    # oracle probes met: a ring of id << 32 | version
 PROBE_POS = "flexnet_probe_position"   # [0] records written since the load (ring position)
 PROBE_SLOTS = 4096
 PROBE_PORT = 33999                     # the oracle's probes (compiler/ebpf.py)
 PROBE_MAGIC = 0x46585052
 TAG_REGISTERS = (CONTROL_REG, VERSION_REG, TRUST_REG, TAGPORT_REG, VCOUNT_REG, QUEUED_REG,
-                 PROBE_REG,
+                 LINK_SENT_REG, LINK_RECV_REG, PROBE_REG,
                  PROBE_POS)
 BMV2_PORTS = 512
 METER_RED = 2
@@ -478,19 +481,24 @@ class _Gen:
                 f"     * {CONTROL_REG}: [0] the slot untagged packets run (the stamp), [1] tagging",
                 "     *   on, [2] the slot of the new version (a pipeline holding two), [3] the",
                 "     *   slot of an untagged packet from a trusted port while tagging is on (the",
-                "     *   old one: its sender ran it before it tagged);",
+                "     *   old one: its sender ran it before it tagged), [4] links counted;",
                 f"     * {VERSION_REG}: [0] this load's version number ([1] the new one's);",
                 f"     * {TRUST_REG} / {TAGPORT_REG}: per port, the tag is trusted on arrival /",
                 "     *   pushed on departure (the neighbour there is a switch that knows it);",
                 f"     * {VCOUNT_REG}: packets per slot while tagging is on (the drain);",
+                f"     * {TAGPORT_REG}: 2 = also mark the tag (DEI) and count it in {LINK_SENT_REG}",
+                "     *   while links are counted (the neighbour is a bmv2 switch, which counts",
+                f"     *   what arrives marked in {LINK_RECV_REG}: sent - received is in flight);",
                 f"     * {QUEUED_REG}: of those, how many wait in the egress queues (+1 here,",
                 "     *   -1 in egress: the drain waits for them too);",
                 f"     * {PROBE_REG}: oracle probes, id << 32 | version, in a ring at",
                 f"     *   {PROBE_POS}[0] % {PROBE_SLOTS} (the target reads only what is new). */",
-                f"    register<bit<32>>(4) {CONTROL_REG};",
+                f"    register<bit<32>>(5) {CONTROL_REG};",
                 f"    register<bit<32>>(2) {VERSION_REG};",
                 f"    register<bit<1>>({BMV2_PORTS}) {TRUST_REG};",
-                f"    register<bit<1>>({BMV2_PORTS}) {TAGPORT_REG};",
+                f"    register<bit<2>>({BMV2_PORTS}) {TAGPORT_REG};",
+                f"    register<bit<64>>(2) {LINK_SENT_REG};",
+                f"    register<bit<64>>(2) {LINK_RECV_REG};",
                 f"    register<bit<64>>(2) {VCOUNT_REG};",
                 f"    register<bit<64>>({PROBE_SLOTS}) {PROBE_REG};",
                 f"    register<bit<32>>(1) {PROBE_POS};",
@@ -506,12 +514,18 @@ class _Gen:
         out = ["bit<32> flexnet_reg_word;", "bit<32> flexnet_reg_position;",
                "bit<1> flexnet_reg_bit1;", "bit<1> flexnet_tag_was_seen = 1w0;",
                "bit<32> flexnet_probe_id;", "bit<64> flexnet_count_tmp;",
+               "bit<2> flexnet_tag_port_kind;",
                f"{CONTROL_REG}.read(flexnet_reg_word, 32w0);",
                "flexnet_version_slot = (bit<1>)flexnet_reg_word;",
                f"{CONTROL_REG}.read(flexnet_tagging_on, 32w1);",
                f"{TRUST_REG}.read(flexnet_reg_bit1, (bit<32>)standard_metadata.ingress_port);",
                f"if (hdr.{TAG_HEADER}.isValid()) {{",
                "    flexnet_tag_was_seen = 1w1;",
+               f"    if ((hdr.{TAG_HEADER}.tci & 16w{TAG_COUNTED:#x}) != 16w0) {{   /* marked */",
+               f"        {LINK_RECV_REG}.read(flexnet_count_tmp, (bit<32>)hdr.{TAG_HEADER}.tci[0:0]);",
+               f"        {LINK_RECV_REG}.write((bit<32>)hdr.{TAG_HEADER}.tci[0:0], "
+               "flexnet_count_tmp + 64w1);",
+               "    }",
                "    if (flexnet_reg_bit1 == 1w1) {",
                f"        flexnet_version_slot = hdr.{TAG_HEADER}.tci[0:0];",
                "    }",
@@ -561,12 +575,19 @@ class _Gen:
                 f"    {QUEUED_REG}.read(flexnet_reg_word, (bit<32>)flexnet_version_slot);",
                 f"    {QUEUED_REG}.write((bit<32>)flexnet_version_slot, flexnet_reg_word + 32w1);",
                 "    meta.flexnet_queued_slot = (bit<2>)flexnet_version_slot + 2w1;",
-                f"    {TAGPORT_REG}.read(flexnet_reg_bit1, (bit<32>)standard_metadata.egress_spec);",
-                "    if (flexnet_reg_bit1 == 1w1) {",
+                f"    {TAGPORT_REG}.read(flexnet_tag_port_kind, (bit<32>)standard_metadata.egress_spec);",
+                "    if (flexnet_tag_port_kind != 2w0) {",
                 f"        hdr.{TAG_HEADER}.setValid();",
                 f"        hdr.{TAG_HEADER}.tci = 16w0x0ff0 | (bit<16>)flexnet_version_slot;",
                 f"        hdr.{TAG_HEADER}.ethertype = hdr.ethernet.ethertype;",
                 f"        hdr.ethernet.ethertype = {_lit(ETHERTYPE_STAG, 16)};",
+                f"        {CONTROL_REG}.read(flexnet_reg_word, 32w4);",
+                "        if (flexnet_tag_port_kind == 2w2 && flexnet_reg_word != 32w0) {",
+                f"            hdr.{TAG_HEADER}.tci = hdr.{TAG_HEADER}.tci | 16w{TAG_COUNTED:#x};",
+                f"            {LINK_SENT_REG}.read(flexnet_count_tmp, (bit<32>)flexnet_version_slot);",
+                f"            {LINK_SENT_REG}.write((bit<32>)flexnet_version_slot, "
+                "flexnet_count_tmp + 64w1);",
+                "        }",
                 "    }",
                 "}"]
 

@@ -155,6 +155,9 @@ class _TwoPhase:
         olds = [dev.program for _, dev, *_ in self.two]
         self.undo.append(("ingress points stamp the old version again",
                           lambda: self._unflip(old_slot)))
+        for dev in self.switches.values():   # bmv2: no load resets the link counts now
+            if hasattr(dev, "set_link_counting"):
+                dev.set_link_counting(True)
         for dev in self.points.values():
             dev.set_stamp(new_slot)
         for _, dev, *_ in self.two:
@@ -275,7 +278,10 @@ class _TwoPhase:
             polls += 1
             now = time.perf_counter()
             cur = sum(d.version_counts()[old_slot] for d in devs)
-            if cur != last:
+            # bmv2: old packets still between two switches, where no counter moves
+            in_flight = sum(d.link_in_flight(old_slot) for d in devs
+                            if hasattr(d, "link_in_flight"))
+            if cur != last or in_flight > 0:
                 last, quiet_since = cur, now
             waited = (now - t0) * 1e3
             if (now - quiet_since) * 1e3 >= p.quiet_ms and waited >= p.min_ms:
@@ -319,6 +325,8 @@ def link_switches(switches: dict, fabric) -> None:
             if peer in switches:
                 sw.set_port_tag(port, True)
                 sw.set_trust(desc.ports[port][0], True)
+                if hasattr(sw, "count_link") and hasattr(switches[peer], "count_link"):
+                    sw.count_link(port)   # two bmv2 switches count what is between them
 
 
 def _weak_reason(name: str, dev, plan, prog) -> str:

@@ -36,7 +36,8 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-from ..compiler.p4 import (CONTROL_REG, PROBE_POS, PROBE_REG, PROBE_SLOTS, QUEUED_REG,
+from ..compiler.p4 import (CONTROL_REG, LINK_RECV_REG, LINK_SENT_REG, PROBE_POS, PROBE_REG,
+                           PROBE_SLOTS, QUEUED_REG,
                            TAGPORT_REG, TRUST_REG, VCOUNT_REG, VERSION_REG, map_objects,
                            tag_support)
 from ..compiler.p4_dual import DualP4, DualPipelineError, generate_dual
@@ -91,7 +92,8 @@ class TwoVersions:
         self._tagging = False
         self._untagged_slot = 0
         self._trusted: set[int] = set()
-        self._tagports: set[int] = set()
+        self._tagports: dict[int, int] = {}  # port -> 1 push the tag, 2 also mark and count
+        self._counting = False
         self._names: dict = {}           # the running version's P4 names (two held)
         self._dual: _Dual | None = None
         self._probes: dict[int, tuple[int, int]] = {}   # id % PROBE_SLOTS -> (id, version)
@@ -138,7 +140,8 @@ class TwoVersions:
                                           QUEUED_REG: {0: 0, 1: 0}})
         self._thrift.write_registers({_R(CONTROL_REG): {1: int(on)}})
         if not on:
-            self._thrift.write_registers({_R(CONTROL_REG): {3: slot}})
+            self._thrift.write_registers({_R(CONTROL_REG): {3: slot, 4: 0}})
+            self._counting = False
         self._tagging = bool(on)
         self._untagged_slot = slot
 
@@ -157,7 +160,31 @@ class TwoVersions:
         if (port in self._tagports) == on:
             return
         self._thrift.write_registers({_R(TAGPORT_REG): {int(port): int(on)}})
-        (self._tagports.add if on else self._tagports.discard)(port)
+        if on:
+            self._tagports[port] = 1
+        else:
+            self._tagports.pop(port, None)
+
+    def count_link(self, port: int) -> None:
+        """The neighbour at `port` is a bmv2 switch too: tags sent there are marked and
+        counted while links are counted, and it counts them on arrival."""
+        if self._tagports.get(port) == 2:
+            return
+        self._thrift.write_registers({_R(TAGPORT_REG): {int(port): 2}})
+        self._tagports[port] = 2
+
+    def set_link_counting(self, on: bool) -> None:
+        """Mark and count tags on bmv2 links (from after the last install to the end of the
+        drain: no pipeline load resets the counters in between)."""
+        self._thrift.write_registers({_R(CONTROL_REG): {4: int(on)}})
+        self._counting = bool(on)
+
+    def link_in_flight(self, slot: int) -> int:
+        """Marked packets of `slot` this switch sent minus those that arrived here: summed
+        over every bmv2 switch, the packets still between two of them (links, receive
+        rings, input buffers: where no counter of a switch sees them)."""
+        vals = self._thrift.read_registers([_R(LINK_SENT_REG), _R(LINK_RECV_REG)])
+        return vals[_R(LINK_SENT_REG)][slot] - vals[_R(LINK_RECV_REG)][slot]
 
     def version_counts(self) -> tuple[int, int]:
         """Packets this switch ran per slot while tagging was on. While packets of a slot
@@ -179,10 +206,10 @@ class TwoVersions:
         """The tag's registers of a pipeline about to carry packets (zero slots omitted:
         a loaded pipeline starts with zeros)."""
         out = {CONTROL_REG: {0: self._stamp, 1: int(self._tagging), 2: new_slot,
-                             3: self._untagged_slot},
+                             3: self._untagged_slot, 4: int(self._counting)},
                VERSION_REG: {0: old_version, 1: new_version},
                TRUST_REG: {p: 1 for p in self._trusted},
-               TAGPORT_REG: {p: 1 for p in self._tagports}}
+               TAGPORT_REG: dict(self._tagports)}
         return {f"{CONTROL}.{k}": v for k, v in out.items() if v}
 
     def _adopt_tag_state(self) -> None:
@@ -196,7 +223,8 @@ class TwoVersions:
         self._stamp, self._tagging, self._version = ctl[0] & 1, bool(ctl[1]), ver[0]
         self._untagged_slot = ctl[3] & 1
         self._trusted = {i for i, v in enumerate(trust) if v}
-        self._tagports = {i for i, v in enumerate(tagp) if v}
+        self._tagports = {i: v for i, v in enumerate(tagp) if v}
+        self._counting = bool(ctl[4])
 
     def _read_for_load(self, registers: list[str]) -> dict[str, list[int]]:
         """Register values carried into the next pipeline (with the version counters);

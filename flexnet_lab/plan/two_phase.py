@@ -272,24 +272,27 @@ class _TwoPhase:
         t0 = time.perf_counter()
         devs = list(self.points.values())
         last = sum(d.version_counts()[old_slot] for d in devs)
-        first, quiet_since, polls = last, t0, 0
+        first, quiet_since, polls, last_in_flight = last, t0, 0, 0
         while True:
             time.sleep(p.poll_ms / 1e3)
             polls += 1
             now = time.perf_counter()
             cur = sum(d.version_counts()[old_slot] for d in devs)
-            # bmv2: old packets still between two switches, where no counter moves
+            # bmv2: old packets still between two switches, where no counter moves; a
+            # count that stays put for 10 quiet times is taken as lost on the way
             in_flight = sum(d.link_in_flight(old_slot) for d in devs
                             if hasattr(d, "link_in_flight"))
-            if cur != last or in_flight > 0:
-                last, quiet_since = cur, now
+            if cur != last or in_flight != last_in_flight:
+                last, last_in_flight, quiet_since = cur, in_flight, now
             waited = (now - t0) * 1e3
-            if (now - quiet_since) * 1e3 >= p.quiet_ms and waited >= p.min_ms:
+            quiet = (now - quiet_since) * 1e3
+            held = in_flight > 0 and quiet < 10 * p.quiet_ms
+            if quiet >= p.quiet_ms and waited >= p.min_ms and not held:
                 return {"drain_polls": polls, "old_packets_after_flip": cur - first,
-                        "drain_bounded": False}
+                        "drain_bounded": False, "old_in_flight_left": max(0, in_flight)}
             if waited >= p.max_ms:
                 return {"drain_polls": polls, "old_packets_after_flip": cur - first,
-                        "drain_bounded": True}
+                        "drain_bounded": True, "old_in_flight_left": max(0, in_flight)}
 
 
 def _each(n: int, fn, threads: int) -> tuple[list[bool], BaseException | None]:

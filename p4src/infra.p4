@@ -254,7 +254,8 @@ control ingress(inout headers hdr, inout metadata meta,
      * flexnet_port_trusted / flexnet_port_push_tag: per port, the tag is trusted on arrival /
      *   pushed on departure (the neighbour there is a switch that knows it);
      * flexnet_version_count: packets per slot while tagging is on (the drain);
-     * flexnet_port_push_tag: 2 = also mark the tag (DEI) and count it in flexnet_link_tag_sent
+     * flexnet_port_push_tag: 2 = also mark the tag (DEI) and count it in
+     *   flexnet_link_tag_sent
      *   while links are counted (the neighbour is a bmv2 switch, which counts
      *   what arrives marked in flexnet_link_tag_received: sent - received is in flight);
      * flexnet_version_queued: of those, how many wait in the egress queues (+1 here,

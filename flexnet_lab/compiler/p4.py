@@ -486,7 +486,8 @@ class _Gen:
                 f"     * {TRUST_REG} / {TAGPORT_REG}: per port, the tag is trusted on arrival /",
                 "     *   pushed on departure (the neighbour there is a switch that knows it);",
                 f"     * {VCOUNT_REG}: packets per slot while tagging is on (the drain);",
-                f"     * {TAGPORT_REG}: 2 = also mark the tag (DEI) and count it in {LINK_SENT_REG}",
+                f"     * {TAGPORT_REG}: 2 = also mark the tag (DEI) and count it in",
+                f"     *   {LINK_SENT_REG}",
                 "     *   while links are counted (the neighbour is a bmv2 switch, which counts",
                 f"     *   what arrives marked in {LINK_RECV_REG}: sent - received is in flight);",
                 f"     * {QUEUED_REG}: of those, how many wait in the egress queues (+1 here,",
@@ -522,14 +523,16 @@ class _Gen:
                f"if (hdr.{TAG_HEADER}.isValid()) {{",
                "    flexnet_tag_was_seen = 1w1;",
                f"    if ((hdr.{TAG_HEADER}.tci & 16w{TAG_COUNTED:#x}) != 16w0) {{   /* marked */",
-               f"        {LINK_RECV_REG}.read(flexnet_count_tmp, (bit<32>)hdr.{TAG_HEADER}.tci[0:0]);",
+               f"        {LINK_RECV_REG}.read(flexnet_count_tmp, "
+               f"(bit<32>)hdr.{TAG_HEADER}.tci[0:0]);",
                f"        {LINK_RECV_REG}.write((bit<32>)hdr.{TAG_HEADER}.tci[0:0], "
                "flexnet_count_tmp + 64w1);",
                "    }",
                "    if (flexnet_reg_bit1 == 1w1) {",
                f"        flexnet_version_slot = hdr.{TAG_HEADER}.tci[0:0];",
                "    }",
-               f"    hdr.{TAG_HEADER}.setInvalid();   /* popped: ethernet has the inner ethertype */",
+               f"    hdr.{TAG_HEADER}.setInvalid();   /* popped: ethernet has the inner "
+               "ethertype */",
                "} else if (flexnet_reg_bit1 == 1w1 && flexnet_tagging_on != 32w0) {",
                "    /* sent untagged by a neighbour that stamps: before its tagging was on */",
                f"    {CONTROL_REG}.read(flexnet_reg_word, 32w3);",
@@ -575,7 +578,8 @@ class _Gen:
                 f"    {QUEUED_REG}.read(flexnet_reg_word, (bit<32>)flexnet_version_slot);",
                 f"    {QUEUED_REG}.write((bit<32>)flexnet_version_slot, flexnet_reg_word + 32w1);",
                 "    meta.flexnet_queued_slot = (bit<2>)flexnet_version_slot + 2w1;",
-                f"    {TAGPORT_REG}.read(flexnet_tag_port_kind, (bit<32>)standard_metadata.egress_spec);",
+                f"    {TAGPORT_REG}.read(flexnet_tag_port_kind, "
+                "(bit<32>)standard_metadata.egress_spec);",
                 "    if (flexnet_tag_port_kind != 2w0) {",
                 f"        hdr.{TAG_HEADER}.setValid();",
                 f"        hdr.{TAG_HEADER}.tci = 16w0x0ff0 | (bit<16>)flexnet_version_slot;",
@@ -584,7 +588,8 @@ class _Gen:
                 f"        {CONTROL_REG}.read(flexnet_reg_word, 32w4);",
                 "        if (flexnet_tag_port_kind == 2w2 && flexnet_reg_word != 32w0) {",
                 f"            hdr.{TAG_HEADER}.tci = hdr.{TAG_HEADER}.tci | 16w{TAG_COUNTED:#x};",
-                f"            {LINK_SENT_REG}.read(flexnet_count_tmp, (bit<32>)flexnet_version_slot);",
+                f"            {LINK_SENT_REG}.read(flexnet_count_tmp, "
+                "(bit<32>)flexnet_version_slot);",
                 f"            {LINK_SENT_REG}.write((bit<32>)flexnet_version_slot, "
                 "flexnet_count_tmp + 64w1);",
                 "        }",

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..errors import ProgramError
-from ..program.model import Action, Map, Op, Program, Stmt, Table
+from ..program.model import Op, Program, Stmt
 from ..program.validate import check_target, validate
 from .p4 import P4_CAPABILITIES, _check_names, _Gen, _Locals, tag_support
 

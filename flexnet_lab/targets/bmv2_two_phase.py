@@ -84,7 +84,7 @@ class _Dual:
 class TwoVersions:
     """The two-phase interface of a Bmv2Switch (see the module docstring)."""
 
-    drain_floor_ms = 30.0   # bmv2 queues packets in its own threads: a quiet time of 30 ms
+    drain_floor_ms = 10.0   # bmv2: a quiet time of 10 ms (its queues and links are counted)
 
     def _init_two_versions(self) -> None:
         self._version = 0

@@ -22,7 +22,9 @@ then commits them back to back.
      pipeline, since bmv2's runtime calls address the saved one until the commit;
   5. COMMIT: bmv2 swaps pipelines between packets (it drains the packets in flight).
 Register increments the old pipeline counts between steps 2 and 5 are not carried; each
-change records that window. (RECONCILE_AND_COMMIT does 3-5 for entries alone, and PI
+change records that window. Every load also writes the version tag's registers (stamp,
+tagging, trusted and tag ports, a fresh version number for the oracle) before the commit;
+per-packet changes hold two versions in one pipeline (bmv2_two_phase.py). (RECONCILE_AND_COMMIT does 3-5 for entries alone, and PI
 replays P4 counter entries as INSERTs, which fails: so maps are registers on bmv2.)
 """
 from __future__ import annotations

@@ -61,12 +61,58 @@ header udp_t {
     bit<16> checksum;
 }
 
+/* the lab's version tag (802.1ad S-tag, VID 0xFF0 | slot) as it follows the
+ * source MAC; ethernet's ethertype is then 0x88a8 on the wire */
+header flexnet_version_tag_t {
+    bit<16> tci;
+    bit<16> ethertype;
+}
+
+/* an oracle probe's first bytes (looked ahead at, never emitted): IPv4
+ * without options, UDP to the probe port, payload magic + id; fields of at
+ * most 64 bits (wider ones are bignums in bmv2) */
+header flexnet_peek_plain_t {
+    bit<48> dst;
+    bit<48> src;
+    bit<16> ethertype;
+    bit<8> version_ihl;
+    bit<64> ip_mid;
+    bit<8> protocol;
+    bit<64> ip_end;
+    bit<16> ip_dst_low;
+    bit<16> sport;
+    bit<16> dport;
+    bit<32> udp_end;
+    bit<32> magic;
+    bit<32> id;
+}
+
+header flexnet_peek_tagged_t {
+    bit<48> dst;
+    bit<48> src;
+    bit<32> tag;
+    bit<16> ethertype;
+    bit<8> version_ihl;
+    bit<64> ip_mid;
+    bit<8> protocol;
+    bit<64> ip_end;
+    bit<16> ip_dst_low;
+    bit<16> sport;
+    bit<16> dport;
+    bit<32> udp_end;
+    bit<32> magic;
+    bit<32> id;
+}
+
 struct headers {
     ethernet_t ethernet;
     arp_t arp;
     ipv4_t ipv4;
     tcp_t tcp;
     udp_t udp;
+    flexnet_version_tag_t flexnet_version_tag;
+    flexnet_peek_plain_t flexnet_peek_plain;
+    flexnet_peek_tagged_t flexnet_peek_tagged;
 }
 
 struct metadata {
@@ -75,6 +121,7 @@ struct metadata {
     bit<16> l4_sport;
     bit<16> l4_dport;
     bit<1> flexnet_ipv4_set;   /* an ipv4 field was set: recompute the checksum */
+    bit<2> flexnet_queued_slot;   /* 1 + the slot counted as queued */
 }
 
 /* The model's std.* fields (its ports are 16 bits, bmv2's 9; std.pkt_len is
@@ -88,8 +135,45 @@ struct flexnet_std_t {
 
 parser ParserImpl(packet_in packet, out headers hdr, inout metadata meta,
                   inout standard_metadata_t standard_metadata) {
-    state start {
+    state start {   /* shorter than 54 bytes: no oracle probe */
+        transition select(standard_metadata.packet_length) {
+            32w0x0 &&& 32w0xffffffe0: flexnet_model_start;
+            32w0x20 &&& 32w0xfffffff0: flexnet_model_start;
+            32w0x30 &&& 32w0xfffffffc: flexnet_model_start;
+            32w0x34 &&& 32w0xfffffffe: flexnet_model_start;
+            default: flexnet_probe_peeking;
+        }
+    }
+    state flexnet_probe_peeking {
+        hdr.flexnet_peek_plain = packet.lookahead<flexnet_peek_plain_t>();
+        transition select(hdr.flexnet_peek_plain.ethertype) {
+            16w0x88a8: flexnet_probe_peeking_tagged;
+            default: flexnet_model_start;
+        }
+    }
+    state flexnet_probe_peeking_tagged {
+        hdr.flexnet_peek_tagged = packet.lookahead<flexnet_peek_tagged_t>();
+        transition flexnet_model_start;
+    }
+    state flexnet_tag_lookahead {   /* 802.1ad: the lab's tag has VID 0xFF0 | slot */
+        transition select(packet.lookahead<bit<16>>()) {
+            16w0x0ff0 &&& 16w0x0ffe: flexnet_tag_extracted;
+            default: flexnet_after_ethernet;
+        }
+    }
+    state flexnet_tag_extracted {
+        packet.extract(hdr.flexnet_version_tag);
+        hdr.ethernet.ethertype = hdr.flexnet_version_tag.ethertype;
+        transition flexnet_after_ethernet;
+    }
+    state flexnet_model_start {
         packet.extract(hdr.ethernet);
+        transition select(hdr.ethernet.ethertype) {
+            16w0x88a8: flexnet_tag_lookahead;
+            default: flexnet_after_ethernet;
+        }
+    }
+    state flexnet_after_ethernet {
         transition select(hdr.ethernet.ethertype) {
             16w0x0800: ipv4;
             16w0x0806: arp;
@@ -125,6 +209,9 @@ parser ParserImpl(packet_in packet, out headers hdr, inout metadata meta,
     }
 }
 
+/* flexnet_version_queued: packets per version slot in the egress queues */
+register<bit<32>>(2) flexnet_version_queued;
+
 control ingress(inout headers hdr, inout metadata meta,
                 inout standard_metadata_t standard_metadata) {
     flexnet_std_t std;
@@ -158,11 +245,95 @@ control ingress(inout headers hdr, inout metadata meta,
         size = 1024;
     }
 
+    /* per-packet consistent changes (plan/two_phase.py), written by the target:
+     * flexnet_control_words: [0] the slot untagged packets run (the stamp), [1] tagging
+     *   on, [2] the slot of the new version (a pipeline holding two), [3] the
+     *   slot of an untagged packet from a trusted port while tagging is on (the
+     *   old one: its sender ran it before it tagged), [4] links counted;
+     * flexnet_version_number: [0] this load's version number ([1] the new one's);
+     * flexnet_port_trusted / flexnet_port_push_tag: per port, the tag is trusted on arrival /
+     *   pushed on departure (the neighbour there is a switch that knows it);
+     * flexnet_version_count: packets per slot while tagging is on (the drain);
+     * flexnet_port_push_tag: 2 = also mark the tag (DEI) and count it in
+     *   flexnet_link_tag_sent
+     *   while links are counted (the neighbour is a bmv2 switch, which counts
+     *   what arrives marked in flexnet_link_tag_received: sent - received is in flight);
+     * flexnet_version_queued: of those, how many wait in the egress queues (+1 here,
+     *   -1 in egress: the drain waits for them too);
+     * flexnet_probe_records: oracle probes, id << 32 | version, in a ring at
+     *   flexnet_probe_position[0] % 4096 (the target reads only what is new). */
+    register<bit<32>>(5) flexnet_control_words;
+    register<bit<32>>(2) flexnet_version_number;
+    register<bit<1>>(512) flexnet_port_trusted;
+    register<bit<2>>(512) flexnet_port_push_tag;
+    register<bit<64>>(2) flexnet_link_tag_sent;
+    register<bit<64>>(2) flexnet_link_tag_received;
+    register<bit<64>>(2) flexnet_version_count;
+    register<bit<64>>(4096) flexnet_probe_records;
+    register<bit<32>>(1) flexnet_probe_position;
+    bit<1> flexnet_version_slot;      /* the slot this packet runs */
+    bit<1> flexnet_is_new_version;    /* it runs the new version (two held) */
+    bit<32> flexnet_tagging_on;
+
     apply {
         bit<64> flexnet_val_tmp1;
         bit<32> flexnet_idx_tmp2;
         bit<64> flexnet_val_tmp3;
         bit<32> flexnet_idx_tmp4;
+        bit<32> flexnet_reg_word;
+        bit<32> flexnet_reg_position;
+        bit<1> flexnet_reg_bit1;
+        bit<1> flexnet_tag_was_seen = 1w0;
+        bit<32> flexnet_probe_id;
+        bit<64> flexnet_count_tmp;
+        bit<2> flexnet_tag_port_kind;
+        flexnet_control_words.read(flexnet_reg_word, 32w0);
+        flexnet_version_slot = (bit<1>)flexnet_reg_word;
+        flexnet_control_words.read(flexnet_tagging_on, 32w1);
+        flexnet_port_trusted.read(flexnet_reg_bit1, (bit<32>)standard_metadata.ingress_port);
+        if (hdr.flexnet_version_tag.isValid()) {
+            flexnet_tag_was_seen = 1w1;
+            if ((hdr.flexnet_version_tag.tci & 16w0x1000) != 16w0) {   /* marked */
+                flexnet_link_tag_received.read(flexnet_count_tmp, (bit<32>)hdr.flexnet_version_tag.tci[0:0]);
+                flexnet_link_tag_received.write((bit<32>)hdr.flexnet_version_tag.tci[0:0], flexnet_count_tmp + 64w1);
+            }
+            if (flexnet_reg_bit1 == 1w1) {
+                flexnet_version_slot = hdr.flexnet_version_tag.tci[0:0];
+            }
+            hdr.flexnet_version_tag.setInvalid();   /* popped: ethernet has the inner ethertype */
+        } else if (flexnet_reg_bit1 == 1w1 && flexnet_tagging_on != 32w0) {
+            /* sent untagged by a neighbour that stamps: before its tagging was on */
+            flexnet_control_words.read(flexnet_reg_word, 32w3);
+            flexnet_version_slot = (bit<1>)flexnet_reg_word;
+        }
+        if (flexnet_tagging_on != 32w0) {
+            flexnet_version_count.read(flexnet_count_tmp, (bit<32>)flexnet_version_slot);
+            flexnet_version_count.write((bit<32>)flexnet_version_slot, flexnet_count_tmp + 64w1);
+        }
+        flexnet_is_new_version = 1w0;
+        /* an oracle probe: IPv4 (no options) UDP to port 33999, payload "FXPR" + id; after the lab's tag when one was popped */
+        flexnet_reg_bit1 = 1w0;
+        flexnet_probe_id = 32w0;
+        if (flexnet_tag_was_seen == 1w0 && hdr.flexnet_peek_plain.isValid() && hdr.flexnet_peek_plain.ethertype == 16w0x0800 &&
+                hdr.flexnet_peek_plain.version_ihl == 8w0x45 && hdr.flexnet_peek_plain.protocol == 8w17 &&
+                hdr.flexnet_peek_plain.dport == 16w33999 && hdr.flexnet_peek_plain.magic == 32w0x46585052) {
+            flexnet_reg_bit1 = 1w1;
+            flexnet_probe_id = hdr.flexnet_peek_plain.id;
+        }
+        if (flexnet_tag_was_seen == 1w1 && hdr.flexnet_peek_tagged.isValid() && hdr.flexnet_peek_tagged.ethertype == 16w0x0800 &&
+                hdr.flexnet_peek_tagged.version_ihl == 8w0x45 && hdr.flexnet_peek_tagged.protocol == 8w17 &&
+                hdr.flexnet_peek_tagged.dport == 16w33999 && hdr.flexnet_peek_tagged.magic == 32w0x46585052) {
+            flexnet_reg_bit1 = 1w1;
+            flexnet_probe_id = hdr.flexnet_peek_tagged.id;
+        }
+        if (flexnet_reg_bit1 == 1w1) {
+            flexnet_version_number.read(flexnet_reg_word, (bit<32>)flexnet_is_new_version);
+            flexnet_probe_position.read(flexnet_reg_position, 32w0);
+            flexnet_probe_records.write((bit<32>)flexnet_reg_position[11:0], flexnet_probe_id ++ flexnet_reg_word);
+            flexnet_probe_position.write(32w0, flexnet_reg_position + 32w1);
+        }
+        hdr.flexnet_peek_plain.setInvalid();
+        hdr.flexnet_peek_tagged.setInvalid();
         if (standard_metadata.parser_error != error.NoError) {
             mark_to_drop(standard_metadata);   /* reject = drop */
         } else {
@@ -187,13 +358,39 @@ control ingress(inout headers hdr, inout metadata meta,
             } else {
                 standard_metadata.egress_spec = (bit<9>)std.egress_port;
             }
+            if (flexnet_tagging_on != 32w0 && standard_metadata.egress_spec != 9w511) {
+                flexnet_version_queued.read(flexnet_reg_word, (bit<32>)flexnet_version_slot);
+                flexnet_version_queued.write((bit<32>)flexnet_version_slot, flexnet_reg_word + 32w1);
+                meta.flexnet_queued_slot = (bit<2>)flexnet_version_slot + 2w1;
+                flexnet_port_push_tag.read(flexnet_tag_port_kind, (bit<32>)standard_metadata.egress_spec);
+                if (flexnet_tag_port_kind != 2w0) {
+                    hdr.flexnet_version_tag.setValid();
+                    hdr.flexnet_version_tag.tci = 16w0x0ff0 | (bit<16>)flexnet_version_slot;
+                    hdr.flexnet_version_tag.ethertype = hdr.ethernet.ethertype;
+                    hdr.ethernet.ethertype = 16w0x88a8;
+                    flexnet_control_words.read(flexnet_reg_word, 32w4);
+                    if (flexnet_tag_port_kind == 2w2 && flexnet_reg_word != 32w0) {
+                        hdr.flexnet_version_tag.tci = hdr.flexnet_version_tag.tci | 16w0x1000;
+                        flexnet_link_tag_sent.read(flexnet_count_tmp, (bit<32>)flexnet_version_slot);
+                        flexnet_link_tag_sent.write((bit<32>)flexnet_version_slot, flexnet_count_tmp + 64w1);
+                    }
+                }
+            }
         }
     }
 }
 
 control egress(inout headers hdr, inout metadata meta,
                inout standard_metadata_t standard_metadata) {
-    apply { }
+    apply {
+        bit<32> flexnet_queued_count;
+        bit<32> flexnet_queued_index;
+        if (meta.flexnet_queued_slot != 2w0) {   /* out of the queue */
+            flexnet_queued_index = (bit<32>)(meta.flexnet_queued_slot - 2w1);
+            flexnet_version_queued.read(flexnet_queued_count, flexnet_queued_index);
+            flexnet_version_queued.write(flexnet_queued_index, flexnet_queued_count - 32w1);
+        }
+    }
 }
 
 control verifyChecksum(inout headers hdr, inout metadata meta) {
@@ -221,6 +418,7 @@ control computeChecksum(inout headers hdr, inout metadata meta) {
 control DeparserImpl(packet_out packet, in headers hdr) {
     apply {
         packet.emit(hdr.ethernet);
+        packet.emit(hdr.flexnet_version_tag);
         packet.emit(hdr.ipv4);
         packet.emit(hdr.arp);
         packet.emit(hdr.tcp);

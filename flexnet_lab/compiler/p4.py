@@ -53,6 +53,39 @@ IPV4_SET = "flexnet_ipv4_set"          # metadata flag: an ipv4 field was set
 REJECT_STATE = "flexnet_rejected"      # records a parser error (v1model ignores `reject`)
 DROP_PORT_NOTE = "v1model drops a packet whose egress_spec is the drop port (511)"
 ETHERTYPE_VLAN = 0x8100
+# the lab's version tag (plan/two_phase.py; the eBPF root's, compiler/ebpf.py root_source):
+# an 802.1ad S-tag right after the source MAC, VID 0xFF0 | slot. Generator-owned names are
+# 16+ characters, so no model name (at most 15) can clash with them.
+ETHERTYPE_STAG = 0x88A8
+TAG_HEADER = "flexnet_version_tag"     # header instance: tci, then the inner ethertype
+TAG_PARSE = "flexnet_tag_lookahead"    # parser states of the tag
+TAG_POP = "flexnet_tag_extracted"
+AFTER_ETH = "flexnet_after_ethernet"
+MODEL_START = "flexnet_model_start"    # the model's `start` (the generator's own comes first)
+PEEK_STATE = "flexnet_probe_peeking"
+PEEK_TAGGED_STATE = "flexnet_probe_peeking_tagged"
+PEEK_PLAIN = "flexnet_peek_plain"      # an oracle probe's bytes 0..49, looked at, not parsed
+PEEK_TAGGED = "flexnet_peek_tagged"    # the same with the lab's tag after the source MAC
+PEEK_BYTES = 54                        # an oracle probe's bytes 0..49, 4 more when tagged
+CONTROL_REG = "flexnet_control_words"  # [0] stamp slot, [1] tagging on, [2] new version's
+                                       # slot, [3] slot of untagged packets from trusted ports
+VERSION_REG = "flexnet_version_number" # [0] this load's (old) version, [1] the new one's
+TRUST_REG = "flexnet_port_trusted"     # bmv2 port -> 1: the neighbour there stamps the tag
+TAGPORT_REG = "flexnet_port_push_tag"  # bmv2 port -> 1: push the tag out of it (tagging on)
+VCOUNT_REG = "flexnet_version_count"   # packets per version slot while tagging is on
+QUEUED_REG = "flexnet_version_queued"  # packets per slot in the egress queues (the drain)
+LINK_SENT_REG = "flexnet_link_tag_sent"     # per slot: tagged packets marked towards a bmv2
+LINK_RECV_REG = "flexnet_link_tag_received" # per slot: marked packets that arrived here
+TAG_COUNTED = 0x1000                   # the tag's DEI bit: sender counted it (LINK_SENT_REG)
+PROBE_REG = "flexnet_probe_records"    # oracle probes met: a ring of id << 32 | version
+PROBE_POS = "flexnet_probe_position"   # [0] records written since the load (ring position)
+PROBE_SLOTS = 4096
+PROBE_PORT = 33999                     # the oracle's probes (compiler/ebpf.py)
+PROBE_MAGIC = 0x46585052
+TAG_REGISTERS = (CONTROL_REG, VERSION_REG, TRUST_REG, TAGPORT_REG, VCOUNT_REG, QUEUED_REG,
+                 LINK_SENT_REG, LINK_RECV_REG, PROBE_REG,
+                 PROBE_POS)
+BMV2_PORTS = 512
 METER_RED = 2
 # row r of a sketch hashes the flow hash times its own odd constant: CRC is linear, so a
 # plain per-row seed would give every row the same collisions
@@ -82,7 +115,10 @@ BMV2_INSTANCES = frozenset({"scalars", "standard_metadata", "std"})
 # names this generator declares
 GENERATED = frozenset({"headers", "metadata", STD_TYPE, "ParserImpl", "verifyChecksum",
                        "ingress", "egress", "computeChecksum", "DeparserImpl", "main",
-                       "packet", "hdr", "meta", "standard_metadata", "std", REJECT_STATE})
+                       "packet", "hdr", "meta", "standard_metadata", "std", REJECT_STATE,
+                       TAG_HEADER, f"{TAG_HEADER}_t", TAG_PARSE, TAG_POP, AFTER_ETH,
+                       MODEL_START, PEEK_STATE, PEEK_TAGGED_STATE, PEEK_PLAIN, PEEK_TAGGED,
+                       f"{PEEK_PLAIN}_t", f"{PEEK_TAGGED}_t", *TAG_REGISTERS})
 
 
 # --- names ------------------------------------------------------------------------------
@@ -167,6 +203,8 @@ class _Gen:
         ipv4 = program.header("ipv4")
         ck = ipv4.field("checksum") if ipv4 else None
         self.checksum = bool(ck and ck.bits == 16 and (ipv4.bits - 16) % 16 == 0)
+        self.tag = tag_support(program)
+        self.dual = False      # _DualGen: two versions, chosen per packet
 
     # --- expressions --------------------------------------------------------------------
     def ref(self, ref: str, in_parser: bool = False) -> tuple[str, int]:
@@ -240,13 +278,33 @@ class _Gen:
             out.append(f"header {h.name}_t {{")
             out += [f"    bit<{f.bits}> {f.name};" for f in h.fields]
             out += ["}", ""]
+        if self.tag:
+            out += ["/* the lab's version tag (802.1ad S-tag, VID 0xFF0 | slot) as it follows the",
+                    " * source MAC; ethernet's ethertype is then 0x88a8 on the wire */",
+                    f"header {TAG_HEADER}_t {{", "    bit<16> tci;", "    bit<16> ethertype;",
+                    "}", "",
+                    "/* an oracle probe's first bytes (looked ahead at, never emitted): IPv4",
+                    " * without options, UDP to the probe port, payload magic + id; fields of at",
+                    " * most 64 bits (wider ones are bignums in bmv2) */"]
+            for name, tagged in ((PEEK_PLAIN, False), (PEEK_TAGGED, True)):
+                out += [f"header {name}_t {{", "    bit<48> dst;", "    bit<48> src;"]
+                out += ["    bit<32> tag;"] if tagged else []
+                out += ["    bit<16> ethertype;", "    bit<8> version_ihl;", "    bit<64> ip_mid;",
+                        "    bit<8> protocol;", "    bit<64> ip_end;", "    bit<16> ip_dst_low;",
+                        "    bit<16> sport;", "    bit<16> dport;", "    bit<32> udp_end;",
+                        "    bit<32> magic;", "    bit<32> id;", "}", ""]
         out.append("struct headers {")
         out += [f"    {h.name}_t {h.name};" for h in self.p.headers]
+        if self.tag:
+            out += [f"    {TAG_HEADER}_t {TAG_HEADER};", f"    {PEEK_PLAIN}_t {PEEK_PLAIN};",
+                    f"    {PEEK_TAGGED}_t {PEEK_TAGGED};"]
         out += ["}", "", "struct metadata {"]
         out += [f"    bit<{f.bits}> {f.name};" for f in self.p.metadata]
         if self.checksum:
             out.append(f"    bit<1> {IPV4_SET};   /* an ipv4 field was set: recompute the "
                        "checksum */")
+        if self.tag:
+            out.append("    bit<2> flexnet_queued_slot;   /* 1 + the slot counted as queued */")
         out += ["}", "",
                 "/* The model's std.* fields (its ports are 16 bits, bmv2's 9; std.pkt_len is",
                 " * standard_metadata.packet_length). drop: the packet is dropped unless a",
@@ -261,10 +319,18 @@ class _Gen:
         out = ["parser ParserImpl(packet_in packet, out headers hdr, inout metadata meta,",
                "                  inout standard_metadata_t standard_metadata) {"]
         rejects = False
-        for st in self.p.parser:
-            out.append(f"    state {st.name} {{")
+        if self.tag:
+            out += self.tag_parser()
+        for k, st in enumerate(self.p.parser):
+            out.append(f"    state {self.state(st.name)} {{")
             if st.extract:
                 out.append(f"        packet.extract(hdr.{st.extract});")
+            if k == 0 and self.tag:   # the lab's tag follows the source MAC: pop it first
+                eth = self.p.header("ethernet").fields[2].name
+                out += [f"        transition select(hdr.ethernet.{eth}) {{",
+                        f"            {_lit(ETHERTYPE_STAG, 16)}: {TAG_PARSE};",
+                        f"            default: {AFTER_ETH};", "        }", "    }",
+                        f"    state {AFTER_ETH} {{"]
             for dst, src in st.sets:
                 dexpr, dbits = self.ref(dst, True)
                 sexpr, sbits = self.ref(src, True)
@@ -291,9 +357,45 @@ class _Gen:
                     "    }"]
         return out + ["}", ""]
 
-    @staticmethod
-    def state(name: str) -> str:
+    def state(self, name: str) -> str:
+        if name == "start" and self.tag:
+            return MODEL_START
         return REJECT_STATE if name == "reject" else name
+
+    def tag_parser(self) -> list[str]:
+        """The generator's start: a frame long enough to be an oracle probe is peeked at
+        (lookahead fails on a shorter one, so the length decides first), then the model's
+        start state; after ethernet, the lab's tag (VID 0xFF0|slot) is extracted and its
+        inner ethertype put back into ethernet, so the model's parser never sees it."""
+        eth = self.p.header("ethernet").fields[2].name
+        short = []   # packet_length < PEEK_BYTES as value/mask pairs
+        low = 0
+        for bit in reversed(range(PEEK_BYTES.bit_length())):
+            if PEEK_BYTES & (1 << bit):
+                mask = (0xFFFFFFFF << bit) & 0xFFFFFFFF
+                short.append(f"32w{low:#x} &&& 32w{mask:#x}")
+                low |= 1 << bit
+        out = [f"    state start {{   /* shorter than {PEEK_BYTES} bytes: no oracle probe */",
+               "        transition select(standard_metadata.packet_length) {"]
+        out += [f"            {k}: {MODEL_START};" for k in short]
+        out += [f"            default: {PEEK_STATE};", "        }", "    }",
+                f"    state {PEEK_STATE} {{",
+                f"        hdr.{PEEK_PLAIN} = packet.lookahead<{PEEK_PLAIN}_t>();",
+                f"        transition select(hdr.{PEEK_PLAIN}.ethertype) {{",
+                f"            {_lit(ETHERTYPE_STAG, 16)}: {PEEK_TAGGED_STATE};",
+                f"            default: {MODEL_START};", "        }", "    }",
+                f"    state {PEEK_TAGGED_STATE} {{",
+                f"        hdr.{PEEK_TAGGED} = packet.lookahead<{PEEK_TAGGED}_t>();",
+                f"        transition {MODEL_START};", "    }",
+                f"    state {TAG_PARSE} {{   /* 802.1ad: the lab's tag has VID 0xFF0 | slot */",
+                "        transition select(packet.lookahead<bit<16>>()) {",
+                f"            16w0x0ff0 &&& 16w0x0ffe: {TAG_POP};",
+                f"            default: {AFTER_ETH};", "        }", "    }",
+                f"    state {TAG_POP} {{",
+                f"        packet.extract(hdr.{TAG_HEADER});",
+                f"        hdr.ethernet.{eth} = hdr.{TAG_HEADER}.ethertype;",
+                f"        transition {AFTER_ETH};", "    }"]
+        return out
 
     def header_order(self) -> list[str]:
         """Headers in parser order: states topologically (ties in declaration order), then
@@ -323,11 +425,17 @@ class _Gen:
                     order.insert(order.index("ethernet") + 1, h.name)
                 else:
                     order.append(h.name)
+        if self.tag:   # pushed last, so it goes out right after the source MAC
+            order.insert(order.index("ethernet") + 1, TAG_HEADER)
         return order
 
     # --- ingress ------------------------------------------------------------------------
     def ingress(self) -> list[str]:
-        out = ["control ingress(inout headers hdr, inout metadata meta,",
+        out = []
+        if self.tag:   # ingress adds, egress subtracts: one instance outside both controls
+            out += [f"/* {QUEUED_REG}: packets per version slot in the egress queues */",
+                    f"register<bit<32>>(2) {QUEUED_REG};", ""]
+        out += ["control ingress(inout headers hdr, inout metadata meta,",
                "                inout standard_metadata_t standard_metadata) {",
                f"    {STD_TYPE} std;", ""]
         for m in self.p.maps:
@@ -338,12 +446,14 @@ class _Gen:
             out += self.action(a) + [""]
         for t in self.p.tables:
             out += self.table(t) + [""]
+        if self.tag:
+            out += self.tag_registers() + [""]
         temps = _Locals()
-        body: list[str] = []
-        for s, stmt in enumerate(self.p.control):
-            body += self.stmt(stmt, temps, f"control[{s}]")
+        body = self.body(temps)
         out.append("    apply {")
         out += ["        " + d for d in temps.decls]
+        if self.tag:
+            out += ["        " + ln for ln in self.tag_ingress()]
         out += ["        if (standard_metadata.parser_error != error.NoError) {",
                 "            mark_to_drop(standard_metadata);   /* reject = drop */",
                 "        } else {",
@@ -352,8 +462,139 @@ class _Gen:
                 "            std.drop = 1w0;"]
         out += ["            " + ln for ln in body]
         out += self.verdict()
+        if self.tag:
+            out += ["            " + ln for ln in self.tag_push()]
         out += ["        }", "    }", "}", ""]
         return out
+
+    def body(self, temps: _Locals) -> list[str]:
+        """The model's control statements in order."""
+        body: list[str] = []
+        for s, stmt in enumerate(self.p.control):
+            body += self.stmt(stmt, temps, f"control[{s}]")
+        return body
+
+    # --- the version tag of per-packet consistent changes -----------------------------------
+    @staticmethod
+    def tag_registers() -> list[str]:
+        return ["    /* per-packet consistent changes (plan/two_phase.py), written by the target:",
+                f"     * {CONTROL_REG}: [0] the slot untagged packets run (the stamp), [1] tagging",
+                "     *   on, [2] the slot of the new version (a pipeline holding two), [3] the",
+                "     *   slot of an untagged packet from a trusted port while tagging is on (the",
+                "     *   old one: its sender ran it before it tagged), [4] links counted;",
+                f"     * {VERSION_REG}: [0] this load's version number ([1] the new one's);",
+                f"     * {TRUST_REG} / {TAGPORT_REG}: per port, the tag is trusted on arrival /",
+                "     *   pushed on departure (the neighbour there is a switch that knows it);",
+                f"     * {VCOUNT_REG}: packets per slot while tagging is on (the drain);",
+                f"     * {TAGPORT_REG}: 2 = also mark the tag (DEI) and count it in",
+                f"     *   {LINK_SENT_REG}",
+                "     *   while links are counted (the neighbour is a bmv2 switch, which counts",
+                f"     *   what arrives marked in {LINK_RECV_REG}: sent - received is in flight);",
+                f"     * {QUEUED_REG}: of those, how many wait in the egress queues (+1 here,",
+                "     *   -1 in egress: the drain waits for them too);",
+                f"     * {PROBE_REG}: oracle probes, id << 32 | version, in a ring at",
+                f"     *   {PROBE_POS}[0] % {PROBE_SLOTS} (the target reads only what is new). */",
+                f"    register<bit<32>>(5) {CONTROL_REG};",
+                f"    register<bit<32>>(2) {VERSION_REG};",
+                f"    register<bit<1>>({BMV2_PORTS}) {TRUST_REG};",
+                f"    register<bit<2>>({BMV2_PORTS}) {TAGPORT_REG};",
+                f"    register<bit<64>>(2) {LINK_SENT_REG};",
+                f"    register<bit<64>>(2) {LINK_RECV_REG};",
+                f"    register<bit<64>>(2) {VCOUNT_REG};",
+                f"    register<bit<64>>({PROBE_SLOTS}) {PROBE_REG};",
+                f"    register<bit<32>>(1) {PROBE_POS};",
+                "    bit<1> flexnet_version_slot;      /* the slot this packet runs */",
+                "    bit<1> flexnet_is_new_version;    /* it runs the new version (two held) */",
+                "    bit<32> flexnet_tagging_on;"]
+
+    def tag_ingress(self) -> list[str]:
+        """The eBPF root's part (compiler/ebpf.py root_source): the slot from a trusted tag or
+        the stamp, the tag popped whether trusted or not (a host's forged tag never selects
+        a version nor reaches the program), counted per slot while tagging is on, and an
+        oracle probe recorded with the version it runs."""
+        out = ["bit<32> flexnet_reg_word;", "bit<32> flexnet_reg_position;",
+               "bit<1> flexnet_reg_bit1;", "bit<1> flexnet_tag_was_seen = 1w0;",
+               "bit<32> flexnet_probe_id;", "bit<64> flexnet_count_tmp;",
+               "bit<2> flexnet_tag_port_kind;",
+               f"{CONTROL_REG}.read(flexnet_reg_word, 32w0);",
+               "flexnet_version_slot = (bit<1>)flexnet_reg_word;",
+               f"{CONTROL_REG}.read(flexnet_tagging_on, 32w1);",
+               f"{TRUST_REG}.read(flexnet_reg_bit1, (bit<32>)standard_metadata.ingress_port);",
+               f"if (hdr.{TAG_HEADER}.isValid()) {{",
+               "    flexnet_tag_was_seen = 1w1;",
+               f"    if ((hdr.{TAG_HEADER}.tci & 16w{TAG_COUNTED:#x}) != 16w0) {{   /* marked */",
+               f"        {LINK_RECV_REG}.read(flexnet_count_tmp, "
+               f"(bit<32>)hdr.{TAG_HEADER}.tci[0:0]);",
+               f"        {LINK_RECV_REG}.write((bit<32>)hdr.{TAG_HEADER}.tci[0:0], "
+               "flexnet_count_tmp + 64w1);",
+               "    }",
+               "    if (flexnet_reg_bit1 == 1w1) {",
+               f"        flexnet_version_slot = hdr.{TAG_HEADER}.tci[0:0];",
+               "    }",
+               f"    hdr.{TAG_HEADER}.setInvalid();   /* popped: ethernet has the inner "
+               "ethertype */",
+               "} else if (flexnet_reg_bit1 == 1w1 && flexnet_tagging_on != 32w0) {",
+               "    /* sent untagged by a neighbour that stamps: before its tagging was on */",
+               f"    {CONTROL_REG}.read(flexnet_reg_word, 32w3);",
+               "    flexnet_version_slot = (bit<1>)flexnet_reg_word;",
+               "}",
+               "if (flexnet_tagging_on != 32w0) {",
+               f"    {VCOUNT_REG}.read(flexnet_count_tmp, (bit<32>)flexnet_version_slot);",
+               f"    {VCOUNT_REG}.write((bit<32>)flexnet_version_slot, flexnet_count_tmp + 64w1);",
+               "}",
+               "flexnet_is_new_version = 1w0;"]
+        if self.dual:
+            out += [f"{CONTROL_REG}.read(flexnet_reg_word, 32w2);",
+                    "if (flexnet_version_slot == (bit<1>)flexnet_reg_word) {",
+                    "    flexnet_is_new_version = 1w1;",
+                    "}"]
+        m = PROBE_MAGIC
+        out += [f"/* an oracle probe: IPv4 (no options) UDP to port {PROBE_PORT}, payload "
+                "\"FXPR\" + id; after the lab's tag when one was popped */",
+                "flexnet_reg_bit1 = 1w0;", "flexnet_probe_id = 32w0;"]
+        for name, cond in ((PEEK_PLAIN, "flexnet_tag_was_seen == 1w0"),
+                           (PEEK_TAGGED, "flexnet_tag_was_seen == 1w1")):
+            h = f"hdr.{name}"
+            out += [f"if ({cond} && {h}.isValid() && {h}.ethertype == 16w0x0800 &&",
+                    f"        {h}.version_ihl == 8w0x45 && {h}.protocol == 8w17 &&",
+                    f"        {h}.dport == 16w{PROBE_PORT} && {h}.magic == 32w{m:#x}) {{",
+                    "    flexnet_reg_bit1 = 1w1;", f"    flexnet_probe_id = {h}.id;", "}"]
+        out += ["if (flexnet_reg_bit1 == 1w1) {",
+                f"    {VERSION_REG}.read(flexnet_reg_word, (bit<32>)flexnet_is_new_version);",
+                f"    {PROBE_POS}.read(flexnet_reg_position, 32w0);",
+                f"    {PROBE_REG}.write((bit<32>)flexnet_reg_position"
+                f"[{PROBE_SLOTS.bit_length() - 2}:0], flexnet_probe_id ++ flexnet_reg_word);",
+                f"    {PROBE_POS}.write(32w0, flexnet_reg_position + 32w1);",
+                "}",
+                f"hdr.{PEEK_PLAIN}.setInvalid();", f"hdr.{PEEK_TAGGED}.setInvalid();"]
+        return out
+
+    @staticmethod
+    def tag_push() -> list[str]:
+        """While tagging is on, a packet leaving towards a switch that knows the tag carries
+        its slot (never towards a host: the target marks only ports between switches), and
+        is counted as queued until egress takes it."""
+        return ["if (flexnet_tagging_on != 32w0 && standard_metadata.egress_spec != 9w511) {",
+                f"    {QUEUED_REG}.read(flexnet_reg_word, (bit<32>)flexnet_version_slot);",
+                f"    {QUEUED_REG}.write((bit<32>)flexnet_version_slot, flexnet_reg_word + 32w1);",
+                "    meta.flexnet_queued_slot = (bit<2>)flexnet_version_slot + 2w1;",
+                f"    {TAGPORT_REG}.read(flexnet_tag_port_kind, "
+                "(bit<32>)standard_metadata.egress_spec);",
+                "    if (flexnet_tag_port_kind != 2w0) {",
+                f"        hdr.{TAG_HEADER}.setValid();",
+                f"        hdr.{TAG_HEADER}.tci = 16w0x0ff0 | (bit<16>)flexnet_version_slot;",
+                f"        hdr.{TAG_HEADER}.ethertype = hdr.ethernet.ethertype;",
+                f"        hdr.ethernet.ethertype = {_lit(ETHERTYPE_STAG, 16)};",
+                f"        {CONTROL_REG}.read(flexnet_reg_word, 32w4);",
+                "        if (flexnet_tag_port_kind == 2w2 && flexnet_reg_word != 32w0) {",
+                f"            hdr.{TAG_HEADER}.tci = hdr.{TAG_HEADER}.tci | 16w{TAG_COUNTED:#x};",
+                f"            {LINK_SENT_REG}.read(flexnet_count_tmp, "
+                "(bit<32>)flexnet_version_slot);",
+                f"            {LINK_SENT_REG}.write((bit<32>)flexnet_version_slot, "
+                "flexnet_count_tmp + 64w1);",
+                "        }",
+                "    }",
+                "}"]
 
     def map_decl(self, m: Map) -> list[str]:
         if m.kind == "counter":
@@ -537,10 +778,22 @@ class _Gen:
     # --- the rest -----------------------------------------------------------------------
     def tail(self) -> list[str]:
         out = ["control egress(inout headers hdr, inout metadata meta,",
-               "               inout standard_metadata_t standard_metadata) {",
-               "    apply { }", "}", "",
-               "control verifyChecksum(inout headers hdr, inout metadata meta) {",
-               "    apply { }", "}", "",
+               "               inout standard_metadata_t standard_metadata) {"]
+        if self.tag:
+            out += ["    apply {",
+                    "        bit<32> flexnet_queued_count;",
+                    "        bit<32> flexnet_queued_index;",
+                    "        if (meta.flexnet_queued_slot != 2w0) {   /* out of the queue */",
+                    "            flexnet_queued_index = (bit<32>)(meta.flexnet_queued_slot - 2w1);",
+                    f"            {QUEUED_REG}.read(flexnet_queued_count, flexnet_queued_index);",
+                    f"            {QUEUED_REG}.write(flexnet_queued_index, "
+                    "flexnet_queued_count - 32w1);",
+                    "        }",
+                    "    }", "}", ""]
+        else:
+            out += ["    apply { }", "}", ""]
+        out += ["control verifyChecksum(inout headers hdr, inout metadata meta) {",
+                "    apply { }", "}", "",
                "control computeChecksum(inout headers hdr, inout metadata meta) {",
                "    apply {"]
         if self.checksum:
@@ -571,6 +824,15 @@ def _provenance(program: Program) -> list[str]:
         return lines
     return [" * Generated from the model by flexnet_lab/compiler/p4.py "
             "(flexnet compile ... --target p4)."]
+
+
+def tag_support(program: Program) -> bool:
+    """Whether the pipeline can carry the lab's version tag: it parses ethernet (dst, src,
+    ethertype: 48/48/16 bits) first, so the tag sits right behind it."""
+    eth = program.header("ethernet")
+    return bool(eth is not None and [f.bits for f in eth.fields] == [48, 48, 16]
+                and program.parser and program.parser[0].extract == "ethernet"
+                and program.parser[0].name == "start")
 
 
 def generate_p4(program: Program, role: str = "switch") -> str:

@@ -36,10 +36,12 @@ per-flow (optional): a flow keeps the version it started with until it has been 
   A device whose root has no flow table makes the change per-packet, said. Devices that
   keep flows also have holds_flows() and set_flow_tracking().
 
-A device that cannot hold two versions (bmv2, a host's XDP or tc-ingress hook, a change of
-table defaults only, which live in maps both versions share) is changed per-device at the
-flip, and the record of the change says `per-device` with the reason: never a silent
-downgrade.
+A bmv2 switch holds both versions in one pipeline generated from the two programs
+(compiler/p4_dual.py, targets/bmv2_two_phase.py): install loads it, retire loads the new
+program alone. A device that cannot hold two versions (a bmv2 switch whose two programs
+one pipeline cannot merge, a host's XDP or tc-ingress hook, a change of table defaults
+only, which live in maps both versions share) is changed per-device at the flip, and the
+record of the change says `per-device` with the reason: never a silent downgrade.
 
 Devices are duck-typed (plan imports no target): a device that holds two versions has
 holds_two_versions(), stamp, set_stamp(), set_tagging(), set_trust(), set_port_tag(),
@@ -51,14 +53,17 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 from ..errors import OptionError
 from .execute import (ChangeRecord, Checks, _after_commit, _released, apply_programs,
                       restore, save_for_undo)
 
 LEVELS = ("per-device", "per-packet", "per-flow")
+SWITCH_KINDS = ("ebpf", "bmv2")   # switches whose ports carry the version tag
 PREPARE_THREADS = 2
+BMV2_THREADS = 3
 
 
 def check_level(level: str) -> str:
@@ -130,13 +135,24 @@ class _TwoPhase:
         self.two, self.weak = [], []
         for name, dev, prog, desc in changes:
             plan = checks.change(dev, prog)
-            reason = _weak_reason(name, dev, plan)
+            reason = _weak_reason(name, dev, plan, prog)
             (self.weak if reason else self.two).append((name, dev, prog, desc, plan, reason))
         self.switches = {n: d for n, d in network.items()
-                         if getattr(d, "kind", "") == "ebpf" and two_phase_capable(d)}
+                         if getattr(d, "kind", "") in SWITCH_KINDS and two_phase_capable(d)}
+        # a switch that queues packets in its own threads (bmv2) needs a longer quiet time
+        floor = max((getattr(d, "drain_floor_ms", 0.0) for d in self.switches.values()),
+                    default=0.0)
+        if floor > self.drain.quiet_ms:
+            self.drain = replace(self.drain, quiet_ms=floor,
+                                 min_ms=max(self.drain.min_ms, 2 * floor),
+                                 max_ms=max(self.drain.max_ms, 100 * floor))
         # ingress points: every eBPF switch (packets from hosts) and the sending hosts whose
         # tc egress function changes
         self.hosts = {n: d for n, d, *_ in self.two if getattr(d, "kind", "") == "host"}
+        # a bmv2 switch loads whole pipelines (tens of ms, mostly waiting on its own
+        # process): three at once keep two cores busy
+        self.threads = BMV2_THREADS if any(getattr(d, "kind", "") == "bmv2"
+                                           for _, d, *_ in self.two) else 1
         self.points = {**self.switches, **self.hosts}
 
     def run(self) -> list[ChangeRecord]:
@@ -152,9 +168,13 @@ class _TwoPhase:
         prepared, saves = self._prepare()
         self._tagging(True)
         t1 = time.perf_counter()
-        for (name, dev, *_), prep in zip(self.two, prepared):
-            dev.install_spare(prep)
-            self.undo.append((f"{name}: new version out of the spare slot", dev.remove_spare))
+        done, err = _each(len(self.two), lambda i: self.two[i][1].install_spare(prepared[i]),
+                          self.threads)
+        for (name, dev, *_), ok in zip(self.two, done):
+            if ok:
+                self.undo.append((f"{name}: new version out of the spare slot", dev.remove_spare))
+        if err is not None:
+            raise err
         weak_recs = _named(apply_programs([(d, p, desc) for _, d, p, desc, *_ in self.weak],
                                           self.undo, self.checks), [w[0] for w in self.weak])
         t2 = time.perf_counter()
@@ -162,6 +182,9 @@ class _TwoPhase:
         olds = [dev.program for _, dev, *_ in self.two]
         self.undo.append(("ingress points stamp the old version again",
                           lambda: self._unflip(old_slot)))
+        for dev in self.switches.values():   # bmv2: no load resets the link counts now
+            if hasattr(dev, "set_link_counting"):
+                dev.set_link_counting(True)
         for dev in self.points.values():
             dev.set_stamp(new_slot)
         for _, dev, *_ in self.two:
@@ -170,11 +193,14 @@ class _TwoPhase:
         drain = self._drain(old_slot)
         t4 = time.perf_counter()
         records = []
-        for (name, dev, prog, desc, plan, _), prep, old, saved in zip(
-                self.two, prepared, olds, saves):
-            dev.retire_old()
-            self.undo.append((f"{name}: {old.name} back",
-                              lambda dev=dev, old=old, saved=saved: restore(dev, old, saved)))
+        done, err = _each(len(self.two), lambda i: self.two[i][1].retire_old(), self.threads)
+        for (name, dev, *_), old, saved, ok in zip(self.two, olds, saves, done):
+            if ok:
+                self.undo.append((f"{name}: {old.name} back",
+                                  lambda dev=dev, old=old, saved=saved: restore(dev, old, saved)))
+        if err is not None:
+            raise err
+        for (name, dev, prog, desc, plan, _), prep in zip(self.two, prepared):
             rec = ChangeRecord(name, desc, plan.kind, plan=plan, at=at, done=time.time(),
                                compile_ms=prep.compile_ms, load_ms=prep.load_ms,
                                consistency="per-packet", version=prep.version)
@@ -233,7 +259,8 @@ class _TwoPhase:
                 _, dev, prog, _, plan, _ = self.two[i]
                 try:
                     saves[i] = save_for_undo(dev, plan)
-                    results[i] = dev.prepare(prog)
+                    # a bmv2 switch compiles a pipeline holding both versions
+                    results[i] = getattr(dev, "prepare_spare", dev.prepare)(prog)
                 except BaseException as exc:  # kept: raised in the caller's thread
                     errors.append((i, exc))
 
@@ -292,40 +319,73 @@ class _TwoPhase:
         t0 = time.perf_counter()
         devs = list(self.points.values())
         last = sum(d.version_counts()[old_slot] for d in devs)
-        first, quiet_since, polls = last, t0, 0
+        first, quiet_since, polls, last_in_flight = last, t0, 0, 0
         while True:
             time.sleep(p.poll_ms / 1e3)
             polls += 1
             now = time.perf_counter()
             cur = sum(d.version_counts()[old_slot] for d in devs)
-            if cur != last:
-                last, quiet_since = cur, now
+            # bmv2: old packets still between two switches, where no counter moves; a
+            # count that stays put for 10 quiet times is taken as lost on the way
+            in_flight = sum(d.link_in_flight(old_slot) for d in devs
+                            if hasattr(d, "link_in_flight"))
+            if cur != last or in_flight != last_in_flight:
+                last, last_in_flight, quiet_since = cur, in_flight, now
             waited = (now - t0) * 1e3
-            if (now - quiet_since) * 1e3 >= p.quiet_ms and waited >= p.min_ms:
+            quiet = (now - quiet_since) * 1e3
+            held = in_flight > 0 and quiet < 10 * p.quiet_ms
+            if quiet >= p.quiet_ms and waited >= p.min_ms and not held:
                 return {"drain_polls": polls, "old_packets_after_flip": cur - first,
-                        "drain_bounded": False}
+                        "drain_bounded": False, "old_in_flight_left": max(0, in_flight)}
             if waited >= p.max_ms:
                 return {"drain_polls": polls, "old_packets_after_flip": cur - first,
-                        "drain_bounded": True}
+                        "drain_bounded": True, "old_in_flight_left": max(0, in_flight)}
+
+
+def _each(n: int, fn, threads: int) -> tuple[list[bool], BaseException | None]:
+    """fn(i) for i in range(n), `threads` at a time (one: in order, stopping at the first
+    failure); which calls worked, and the error of the first that failed."""
+    done, errors = [False] * n, []
+
+    def one(i: int) -> None:
+        try:
+            fn(i)
+            done[i] = True
+        except BaseException as exc:  # kept: raised in the caller's thread
+            errors.append((i, exc))
+
+    if threads <= 1:
+        for i in range(n):
+            one(i)
+            if errors:
+                break
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(one, range(n)))
+    return done, (min(errors, key=lambda e: e[0])[1] if errors else None)
 
 
 def link_switches(switches: dict, fabric) -> None:
-    """Ports between two eBPF switches push the version tag (only while tagging is on) and
-    trust it; set once, kept (idempotent: the devices remember what they set)."""
+    """Ports between two switches that know the tag (eBPF, bmv2) push the version tag (only
+    while tagging is on) and trust it; set once, kept (idempotent: the devices remember
+    what they set)."""
     for name, sw in switches.items():
         desc = fabric.switches.get(name)
         for port, peer in (desc.peers.items() if desc else ()):
             if peer in switches:
                 sw.set_port_tag(port, True)
                 sw.set_trust(desc.ports[port][0], True)
+                if hasattr(sw, "count_link") and hasattr(switches[peer], "count_link"):
+                    sw.count_link(port)   # two bmv2 switches count what is between them
 
 
-def _weak_reason(name: str, dev, plan) -> str:
+def _weak_reason(name: str, dev, plan, prog) -> str:
     """Why this device's part cannot be per-packet ('' when it can)."""
     if plan.kind not in ("pipeline", "full_swap"):
         return "only table defaults change, and they live in maps both versions share"
     if getattr(dev, "kind", "") == "bmv2":
-        return f"{name} (bmv2) holds one pipeline at a time"
+        refusal = getattr(dev, "spare_refusal", None)
+        return refusal(prog) if refusal else f"{name} (bmv2) holds one pipeline at a time"
     if not two_phase_capable(dev):
         return f"{name} is a receiving host's hook: it sees no version tag"
     return ""

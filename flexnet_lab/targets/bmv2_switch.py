@@ -22,7 +22,9 @@ then commits them back to back.
      pipeline, since bmv2's runtime calls address the saved one until the commit;
   5. COMMIT: bmv2 swaps pipelines between packets (it drains the packets in flight).
 Register increments the old pipeline counts between steps 2 and 5 are not carried; each
-change records that window. (RECONCILE_AND_COMMIT does 3-5 for entries alone, and PI
+change records that window. Every load also writes the version tag's registers (stamp,
+tagging, trusted and tag ports, a fresh version number for the oracle) before the commit;
+per-packet changes hold two versions in one pipeline (bmv2_two_phase.py). (RECONCILE_AND_COMMIT does 3-5 for entries alone, and PI
 replays P4 counter entries as INSERTs, which fails: so maps are registers on bmv2.)
 """
 from __future__ import annotations
@@ -37,7 +39,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..compiler.p4 import map_objects, write_p4
+from ..compiler.p4 import VCOUNT_REG, map_objects, tag_support, write_p4
 from ..errors import EnvironmentMissing, TargetError
 from ..program.model import Map, Program
 from .bmv2_thrift import Bmv2Thrift
@@ -45,6 +47,7 @@ from .ebpf_datapath import Entry
 from .netlink import in_namespace
 from .p4runtime import P4RuntimeClient
 from .port_counters import read_port_counters
+from .bmv2_two_phase import TwoVersions, fresh_version
 
 CONTROL = "ingress"
 THRIFT_PORT = 9090      # inside the switch's own namespace only
@@ -62,6 +65,7 @@ class Bmv2Prepared:
     created: tuple = ()
     info: object = None          # the parsed P4Info, filled on first use
     staged: _Staged | None = None
+    version: int = 0             # the number probes record for this load (fresh per load)
 
 
 @dataclass
@@ -76,7 +80,7 @@ class _Staged:
     arrays: int
 
 
-class Bmv2Switch:
+class Bmv2Switch(TwoVersions):
     """Switch target on bmv2 (simple_switch_grpc) over P4Runtime."""
 
     kind = "bmv2"
@@ -96,6 +100,7 @@ class Bmv2Switch:
         self._args: tuple = ()
         self._pid = 0
         self.log_path = os.path.join(run_dir, f"{name}.bmv2.log")
+        self._init_two_versions()
 
     # --- life cycle -----------------------------------------------------------------------
     def boot(self, program: Program, timeout_s: float = 15.0) -> None:
@@ -132,6 +137,12 @@ class Bmv2Switch:
         self._thrift.set_egress_queue_depth(EGRESS_QUEUE_PKTS)
         self._client.set_pipeline(self._info(prepared), prepared.device_json,
                                   "VERIFY_AND_COMMIT")
+        self._loaded()
+        # a user's own P4 program (bmv2_p4.py) has no tag; a lab program's version number is
+        # written after the load (so one compiled pipeline serves every load)
+        if isinstance(prepared.program, Program) and tag_support(prepared.program):
+            self._version = fresh_version()
+            self._thrift.write_registers(self._tag_values(self._version))
 
     def _offloads_off(self) -> None:
         """Segmentation and receive offloads off on the switch's ports, before bmv2 opens
@@ -186,6 +197,7 @@ class Bmv2Switch:
             sw._client = P4RuntimeClient(desc.name, desc.grpc, election_id=_election_id())
             sw._client.p4info = sw._client.get_p4info()
             sw._thrift = sw._connect_thrift(10.0)
+            sw._adopt_tag_state()
         return sw
 
     def warm(self) -> None:
@@ -255,7 +267,7 @@ class Bmv2Switch:
     def restore_map(self, name: str, values) -> int:
         """Write a map's snapshot (as read_map returned it) back; returns slots written."""
         m = self._map(name)
-        objs = [f"{CONTROL}.{n}" for n in map_objects(m)]
+        objs = self._map_objects(m)
         if m.kind == "counter":
             cols = [{i: v[k] for i, v in enumerate(values) if v[k]} for k in range(2)]
             return self._thrift.write_registers(dict(zip(objs, cols)))
@@ -342,10 +354,14 @@ class Bmv2Switch:
         updates, dropped = self._inserts(entries, new, info)   # unbuildable: nothing touched
         registers = self._carried_registers(new)
         t_read = time.perf_counter()
-        values = self._thrift.read_registers(registers) if registers else {}
+        values = self._read_for_load(registers)
+        if not tag_support(new):
+            values.pop(f"{CONTROL}.{VCOUNT_REG}", None)
+        prepared.version = fresh_version()
         self._client.set_pipeline(info, prepared.device_json, "VERIFY_AND_SAVE")
         try:
-            carried = self._fill(updates, values)
+            carried = self._fill(updates, values, self._tag_values(prepared.version)
+                                 if tag_support(new) else None)
         except TargetError as exc:
             self._revert(entries, values, exc)
             raise
@@ -360,7 +376,9 @@ class Bmv2Switch:
         st, prepared.staged = prepared.staged, None
         self._client.set_pipeline(None, None, "COMMIT")
         t_swap = time.perf_counter()
+        self._loaded()
         self.program = prepared.program
+        self._version = prepared.version
         self.last_notes = []
         if st.dropped:
             self.last_notes.append(f"{st.dropped} entries not carried (their table or action "
@@ -379,12 +397,17 @@ class Bmv2Switch:
         if st is not None:
             self._revert(st.entries, st.values, None)
 
-    def _fill(self, updates: list, values: dict[str, list[int]]) -> int:
-        """Entries and register values into the saved pipeline; register slots written."""
+    def _fill(self, updates: list, values: dict[str, list[int]],
+              tag: dict | None = None) -> int:
+        """Entries and register values into the saved pipeline (and the version tag's
+        registers, `tag`: written, not counted); register slots written."""
         if updates:
             self._client.write(updates)
-        return self._thrift.write_registers(
-            {n: {i: v for i, v in enumerate(vals) if v} for n, vals in values.items()})
+        slots = {n: {i: v for i, v in enumerate(vals) if v} for n, vals in values.items()}
+        n = self._thrift.write_registers(slots)
+        if tag:
+            self._thrift.write_registers(tag)
+        return n
 
     def _inserts(self, entries: list[Entry], program: Program, info) -> tuple[list, int]:
         """INSERTs of the entries `program` can hold, built for its P4Info; how many not."""
@@ -408,8 +431,10 @@ class Bmv2Switch:
             back = self._compiled_copy(old)
             updates, _ = self._inserts(entries, old, self._info(back))
             self._client.set_pipeline(self._info(back), back.device_json, "VERIFY_AND_SAVE")
-            self._fill(updates, values)
+            self._fill(updates, values, self._tag_values(self._version)
+                       if tag_support(old) else None)
             self._client.set_pipeline(None, None, "COMMIT")
+            self._loaded()
         except TargetError as exc:
             what = f"{cause.message}; " if cause else ""
             raise TargetError(self.device, f"{what}putting {old.name} back failed too: "
@@ -429,8 +454,11 @@ class Bmv2Switch:
                 fh.write(prepared.device_json)
             log_path = os.path.join(tmp, "scratch.log")
             with open(log_path, "w") as log:
+                # its own notifications socket: two switches check pipelines at once
                 proc = self.node.popen([exe, "--device-id", "99", "--thrift-port",
-                                        str(SCRATCH_THRIFT_PORT), path], stdout=log, stderr=log)
+                                        str(SCRATCH_THRIFT_PORT), "--notifications-addr",
+                                        f"ipc://{tmp}/notifications.ipc", path],
+                                       stdout=log, stderr=log)
             try:
                 deadline = time.monotonic() + timeout_s
                 while proc.poll() is None and time.monotonic() < deadline:
@@ -478,19 +506,19 @@ class Bmv2Switch:
     def insert(self, table: str, match: tuple, action: str, args: tuple = (),
                priority: int = 0, modify: bool = False) -> None:
         self._check(table)
-        entry = self._client.table_entry(f"{CONTROL}.{table}", match, f"{CONTROL}.{action}",
-                                         tuple(args), priority)
+        entry = self._client.table_entry(self._p4("tables", table), match,
+                                         self._p4("actions", action), tuple(args), priority)
         self._client.write([("MODIFY" if modify else "INSERT", entry)])
 
     def delete(self, table: str, match: tuple, priority: int = 0) -> None:
         self._check(table)
-        self._client.write([("DELETE", self._client.table_entry(f"{CONTROL}.{table}", match,
-                                                                priority=priority))])
+        self._client.write([("DELETE", self._client.table_entry(self._p4("tables", table),
+                                                                match, priority=priority))])
 
     def set_default(self, table: str, action: str, args: tuple = ()) -> None:
         self._check(table)
-        entry = self._client.table_entry(f"{CONTROL}.{table}", (), f"{CONTROL}.{action}",
-                                         tuple(args))
+        entry = self._client.table_entry(self._p4("tables", table), (),
+                                         self._p4("actions", action), tuple(args))
         entry.is_default_action = True
         self._client.write([("MODIFY", entry)])
 
@@ -504,12 +532,24 @@ class Bmv2Switch:
         return self._read_entries(table)
 
     def _read_entries(self, table: str | None = None) -> list[Entry]:
-        """One table's entries, or every table's in one Read, as the model's Entry."""
+        """One table's entries, or every table's in one Read, as the model's Entry (of
+        the running version's tables when the pipeline holds two)."""
+        raw = self._read_raw(self._p4("tables", table) if table else None)
+        if not self._names:
+            return raw
+        tabs = {v: k for k, v in self._names["tables"].items()}
+        acts = {v: k for k, v in self._names["actions"].items()}
+        return sorted((Entry(tabs[e.table], e.match, acts.get(e.action, e.action), e.args,
+                             e.priority) for e in raw if e.table in tabs),
+                      key=lambda x: (x.table, repr(x.match)))
+
+    def _read_raw(self, table: str | None = None) -> list[Entry]:
+        """Entries with the pipeline's own names (P4Info names without the control's)."""
         info = self._client.p4info
         tables = {t.preamble.id: t.preamble.name.split(".", 1)[-1] for t in info.tables}
         actions = {a.preamble.id: a.preamble.name.split(".", 1)[-1] for a in info.actions}
         out = []
-        for e in self._client.read_entries(f"{CONTROL}.{table}" if table else None):
+        for e in self._client.read_entries(table):
             if e.is_default_action:
                 continue
             match = []
@@ -537,7 +577,7 @@ class Bmv2Switch:
         m = self._map(name)
         if m.kind == "meter":
             raise TargetError(self.device, f"map {name}: bmv2 meter state is not readable")
-        names = [f"{CONTROL}.{n}" for n in map_objects(m)]
+        names = self._map_objects(m)
         values = self._thrift.read_registers(names)
         if m.kind in ("counter", "hash"):
             pairs = list(zip(values[names[0]], values[names[1]]))
@@ -554,7 +594,7 @@ class Bmv2Switch:
         size = m.size * (m.rows if m.kind == "sketch" else 1)
         if not 0 <= index < size:
             raise TargetError(self.device, f"map {name}: index {index} outside 0..{size - 1}")
-        self._thrift.write_registers({f"{CONTROL}.{name}": {index: value}})
+        self._thrift.write_registers({self._map_objects(m)[0]: {index: value}})
 
     def _map(self, name: str) -> Map:
         m = self.program.map(name) if self.program else None

@@ -35,15 +35,21 @@ class _Reader:
     """Reads thrift binary values from a socket."""
 
     def __init__(self, sock: socket.socket):
-        self._sock, self._buf = sock, b""
+        self._sock, self._buf, self._pos = sock, bytearray(), 0
 
     def take(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            chunk = self._sock.recv(65536)
+        # an offset into one buffer: a 65,536-slot register reply is 512 KiB, and slicing
+        # the rest off at every value made reading it quadratic
+        while len(self._buf) - self._pos < n:
+            chunk = self._sock.recv(262144)
             if not chunk:
                 raise ConnectionError("thrift server closed the connection")
+            if self._pos:
+                del self._buf[:self._pos]
+                self._pos = 0
             self._buf += chunk
-        out, self._buf = self._buf[:n], self._buf[n:]
+        out = bytes(self._buf[self._pos:self._pos + n])
+        self._pos += n
         return out
 
     def i32(self) -> int:
@@ -75,6 +81,8 @@ class _Reader:
                 fields[fid] = self.value(ftype)
         if ttype in (_LIST, _SET):
             etype, n = self.take(1)[0], self.i32()
+            if etype == _I64:   # register contents: one unpack for the whole list
+                return list(struct.unpack(f"!{n}q", self.take(8 * n)))
             return [self.value(etype) for _ in range(n)]
         if ttype == _MAP:
             kt, vt, n = self.take(1)[0], self.take(1)[0], self.i32()
@@ -133,6 +141,17 @@ class Bmv2Thrift:
                   + _field(_STRING, 2, _str(n)), f"register {n}") for n in names]
         replies = self._calls(calls)
         return {n: [v & _MASK64 for v in (r or [])] for n, r in zip(names, replies)}
+
+    def read_slots(self, name: str, indices: list[int], chunk: int = 256) -> list[int]:
+        """Some slots of one register array (pipelined single reads, `chunk` a round trip:
+        all at once, the replies would fill the socket while the requests still go out)."""
+        out: list[int] = []
+        for k in range(0, len(indices), chunk):
+            calls = [("bm_register_read", _field(_I32, 1, struct.pack("!i", 0))
+                      + _field(_STRING, 2, _str(name)) + _field(_I32, 3, struct.pack("!i", i)),
+                      f"register {name}[{i}]") for i in indices[k:k + chunk]]
+            out += [(v or 0) & _MASK64 for v in self._calls(calls)]
+        return out
 
     def write_registers(self, values: dict[str, dict[int, int]]) -> int:
         """Set register slots {name: {index: value}} (one round trip); returns how many."""

@@ -201,3 +201,22 @@ def test_per_flow_without_a_flow_table_is_per_packet_and_says_which_device():
     assert "s2 has no flow table" in " ".join(recs[0].notes)
     assert all(not d.tracking for d in devs.values())   # never turned on
     assert "idle_ms" not in recs[0].phases
+
+
+def test_a_bmv2_switch_is_weak_only_when_its_pipeline_cannot_hold_both_versions():
+    """plan/two_phase.py asks a bmv2 switch why it cannot hold both versions (the dual
+    pipeline generator's refusal); no reason: it takes part in the two-phase update."""
+    from types import SimpleNamespace
+
+    from flexnet_lab.plan.two_phase import _weak_reason
+
+    plan = SimpleNamespace(kind="pipeline")
+
+    def dev(reason):
+        return SimpleNamespace(kind="bmv2", holds_two_versions=lambda: True,
+                               spare_refusal=lambda prog: reason)
+    assert _weak_reason("l1", dev(""), plan, object()) == ""
+    why = "l1 (bmv2) cannot hold both versions in one pipeline: parser.udp differs"
+    assert _weak_reason("l1", dev(why), plan, object()) == why
+    old = SimpleNamespace(kind="bmv2", holds_two_versions=lambda: False)
+    assert "holds one pipeline" in _weak_reason("l1", old, plan, object())

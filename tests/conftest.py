@@ -150,3 +150,42 @@ def ctl(lab):
     from flexnet_lab.control.controller import controller_for
     with controller_for(lab) as controller:
         yield controller
+
+
+# --- raw frames from a lab host (the version-tag tests, eBPF and bmv2) ---------------------
+
+def _send_frames(lab, host: str, frames_hex: list[str], count: int = 20) -> None:
+    """Raw frames out of a host's interface (AF_PACKET, inside its namespace)."""
+    h = lab.host(host)
+    code = ("import socket,sys,time\n"
+            f"s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW); s.bind(({h.defaultIntf().name!r},0))\n"
+            f"for _ in range({count}):\n"
+            f"    for f in {frames_hex!r}: s.send(bytes.fromhex(f)); time.sleep(0.002)\n")
+    h.cmd(f"python3 -c \"{code}\"")
+
+
+def _probe_frame(lab, src: str, dst: str, pid: int, stag: int | None) -> str:
+    import struct
+    from flexnet_lab.compiler.ebpf import PROBE_MAGIC, PROBE_PORT
+    s, d = lab.host(src), lab.host(dst)
+    mac = lambda m: bytes.fromhex(m.replace(":", ""))  # noqa: E731
+    payload = struct.pack(">II", PROBE_MAGIC, pid) + bytes(8)
+    udp = struct.pack(">HHHH", 40000, PROBE_PORT, 8 + len(payload), 0) + payload
+    ip = bytearray(struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                               bytes(map(int, s.IP().split("."))),
+                               bytes(map(int, d.IP().split(".")))))
+    csum = sum(struct.unpack(">10H", bytes(ip)))
+    csum = (csum & 0xFFFF) + (csum >> 16)
+    ip[10:12] = struct.pack(">H", ~((csum & 0xFFFF) + (csum >> 16)) & 0xFFFF)
+    eth = mac(d.MAC()) + mac(s.MAC())
+    if stag is not None:
+        eth += struct.pack(">HH", 0x88A8, stag)
+    return (eth + struct.pack(">H", 0x0800) + bytes(ip) + udp).hex()
+
+
+@pytest.fixture
+def frames():
+    """Raw frames from lab hosts: probe(lab, src, dst, id, stag) builds an oracle probe
+    (hex), with an S-tag when stag is given; send(lab, host, frames_hex, count) sends them."""
+    from types import SimpleNamespace
+    return SimpleNamespace(probe=_probe_frame, send=_send_frames)

@@ -96,35 +96,7 @@ def test_per_packet_changes_show_no_mixed_probes_per_device_ones_do(lab, ctl, ac
 
 # --- the tag ---------------------------------------------------------------------------------
 
-def _probe_frame(lab, src: str, dst: str, pid: int, stag: int | None) -> str:
-    import struct
-    from flexnet_lab.compiler.ebpf import PROBE_MAGIC, PROBE_PORT
-    s, d = lab.host(src), lab.host(dst)
-    mac = lambda m: bytes.fromhex(m.replace(":", ""))  # noqa: E731
-    payload = struct.pack(">II", PROBE_MAGIC, pid) + bytes(8)
-    udp = struct.pack(">HHHH", 40000, PROBE_PORT, 8 + len(payload), 0) + payload
-    ip = bytearray(struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-                               bytes(map(int, s.IP().split("."))),
-                               bytes(map(int, d.IP().split(".")))))
-    csum = sum(struct.unpack(">10H", bytes(ip)))
-    csum = (csum & 0xFFFF) + (csum >> 16)
-    ip[10:12] = struct.pack(">H", ~((csum & 0xFFFF) + (csum >> 16)) & 0xFFFF)
-    eth = mac(d.MAC()) + mac(s.MAC())
-    if stag is not None:
-        eth += struct.pack(">HH", 0x88A8, stag)
-    return (eth + struct.pack(">H", 0x0800) + bytes(ip) + udp).hex()
-
-
-def _send_frames(lab, host: str, frames_hex: list[str], count: int) -> None:
-    h = lab.host(host)
-    code = ("import socket,time\n"
-            f"s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW); s.bind(({h.defaultIntf().name!r},0))\n"
-            f"for _ in range({count}):\n"
-            f"    for f in {frames_hex!r}: s.send(bytes.fromhex(f)); time.sleep(0.002)\n")
-    h.cmd(f"python3 -c \"{code}\"")
-
-
-def test_forged_tag_into_bmv2_selects_nothing_and_no_host_sees_a_tag(lab, ctl):
+def test_forged_tag_into_bmv2_selects_nothing_and_no_host_sees_a_tag(lab, ctl, frames):
     """Tagging on, l1 (bmv2) stamping slot 1, every other switch slot 0. h1 sends probe
     frames, half of them with a forged tag claiming slot 0: all ran slot 1 on l1 (the
     forged tag was popped, not believed), on the spine and on l4 (bmv2, stamping 0: the
@@ -142,9 +114,9 @@ def test_forged_tag_into_bmv2_selects_nothing_and_no_host_sees_a_tag(lab, ctl):
             h.set_tagging(True)
             h.set_stamp(1 if n == "l1" else 0)
         before = {n: h.version_counts() for n, h in handles.items()}
-        frame = _probe_frame(lab, "h1", "h8", 7, None)
-        forged = _probe_frame(lab, "h1", "h8", 8, 0xFF0)     # claims slot 0
-        _send_frames(lab, "h1", [frame, forged], 20)
+        frame = frames.probe(lab, "h1", "h8", 7, None)
+        forged = frames.probe(lab, "h1", "h8", 8, 0xFF0)     # claims slot 0
+        frames.send(lab, "h1", [frame, forged], 20)
         time.sleep(0.5)
         counts = {n: [a - b for a, b in zip(h.version_counts(), before[n])]
                   for n, h in handles.items()}

@@ -91,36 +91,7 @@ def _network_change(ctl, delta, host_prog) -> dict:
 
 # --- the tag ---------------------------------------------------------------------------------
 
-def _send_frames(lab, host: str, frames_hex: list[str], count: int = 20) -> None:
-    """Raw frames out of a host's interface (AF_PACKET, inside its namespace)."""
-    h = lab.host(host)
-    code = ("import socket,sys,time\n"
-            f"s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW); s.bind(({h.defaultIntf().name!r},0))\n"
-            f"for _ in range({count}):\n"
-            f"    for f in {frames_hex!r}: s.send(bytes.fromhex(f)); time.sleep(0.002)\n")
-    h.cmd(f"python3 -c \"{code}\"")
-
-
-def _probe_frame(lab, src: str, dst: str, pid: int, stag: int | None) -> str:
-    import struct
-    from flexnet_lab.compiler.ebpf import PROBE_MAGIC, PROBE_PORT
-    s, d = lab.host(src), lab.host(dst)
-    mac = lambda m: bytes.fromhex(m.replace(":", ""))  # noqa: E731
-    payload = struct.pack(">II", PROBE_MAGIC, pid) + bytes(8)
-    udp = struct.pack(">HHHH", 40000, PROBE_PORT, 8 + len(payload), 0) + payload
-    ip = bytearray(struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-                               bytes(map(int, s.IP().split("."))),
-                               bytes(map(int, d.IP().split(".")))))
-    csum = sum(struct.unpack(">10H", bytes(ip)))
-    csum = (csum & 0xFFFF) + (csum >> 16)
-    ip[10:12] = struct.pack(">H", ~((csum & 0xFFFF) + (csum >> 16)) & 0xFFFF)
-    eth = mac(d.MAC()) + mac(s.MAC())
-    if stag is not None:
-        eth += struct.pack(">HH", 0x88A8, stag)
-    return (eth + struct.pack(">H", 0x0800) + bytes(ip) + udp).hex()
-
-
-def test_tag_carried_between_switches_forged_tag_ignored_host_never_sees_it(lab, ctl):
+def test_tag_carried_between_switches_forged_tag_ignored_host_never_sees_it(lab, ctl, frames):
     """With tagging on and l1 stamping version slot 1 while every other switch stamps 0:
     packets from h1 run slot 1 on sp and l4 too (the tag carried them); a frame h1 sends
     with a forged tag for slot 0 runs what l1 stamps (slot 1); the capture on h8 shows the
@@ -138,9 +109,9 @@ def test_tag_carried_between_switches_forged_tag_ignored_host_never_sees_it(lab,
             h.set_stamp(1 if n == "l1" else 0)
         for n, h in handles.items():
             h._tagging_test_before = h.version_counts()
-        frame = _probe_frame(lab, "h1", "h8", 7, None)
-        forged = _probe_frame(lab, "h1", "h8", 8, 0xFF0)   # claims slot 0 at l1
-        _send_frames(lab, "h1", [frame, forged], 20)
+        frame = frames.probe(lab, "h1", "h8", 7, None)
+        forged = frames.probe(lab, "h1", "h8", 8, 0xFF0)   # claims slot 0 at l1
+        frames.send(lab, "h1", [frame, forged], 20)
         time.sleep(0.2)
         counts = {n: [a - b for a, b in zip(h.version_counts(), h._tagging_test_before)]
                   for n, h in handles.items()}

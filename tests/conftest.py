@@ -183,9 +183,48 @@ def _probe_frame(lab, src: str, dst: str, pid: int, stag: int | None) -> str:
     return (eth + struct.pack(">H", 0x0800) + bytes(ip) + udp).hex()
 
 
+def _forged_tag_trial(lab, ctl, switches, stamper: str = "l1", src: str = "h1",
+                      dst: str = "h8", count: int = 20) -> tuple[dict, str]:
+    """Tagging on in every switch, `stamper` stamping version slot 1 and the others 0;
+    `src` sends `count` probe frames untagged and `count` with a forged tag claiming slot
+    0. Returns the packets each switch ran per slot meanwhile, and what a capture on `dst`
+    printed (tcpdump -e -xx). Tagging and stamps are put back on every exit path."""
+    import time
+    from flexnet_lab.plan.two_phase import link_switches
+    handles = {n: ctl.handle(n) for n in switches}
+    link_switches(handles, ctl.fabric)
+    base = {n: h.stamp for n, h in handles.items()}
+    host = lab.host(dst)
+    tcpdump = host.popen(["tcpdump", "-i", host.defaultIntf().name, "-l", "-n", "-e", "-xx",
+                          "udp"])
+    time.sleep(1.0)
+    try:
+        for n, h in handles.items():
+            h.set_tagging(True)
+            h.set_stamp(1 if n == stamper else 0)
+        before = {n: h.version_counts() for n, h in handles.items()}
+        frame = _probe_frame(lab, src, dst, 7, None)
+        forged = _probe_frame(lab, src, dst, 8, 0xFF0)     # claims slot 0
+        _send_frames(lab, src, [frame, forged], count)
+        time.sleep(0.5)
+        counts = {n: [a - b for a, b in zip(h.version_counts(), before[n])]
+                  for n, h in handles.items()}
+    finally:
+        for n, h in handles.items():
+            h.set_tagging(False)
+            h.set_stamp(base[n])
+        time.sleep(0.3)
+        tcpdump.terminate()
+        out = tcpdump.communicate(timeout=5)[0]
+    return counts, out.decode() if isinstance(out, bytes) else out
+
+
 @pytest.fixture
 def frames():
     """Raw frames from lab hosts: probe(lab, src, dst, id, stag) builds an oracle probe
-    (hex), with an S-tag when stag is given; send(lab, host, frames_hex, count) sends them."""
+    (hex), with an S-tag when stag is given; send(lab, host, frames_hex, count) sends them;
+    forged_tag_trial(lab, ctl, switches) sends probes, half with a forged version tag,
+    while one switch stamps another slot (the tag tests of eBPF and bmv2)."""
     from types import SimpleNamespace
-    return SimpleNamespace(probe=_probe_frame, send=_send_frames)
+    return SimpleNamespace(probe=_probe_frame, send=_send_frames,
+                           forged_tag_trial=_forged_tag_trial)

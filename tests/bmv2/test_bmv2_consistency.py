@@ -101,33 +101,7 @@ def test_forged_tag_into_bmv2_selects_nothing_and_no_host_sees_a_tag(lab, ctl, f
     frames, half of them with a forged tag claiming slot 0: all ran slot 1 on l1 (the
     forged tag was popped, not believed), on the spine and on l4 (bmv2, stamping 0: the
     tag l1 pushed carried the slot); h8's capture shows no S-tag."""
-    from flexnet_lab.plan.two_phase import link_switches
-    handles = {n: ctl.handle(n) for n in SWITCHES}
-    link_switches(handles, ctl.fabric)
-    base = {n: h.stamp for n, h in handles.items()}
-    h8 = lab.host("h8")
-    tcpdump = h8.popen(["tcpdump", "-i", h8.defaultIntf().name, "-l", "-n", "-e", "-xx",
-                        "udp port 33999"])
-    time.sleep(1.0)
-    try:
-        for n, h in handles.items():
-            h.set_tagging(True)
-            h.set_stamp(1 if n == "l1" else 0)
-        before = {n: h.version_counts() for n, h in handles.items()}
-        frame = frames.probe(lab, "h1", "h8", 7, None)
-        forged = frames.probe(lab, "h1", "h8", 8, 0xFF0)     # claims slot 0
-        frames.send(lab, "h1", [frame, forged], 20)
-        time.sleep(0.5)
-        counts = {n: [a - b for a, b in zip(h.version_counts(), before[n])]
-                  for n, h in handles.items()}
-    finally:
-        for n, h in handles.items():
-            h.set_tagging(False)
-            h.set_stamp(base[n])
-        time.sleep(0.3)
-        tcpdump.terminate()
-        out = tcpdump.communicate(timeout=5)[0]
-        out = out.decode() if isinstance(out, bytes) else out
+    counts, out = frames.forged_tag_trial(lab, ctl, SWITCHES)
     # slot-0 counts are h8's ICMP port-unreachable answers, stamped 0 by l4 and carried
     assert counts["l1"][1] == 40, counts
     assert counts["sp1"][1] + counts["sp2"][1] == 40, counts

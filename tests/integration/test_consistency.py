@@ -96,33 +96,7 @@ def test_tag_carried_between_switches_forged_tag_ignored_host_never_sees_it(lab,
     packets from h1 run slot 1 on sp and l4 too (the tag carried them); a frame h1 sends
     with a forged tag for slot 0 runs what l1 stamps (slot 1); the capture on h8 shows the
     frames exactly as sent: no tag."""
-    from flexnet_lab.plan.two_phase import link_switches
-    handles = {n: ctl.handle(n) for n in SWITCHES}
-    link_switches(handles, ctl.fabric)
-    base = {n: h.stamp for n, h in handles.items()}
-    tcpdump = lab.host("h8").popen(["tcpdump", "-i", lab.host("h8").defaultIntf().name,
-                                    "-l", "-n", "-e", "-xx", "udp"])
-    time.sleep(1.0)
-    try:
-        for n, h in handles.items():
-            h.set_tagging(True)
-            h.set_stamp(1 if n == "l1" else 0)
-        for n, h in handles.items():
-            h._tagging_test_before = h.version_counts()
-        frame = frames.probe(lab, "h1", "h8", 7, None)
-        forged = frames.probe(lab, "h1", "h8", 8, 0xFF0)   # claims slot 0 at l1
-        frames.send(lab, "h1", [frame, forged], 20)
-        time.sleep(0.2)
-        counts = {n: [a - b for a, b in zip(h.version_counts(), h._tagging_test_before)]
-                  for n, h in handles.items()}
-    finally:
-        for n, h in handles.items():
-            h.set_tagging(False)
-            h.set_stamp(base[n])
-        time.sleep(0.3)
-        tcpdump.terminate()
-        out = tcpdump.communicate(timeout=5)[0]
-        out = out.decode() if isinstance(out, bytes) else out
+    counts, out = frames.forged_tag_trial(lab, ctl, SWITCHES)
     # slot 1 is what only l1 stamps: the 40 frames from h1 (20 of them with a forged tag
     # claiming slot 0, popped and not believed) ran slot 1 on l1, on a spine and on l4,
     # which stamps 0 itself (the tag carried the version). Slot-0 counts are h8's ICMP

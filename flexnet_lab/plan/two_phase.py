@@ -53,7 +53,6 @@ import os
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from ..errors import OptionError
@@ -246,36 +245,18 @@ class _TwoPhase:
         changed. Returns the prepared versions and the saves."""
         results: list = [None] * len(self.two)
         saves: list = [None] * len(self.two)
-        errors: list = []
-        todo = iter(range(len(self.two)))
-        lock = threading.Lock()
 
-        def work() -> None:
-            while True:
-                with lock:
-                    i = next(todo, None)
-                if i is None or errors:
-                    return
-                _, dev, prog, _, plan, _ = self.two[i]
-                try:
-                    saves[i] = save_for_undo(dev, plan)
-                    # a bmv2 switch compiles a pipeline holding both versions
-                    results[i] = getattr(dev, "prepare_spare", dev.prepare)(prog)
-                except BaseException as exc:  # kept: raised in the caller's thread
-                    errors.append((i, exc))
+        def load(i: int) -> None:
+            _, dev, prog, _, plan, _ = self.two[i]
+            saves[i] = save_for_undo(dev, plan)
+            # a bmv2 switch compiles a pipeline holding both versions
+            results[i] = getattr(dev, "prepare_spare", dev.prepare)(prog)
 
-        helpers = [threading.Thread(target=work, name=f"prepare-{k}", daemon=True)
-                   for k in range(min(PREPARE_THREADS, len(self.two)) - 1)]
-        for t in helpers:
-            t.start()
-        work()
-        for t in helpers:
-            t.join()
-        if errors:
+        _, exc = _each(len(self.two), load, PREPARE_THREADS)
+        if exc is not None:
             for (_, dev, *_), prep in zip(self.two, results):
                 if prep is not None:
                     dev.abort(prep)
-            exc = min(errors, key=lambda e: e[0])[1]
             _released(exc, [n for (n, *_), prep in zip(self.two, results) if prep is not None])
             raise exc
         return results, saves
@@ -343,25 +324,33 @@ class _TwoPhase:
 
 
 def _each(n: int, fn, threads: int) -> tuple[list[bool], BaseException | None]:
-    """fn(i) for i in range(n), `threads` at a time (one: in order, stopping at the first
-    failure); which calls worked, and the error of the first that failed."""
+    """fn(i) for i in range(n) on this thread and threads - 1 more, each taking the next i
+    as it finishes (no pool per call: a change is short); no new i is taken once one
+    failed (one thread: in order, stopping at the first failure). Which calls worked, and
+    the error of the first (lowest i) that failed."""
     done, errors = [False] * n, []
+    todo = iter(range(n))
+    lock = threading.Lock()
 
-    def one(i: int) -> None:
-        try:
-            fn(i)
-            done[i] = True
-        except BaseException as exc:  # kept: raised in the caller's thread
-            errors.append((i, exc))
+    def work() -> None:
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None or errors:
+                return
+            try:
+                fn(i)
+                done[i] = True
+            except BaseException as exc:  # kept: raised in the caller's thread
+                errors.append((i, exc))
 
-    if threads <= 1:
-        for i in range(n):
-            one(i)
-            if errors:
-                break
-    else:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(one, range(n)))
+    helpers = [threading.Thread(target=work, name=f"each-{k}", daemon=True)
+               for k in range(min(threads, n) - 1)]
+    for t in helpers:
+        t.start()
+    work()
+    for t in helpers:
+        t.join()
     return done, (min(errors, key=lambda e: e[0])[1] if errors else None)
 
 

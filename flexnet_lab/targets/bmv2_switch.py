@@ -409,6 +409,15 @@ class Bmv2Switch(TwoVersions):
             self._thrift.write_registers(tag)
         return n
 
+    def _save_fill_commit(self, prepared: Bmv2Prepared, updates: list,
+                          values: dict[str, list[int]], tag: dict | None) -> None:
+        """One whole load: `prepared` saved beside the running pipeline, filled (entries,
+        register values, the tag's registers), committed."""
+        self._client.set_pipeline(self._info(prepared), prepared.device_json, "VERIFY_AND_SAVE")
+        self._fill(updates, values, tag)
+        self._client.set_pipeline(None, None, "COMMIT")
+        self._loaded()
+
     def _inserts(self, entries: list[Entry], program: Program, info) -> tuple[list, int]:
         """INSERTs of the entries `program` can hold, built for its P4Info; how many not."""
         updates, dropped = [], 0
@@ -430,11 +439,8 @@ class Bmv2Switch(TwoVersions):
             self._client.set_pipeline(None, None, "COMMIT")
             back = self._compiled_copy(old)
             updates, _ = self._inserts(entries, old, self._info(back))
-            self._client.set_pipeline(self._info(back), back.device_json, "VERIFY_AND_SAVE")
-            self._fill(updates, values, self._tag_values(self._version)
-                       if tag_support(old) else None)
-            self._client.set_pipeline(None, None, "COMMIT")
-            self._loaded()
+            self._save_fill_commit(back, updates, values, self._tag_values(self._version)
+                                   if tag_support(old) else None)
         except TargetError as exc:
             what = f"{cause.message}; " if cause else ""
             raise TargetError(self.device, f"{what}putting {old.name} back failed too: "

@@ -458,11 +458,8 @@ class TwoVersions:
                 binfo = self._info(bprep)
                 built = [self._entry(binfo, e.table, e.action, e) if kind == "raw" else
                          (kind, e) for kind, e in bupdates]
-                self._client.set_pipeline(binfo, bprep.device_json, "VERIFY_AND_SAVE")
-                self._fill(built, bvalues, btag if btag is not None else
-                           self._tag_values(self._version))
-                self._client.set_pipeline(None, None, "COMMIT")
-                self._loaded()
+                self._save_fill_commit(bprep, built, bvalues, btag if btag is not None else
+                                       self._tag_values(self._version))
             except TargetError as exc2:
                 raise TargetError(self.device, f"{exc.message}; putting the previous pipeline "
                                   f"back failed too: {exc2.message}") from exc2

@@ -64,6 +64,20 @@ def test_device_intent_json_round_trip():
     assert AppRecord.from_json(rec.to_json()) == rec
 
 
+def test_the_stores_cached_device_document_is_the_device_intents_json():
+    """The store encodes a switch's program and entries once and writes the rest of the
+    document around them: it must stay DeviceIntent.to_json, key for key."""
+    import json
+
+    from flexnet_lab.control.store import _Docs
+    docs = _Docs()
+    e = Entry("l3_fwd", ((0x0A000001, 32),), "forward", (3,), 0)
+    for di in (_intent(entries=[e]), _intent("l2"), _intent(entries=[e])):
+        text = docs.device(di)
+        assert json.loads(text) == di.to_json()
+        assert DeviceIntent.from_json(json.loads(text)) == di
+
+
 def test_store_pending_commit_abort(tmp_path):
     path = str(tmp_path / "intent.db")
     st = SqliteStore(path)

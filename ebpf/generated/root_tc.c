@@ -13,9 +13,16 @@ BPF_ARRAY(flx_slot, u32, 4);
 BPF_ARRAY(flx_vcnt, u64, 2);
 BPF_HASH(flx_trust, u32, u32, 64);
 struct flx_fkey { u32 src, dst; u16 sport, dport; u32 proto; };
-struct flx_fval { u64 seen_ns; u32 slot; u32 gen; };
+struct flx_fval { u64 w; };
 BPF_TABLE("lru_hash", struct flx_fkey, struct flx_fval, flx_flows, 4096);
 BPF_ARRAY(flx_fcfg, u32, 2);
+BPF_ARRAY(flx_fcnt, u64, 4);
+
+static __always_inline void flx_fcount(u32 i)
+{
+    u64 *c = flx_fcnt.lookup(&i);
+    if (c) __sync_fetch_and_add(c, 1);
+}
 
 static __always_inline u32 flx_flow_slot(struct __sk_buff *ctx, u32 stamp)
 {
@@ -33,15 +40,29 @@ static __always_inline u32 flx_flow_slot(struct __sk_buff *ctx, u32 stamp)
     if ((ip[9] == 6 || ip[9] == 17) && !(((ip[6] & 0x3f) << 8) | ip[7]) &&
         bpf_skb_load_bytes(ctx, 14 + (ip[0] & 15) * 4, &k.sport, 4) < 0)
         return stamp;
-    u32 *idle = flx_fcfg.lookup(&one);
-    u64 now = bpf_ktime_get_ns(), lim = (u64)(idle ? *idle : 100000) * 1000;
+    u32 *idle = flx_fcfg.lookup(&one), g = *gen & 0x7fffffff;
+    u64 now = bpf_ktime_get_ns() >> 10, mine = (now << 32) | (g << 1) | stamp;
+    u32 lim = (u32)(((u64)(idle ? *idle : 100000) * 1000) >> 10);
     struct flx_fval *f = flx_flows.lookup(&k);
-    if (f && f->gen == *gen && now - f->seen_ns < lim) {
-        f->seen_ns = now;
-        return f->slot & 1;
+    if (!f) {
+        struct flx_fval n = { mine };
+        if (flx_flows.insert(&k, &n) == 0)
+            flx_fcount(stamp);
+        return stamp;
     }
-    struct flx_fval n = { now, stamp, *gen };
-    flx_flows.update(&k, &n);
+    u64 w = f->w;
+    u32 lo = (u32)w, age = (u32)now - (u32)(w >> 32);
+    if ((lo >> 1) == g && age < lim) {
+        if (age > 1024)   /* the time stamp moves about once a ms, not every packet */
+            __sync_val_compare_and_swap(&f->w, w, (now << 32) | lo);
+        return lo & 1;
+    }
+    u64 got = __sync_val_compare_and_swap(&f->w, w, mine);
+    if (got != w)         /* another CPU changed it first: what it decided holds */
+        return ((u32)got >> 1) == g ? ((u32)got & 1) : stamp;
+    if ((lo >> 1) == g)
+        flx_fcount(2 + (lo & 1));
+    flx_fcount(stamp);
     return stamp;
 }
 

@@ -29,6 +29,7 @@ VCNT_MAP = "flx_vcnt"        # root (tc): packets per version seen while tagging
 TRUST_MAP = "flx_trust"      # root (tc): ifindex -> 1 when the neighbour there stamps tags
 FLOW_MAP = "flx_flows"       # root (tc): per-flow level, 5-tuple -> slot it started with, seen
 FCFG_MAP = "flx_fcfg"        # root (tc): [0] per-flow generation (0: off), [1] idle time, us
+FCNT_MAP = "flx_fcnt"        # root (tc): this generation's flow entries made/left per slot
 FLOW_SLOTS = 4096            # flows remembered per ingress point (LRU beyond)
 VER_MAP = "flx_ver"          # pipeline (tc): this loaded version's number (never shared)
 PROBE_MAP = "flx_probe"      # pipeline (tc): oracle probe id % PROBE_SLOTS -> id<<32 | version
@@ -191,11 +192,27 @@ def _flow_source() -> str:
     direction its own flow) is looked up in an LRU hash: a flow of this generation seen
     less than the idle time ago keeps the slot it started with, any other flow starts
     now with the stamp. Non-IPv4 packets (ARP) are no flow: they run the stamp. The
-    generation (fresh for every change) makes entries of an earlier change count as new."""
+    generation (fresh for every change) makes entries of an earlier change count as new.
+
+    A flow's state is one word (last seen, in 1.024 us units, << 32 | generation << 1 |
+    slot), so a flow starting anew is one compare-and-swap: two CPUs never both count it.
+    flx_fcnt counts, for this generation, the entries that took slot s ([s]: inserted,
+    taken over from another generation, or started again after idle) and that left slot
+    s in place ([2 + s]: started again). The LRU evicts silently when the table is full;
+    made - left - the entries still there (read once tracking is off) is how many were
+    evicted (EbpfDatapath.flow_census): a flow evicted while active starts again with the
+    stamp, which after the flip is the new version."""
     return f"""struct flx_fkey {{ u32 src, dst; u16 sport, dport; u32 proto; }};
-struct flx_fval {{ u64 seen_ns; u32 slot; u32 gen; }};
+struct flx_fval {{ u64 w; }};
 BPF_TABLE("lru_hash", struct flx_fkey, struct flx_fval, {FLOW_MAP}, {FLOW_SLOTS});
 BPF_ARRAY({FCFG_MAP}, u32, 2);
+BPF_ARRAY({FCNT_MAP}, u64, 4);
+
+static __always_inline void flx_fcount(u32 i)
+{{
+    u64 *c = {FCNT_MAP}.lookup(&i);
+    if (c) __sync_fetch_and_add(c, 1);
+}}
 
 static __always_inline u32 flx_flow_slot(struct __sk_buff *ctx, u32 stamp)
 {{
@@ -213,15 +230,29 @@ static __always_inline u32 flx_flow_slot(struct __sk_buff *ctx, u32 stamp)
     if ((ip[9] == 6 || ip[9] == 17) && !(((ip[6] & 0x3f) << 8) | ip[7]) &&
         bpf_skb_load_bytes(ctx, 14 + (ip[0] & 15) * 4, &k.sport, 4) < 0)
         return stamp;
-    u32 *idle = {FCFG_MAP}.lookup(&one);
-    u64 now = bpf_ktime_get_ns(), lim = (u64)(idle ? *idle : 100000) * 1000;
+    u32 *idle = {FCFG_MAP}.lookup(&one), g = *gen & 0x7fffffff;
+    u64 now = bpf_ktime_get_ns() >> 10, mine = (now << 32) | (g << 1) | stamp;
+    u32 lim = (u32)(((u64)(idle ? *idle : 100000) * 1000) >> 10);
     struct flx_fval *f = {FLOW_MAP}.lookup(&k);
-    if (f && f->gen == *gen && now - f->seen_ns < lim) {{
-        f->seen_ns = now;
-        return f->slot & 1;
+    if (!f) {{
+        struct flx_fval n = {{ mine }};
+        if ({FLOW_MAP}.insert(&k, &n) == 0)
+            flx_fcount(stamp);
+        return stamp;
     }}
-    struct flx_fval n = {{ now, stamp, *gen }};
-    {FLOW_MAP}.update(&k, &n);
+    u64 w = f->w;
+    u32 lo = (u32)w, age = (u32)now - (u32)(w >> 32);
+    if ((lo >> 1) == g && age < lim) {{
+        if (age > 1024)   /* the time stamp moves about once a ms, not every packet */
+            __sync_val_compare_and_swap(&f->w, w, (now << 32) | lo);
+        return lo & 1;
+    }}
+    u64 got = __sync_val_compare_and_swap(&f->w, w, mine);
+    if (got != w)         /* another CPU changed it first: what it decided holds */
+        return ((u32)got >> 1) == g ? ((u32)got & 1) : stamp;
+    if ((lo >> 1) == g)
+        flx_fcount(2 + (lo & 1));
+    flx_fcount(stamp);
     return stamp;
 }}
 """

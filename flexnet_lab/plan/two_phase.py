@@ -24,7 +24,7 @@ per-packet (Reitblatt et al., "Abstractions for Network Update", SIGCOMM 2012): 
 per-flow (optional): a flow keeps the version it started with until it has been idle for
   DrainPolicy.idle_ms; new flows run the new version from the flip. The phases of
   per-packet, with the ingress points' flow tables (compiler/ebpf.py _flow_source) on from
-  before the loads to after the retire: a flow table lookup per entering packet while on.
+  before the loads to the end of the drain: a flow table lookup per entering packet while on.
     learn   - before the flip, at least idle_ms of flow tracking: every flow still active
               has been seen with the old version (a flow silent that long is over);
     drain   - wait until the old version's counters (flx_vcnt) have been quiet for idle_ms
@@ -32,9 +32,18 @@ per-flow (optional): a flow keeps the version it started with until it has been 
               moves the flows still active at once (tracking off at every ingress point,
               then the per-packet drain, so the retire meets no old-tagged packet) and the
               record says so: per-packet achieved, the old-version packets of the last
-              idle_ms.
+              idle_ms. Tracking goes off at the end of the drain (every flow of the old
+              version is idle by then: the stamp is what each would start with anyway),
+              which freezes the tables for the census;
+    census  - each root counted the entries of the change's generation it made and that
+              left their slot; what is missing from its table was evicted (an LRU of
+              FLOW_SLOTS flows drops entries silently when full). An old-version entry
+              evicted means its flow may have moved to the new version before it was
+              idle: the record then says per-packet achieved, with how many (an upper
+              bound: an evicted flow that was idle, or came back before the flip, did not
+              move).
   A device whose root has no flow table makes the change per-packet, said. Devices that
-  keep flows also have holds_flows() and set_flow_tracking().
+  keep flows also have holds_flows(), set_flow_tracking() and flow_census().
 
 A bmv2 switch holds both versions in one pipeline generated from the two programs
 (compiler/p4_dual.py, targets/bmv2_two_phase.py): install loads it, retire loads the new
@@ -382,8 +391,8 @@ def _weak_reason(name: str, dev, plan, prog) -> str:
 
 class _PerFlow(_TwoPhase):
     """The per-flow level: the two-phase update with the ingress points' flow tables on
-    from before the loads until after the retire, a learn wait before the flip and a drain
-    until the old version's flows are idle. Without a flow table on every ingress point it
+    from before the loads to the end of the drain, a learn wait before the flip, a drain
+    until the old version's flows are idle and a census of the flows the tables evicted. Without a flow table on every ingress point it
     is the per-packet update, and the records say why."""
 
     def __init__(self, changes, network: dict, fabric, undo: list, drain: DrainPolicy,
@@ -394,6 +403,7 @@ class _PerFlow(_TwoPhase):
         self.on = bool(self.two) and not self.lacking
         self.armed_at = 0.0
         self.learn_ms = 0.0
+        self.gen = 0
 
     def run(self) -> list[ChangeRecord]:
         records = super().run()
@@ -407,15 +417,24 @@ class _PerFlow(_TwoPhase):
                 rec.notes.append("per-flow requested; per-packet achieved: "
                                  f"{', '.join(self.lacking)[:200]} has no flow table (a root "
                                  "loaded before the per-flow level existed)")
-            elif ph.get("drain_bounded"):
-                rec.notes.append(
-                    f"per-flow requested; per-packet achieved: the drain was bounded at "
-                    f"{self.drain.flow_max_ms:g} ms with flows of the old version still "
-                    f"active ({ph['old_packets_last_idle']} old-version packets in its last "
-                    f"{self.drain.idle_ms:g} ms, {ph['old_packets_after_flip']} since the "
-                    "flip): they moved to the new version")
             else:
-                rec.consistency = "per-flow"
+                if ph.get("drain_bounded"):
+                    rec.notes.append(
+                        f"per-flow requested; per-packet achieved: the drain was bounded at "
+                        f"{self.drain.flow_max_ms:g} ms with flows of the old version still "
+                        f"active ({ph['old_packets_last_idle']} old-version packets in its "
+                        f"last {self.drain.idle_ms:g} ms, {ph['old_packets_after_flip']} "
+                        "since the flip): they moved to the new version")
+                if ph.get("flows_evicted"):
+                    rec.notes.append(
+                        f"per-flow requested; per-packet achieved: the flow tables overflowed "
+                        f"({ph['flow_table_slots']} flows per ingress point; "
+                        f"{ph['flow_entries']} flow entries made during the change): "
+                        f"{ph['flows_evicted']} flows of the old version were evicted (most "
+                        f"at {ph['flows_evicted_at']}) and may have moved to the new version "
+                        "before they were idle")
+                if not (ph.get("drain_bounded") or ph.get("flows_evicted")):
+                    rec.consistency = "per-flow"
         return records
 
     # --- the steps that differ ------------------------------------------------------------
@@ -423,17 +442,15 @@ class _PerFlow(_TwoPhase):
         """Flow tracking on at every ingress point before the loads (a fresh generation:
         entries of an earlier change count as new flows), so the learn wait overlaps them."""
         if self.on:
-            gen = int.from_bytes(os.urandom(4), "little") | 1
+            self.gen = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF | 1
             idle_us = int(self.drain.idle_ms * 1e3)
             self.undo.append(("flow tracking off", self._flows_off))
             for dev in self.points.values():
-                dev.set_flow_tracking(gen, idle_us)
+                dev.set_flow_tracking(self.gen, idle_us)
             self.armed_at = time.perf_counter()
         return super()._prepare()
 
     def _tagging(self, on: bool) -> None:
-        if not on and self.on:
-            self._flows_off()
         super()._tagging(on)
         if on and self.on:   # before the flip every active flow has been seen (learn)
             p = self.drain
@@ -443,8 +460,33 @@ class _PerFlow(_TwoPhase):
                 time.sleep(wait / 1e3)
 
     def _flows_off(self) -> None:
+        """Tracking off at every ingress point; one that fails does not keep the others
+        on (its error is raised once all were tried)."""
+        err = None
         for dev in self.points.values():
-            dev.set_flow_tracking(0)
+            try:
+                dev.set_flow_tracking(0)
+            except Exception as exc:   # kept: raised after the other points
+                err = err or exc
+        if err is not None:
+            raise err
+
+    def _census(self, old_slot: int) -> dict:
+        """Once tracking is off (the tables no longer change; 1 ms for a packet still in
+        a root on another CPU): the flow entries this change made, and the old-version
+        entries evicted, summed over the ingress points, and where most were evicted."""
+        time.sleep(0.001)
+        made, evicted = 0, {}
+        slots = 0
+        for name, dev in self.points.items():
+            c = dev.flow_census(self.gen)
+            made += sum(c["made"])
+            slots = c["slots"]
+            if c["evicted"][old_slot]:
+                evicted[name] = c["evicted"][old_slot]
+        worst = max(evicted, key=evicted.get) if evicted else ""
+        return {"flow_entries": made, "flows_evicted": sum(evicted.values()),
+                "flows_evicted_at": worst, "flow_table_slots": slots}
 
     def _drain(self, old_slot: int) -> dict:
         """Wait until the old version's packet counters of every ingress point and switch
@@ -476,9 +518,10 @@ class _PerFlow(_TwoPhase):
                    "old_packets_last_idle": cur - recent[0][1], "drain_bounded": False,
                    "idle_ms": p.idle_ms, "learn_ms": self.learn_ms}
             if (now - quiet_since) * 1e3 >= quiet and waited >= p.min_ms:
-                return out
+                self._flows_off()
+                return {**out, **self._census(old_slot)}
             if waited >= p.flow_max_ms:
-                return {**out, **self._move_active_flows(old_slot)}
+                return {**out, **self._move_active_flows(old_slot), **self._census(old_slot)}
 
     def _move_active_flows(self, old_slot: int) -> dict:
         """The bound reached with flows of the old version still active: every ingress

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ..compiler.ebpf import (PIPE_MAP, PORTS_MAP, INPORT_MAP, PORT_PEER, PORT_TAG, PROBE_MAP,
                              PROBE_SLOTS, SLOT_MAP, TRUST_MAP, VCNT_MAP, VER_MAP, generate,
                              root_source)
-from ..compiler.ebpf import FCFG_MAP, FLOW_MAP
+from ..compiler.ebpf import FCFG_MAP, FCNT_MAP, FLOW_MAP, FLOW_SLOTS
 from ..compiler.layout import COUNTER, METER, TableLayout, key_words, map_c_name, table_layout
 from ..errors import CompileError, TargetError, VerifierError
 from ..program.model import Program, action_id
@@ -170,7 +170,9 @@ class EbpfDatapath:
     def health(self) -> list[str]:
         """What differs from how this datapath was set up: `detached IFNAME` (root program
         not on the interface), `slot` (slot 0 holds another pipeline than the running
-        one), `pin NAME` (a pin is gone). Tables are the controller's to compare."""
+        one), `pin NAME` (a pin is gone), `tagging` / `flows` (version tagging or per-flow
+        tracking on with no change of this handle running: a change cut short). Tables
+        are the controller's to compare."""
         problems = []
         root_id = self._bpf.prog_id(self._root_fd)
         ipr = self.netns.ipr()
@@ -186,7 +188,7 @@ class EbpfDatapath:
             for name in ["root", PIPE_MAP] + sorted(self._running.maps if self._running else ()):
                 if not os.path.exists(os.path.join(d, name)):
                     problems.append(f"pin {name}")
-        return problems
+        return problems + self._change_leftovers()
 
     def _root_attached(self, ipr, idx: int, root_id: int) -> bool:
         if self.hook == "xdp":
@@ -220,6 +222,14 @@ class EbpfDatapath:
                     self._bpf.update(self._pipe_fd, s.to_bytes(4, "little"),
                                      self._running.prog_fd.to_bytes(4, "little"))
                 done.append(f"put pipeline {self.program.name} back into both slots")
+            elif what == "flows":
+                gen = self.flow_tracking()
+                self.set_flow_tracking(0)
+                done.append(f"turned per-flow tracking off (generation {gen:#x} left on by a "
+                            "change cut short)")
+            elif what == "tagging":
+                self.set_tagging(False)
+                done.append("turned version tagging off (left on by a change cut short)")
             elif what == "pin":
                 fd = {"root": self._root_fd, PIPE_MAP: self._pipe_fd}.get(arg)
                 fd = fd if fd is not None else self._running.maps[arg]
@@ -458,19 +468,50 @@ class EbpfDatapath:
 
     # --- the per-flow level (plan/two_phase.py): the root's flow table ----------------------
     def holds_flows(self) -> bool:
-        """The root remembers the slot each entering flow started with (compiler/ebpf.py
-        _flow_source); a root loaded before that existed does not."""
-        return self.holds_two_versions() and FLOW_MAP in self._root_maps \
-            and FCFG_MAP in self._root_maps
+        """The root remembers the slot each entering flow started with and counts its
+        flow entries (compiler/ebpf.py _flow_source); a root loaded before that does not."""
+        return self.holds_two_versions() and all(
+            m in self._root_maps for m in (FLOW_MAP, FCFG_MAP, FCNT_MAP))
 
     def set_flow_tracking(self, generation: int, idle_us: int = 0) -> None:
-        """generation != 0: entering packets keep their flow's slot until the flow has been
-        idle idle_us (flows of another generation start anew); 0: off, every entering
-        packet runs the stamp again."""
+        """generation != 0 (31 bits): entering packets keep their flow's slot until the
+        flow has been idle idle_us (flows of another generation start anew), and the
+        generation's entry counts start from zero; 0: off, every entering packet runs the
+        stamp again (the table and the counts stay as they are: flow_census reads them)."""
         fd = self._root_maps[FCFG_MAP]
         if generation:
+            for i in range(4):
+                self._bpf.update(self._root_maps[FCNT_MAP], i.to_bytes(4, "little"), bytes(8))
             self._bpf.update(fd, (1).to_bytes(4, "little"), int(idle_us).to_bytes(4, "little"))
-        self._bpf.update(fd, bytes(4), (int(generation) & 0xFFFFFFFF).to_bytes(4, "little"))
+        self._bpf.update(fd, bytes(4), (int(generation) & 0x7FFFFFFF).to_bytes(4, "little"))
+
+    def flow_tracking(self) -> int:
+        """The generation the root tracks flows of (0: off), read from the device."""
+        return self._read_u32(self._root_maps.get(FCFG_MAP, -1), 0)
+
+    def flow_census(self, generation: int) -> dict:
+        """After tracking is off: per slot, the entries of `generation` the root made,
+        those that left the slot (a flow started again after idle), those still in the
+        table, and how many were evicted (made - left - kept: the LRU drops entries
+        silently when the table is full)."""
+        raw = self._bpf.array_values(self._root_maps[FCNT_MAP], 8, 4)
+        made = [int.from_bytes(raw[i * 8:i * 8 + 8], "little") for i in range(4)]
+        kept = [0, 0]
+        g = int(generation) & 0x7FFFFFFF
+        for _, val in self._bpf.items(self._root_maps[FLOW_MAP], 16, 8, FLOW_SLOTS):
+            lo = int.from_bytes(val[:4], "little")
+            if lo >> 1 == g:
+                kept[lo & 1] += 1
+        return {"slots": FLOW_SLOTS, "made": made[:2], "left": made[2:], "kept": kept,
+                "evicted": [max(0, made[s] - made[2 + s] - kept[s]) for s in (0, 1)]}
+
+    def _change_leftovers(self) -> list[str]:
+        """Version tagging or flow tracking on while no change of this handle runs: a
+        change cut short (its controller killed) left them on; each costs every packet."""
+        if not self.holds_two_versions() or self._spare is not None or self._old is not None:
+            return []
+        out = ["tagging"] if self._read_u32(self._slot_fd, 1) else []
+        return out + (["flows"] if FCFG_MAP in self._root_maps and self.flow_tracking() else [])
 
     # --- the consistency oracle's per-hop record --------------------------------------------
     def _probe_map(self, write: bool) -> mmap.mmap | None:

@@ -72,8 +72,9 @@ class _TwoVersionSwitch:
     only): `old_traffic` says whether old-version packets keep arriving after the flip."""
     kind = "ebpf"
 
-    def __init__(self, program, flows=True, old_traffic=lambda t: False):
+    def __init__(self, program, flows=True, old_traffic=lambda t: False, evicted=0):
         self.program, self.stamp, self.flows = program, 0, flows
+        self.evicted = evicted        # old-version flow entries the LRU dropped
         self.old_traffic, self.flipped_at, self.old_count = old_traffic, None, 0
         self.tracking: list[int] = []
         self.log: list[str] = []
@@ -87,6 +88,15 @@ class _TwoVersionSwitch:
     def set_flow_tracking(self, gen, idle_us=0):
         self.tracking.append(gen)
         self.log.append(f"flows {'on' if gen else 'off'}")
+
+    def flow_census(self, gen):
+        assert self.tracking[-1] == 0, "census while tracking is on"
+        old = 1 - self.stamp
+        evicted = [0, 0]
+        evicted[old] = self.evicted
+        self.log.append("census")
+        return {"slots": 4096, "made": [10 + self.evicted, 3], "left": [0, 0],
+                "kept": [10, 3], "evicted": evicted}
 
     def prepare(self, prog):
         from types import SimpleNamespace
@@ -171,11 +181,15 @@ def test_per_flow_learns_before_the_flip_waits_for_idle_flows_and_turns_tracking
     ph = recs[0].phases
     assert ph["idle_ms"] == 20 and not ph["drain_bounded"]
     assert ph["drain_ms"] >= 60 + 20 and ph["old_packets_after_flip"] > 0
-    for d in devs.values():   # on before the flip, a fresh generation; off after the retire
-        assert d.log.index("flows on") < d.log.index("flip") < d.log.index("retire") \
-            < d.log.index("flows off")
-        assert d.tracking[0] != 0 and d.tracking[-1] == 0
+    # on before the flip, a fresh generation of 31 bits; off at the end of the drain (every
+    # old flow is idle), then the census of the frozen tables, then the retire
+    for d in devs.values():
+        assert d.log.index("flows on") < d.log.index("flip") < d.log.index("flows off") \
+            < d.log.index("census") < d.log.index("retire")
+        assert 0 < d.tracking[0] < 1 << 31 and d.tracking[-1] == 0
     assert devs["s1"].tracking[0] == devs["s2"].tracking[0]
+    assert ph["flows_evicted"] == 0 and ph["flow_entries"] == 2 * 13
+    assert ph["flow_table_slots"] == 4096
 
 
 def test_per_flow_bounded_drain_says_flows_moved_and_achieves_per_packet():
@@ -189,6 +203,24 @@ def test_per_flow_bounded_drain_says_flows_moved_and_achieves_per_packet():
     assert ph["drain_bounded"] and ph["old_packets_last_idle"] > 0
     note = " ".join(recs[0].notes)
     assert "per-flow requested; per-packet achieved" in note and "moved" in note
+
+
+def test_per_flow_with_old_flows_evicted_is_per_packet_and_says_how_many_where():
+    """More active flows than a flow table holds: the LRU evicted old-version entries, so
+    those flows may have moved before they were idle: never claimed per-flow."""
+    from flexnet_lab.plan.two_phase import DrainPolicy
+    from flexnet_lab.program.library import infrastructure
+    devs = {"s1": _TwoVersionSwitch(infrastructure(), evicted=7),
+            "s2": _TwoVersionSwitch(infrastructure(), evicted=30)}
+    recs, _ = _per_flow_change(devs, DrainPolicy(idle_ms=10))
+    assert {r.consistency for r in recs} == {"per-packet"}
+    ph = recs[0].phases
+    assert not ph["drain_bounded"]
+    assert ph["flows_evicted"] == 37 and ph["flows_evicted_at"] == "s2"
+    note = " ".join(recs[0].notes)
+    assert "per-flow requested; per-packet achieved: the flow tables overflowed" in note
+    assert "37 flows of the old version were evicted (most at s2)" in note
+    assert "4096 flows per ingress point" in note
 
 
 def test_per_flow_without_a_flow_table_is_per_packet_and_says_which_device():

@@ -24,7 +24,9 @@ per-packet (Reitblatt et al., "Abstractions for Network Update", SIGCOMM 2012): 
 per-flow (optional): a flow keeps the version it started with until it has been idle for
   DrainPolicy.idle_ms; new flows run the new version from the flip. The phases of
   per-packet, with the ingress points' flow tables (compiler/ebpf.py _flow_source) on from
-  before the loads to the end of the drain: a flow table lookup per entering packet while on.
+  before the loads to the end of the drain (tagging on just before them: a packet between
+  switches is then not taken for a flow entering the network): a flow table lookup per
+  entering packet while on.
     learn   - before the flip, at least idle_ms of flow tracking: every flow still active
               has been seen with the old version (a flow silent that long is over);
     drain   - wait until the old version's counters (flx_vcnt) have been quiet for idle_ms
@@ -404,6 +406,7 @@ class _PerFlow(_TwoPhase):
         self.armed_at = 0.0
         self.learn_ms = 0.0
         self.gen = 0
+        self.tagged = False
 
     def run(self) -> list[ChangeRecord]:
         records = super().run()
@@ -440,8 +443,13 @@ class _PerFlow(_TwoPhase):
     # --- the steps that differ ------------------------------------------------------------
     def _prepare(self) -> tuple[list, list]:
         """Flow tracking on at every ingress point before the loads (a fresh generation:
-        entries of an earlier change count as new flows), so the learn wait overlaps them."""
+        entries of an earlier change count as new flows), so the learn wait overlaps them.
+        Tagging goes on first: a packet between two switches then carries the version and
+        its next root does not take it for a flow entering the network (a transit flow's
+        entry there would only fill the table)."""
         if self.on:
+            super()._tagging(True)
+            self.tagged = True
             self.gen = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF | 1
             idle_us = int(self.drain.idle_ms * 1e3)
             self.undo.append(("flow tracking off", self._flows_off))
@@ -451,7 +459,8 @@ class _PerFlow(_TwoPhase):
         return super()._prepare()
 
     def _tagging(self, on: bool) -> None:
-        super()._tagging(on)
+        if not (on and self.tagged):
+            super()._tagging(on)
         if on and self.on:   # before the flip every active flow has been seen (learn)
             p = self.drain
             wait = p.idle_ms + p.quiet_ms - (time.perf_counter() - self.armed_at) * 1e3

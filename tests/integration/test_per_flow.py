@@ -187,6 +187,8 @@ def _old_and_new_flow(lab, ctl, agents, tmp_path):
     assert ph["ingress_points"] == 7                   # six switches and h1's egress
     assert ph["drain_ms"] >= 400 and ph["old_packets_after_flip"] > 0
     assert ph["learn_ms"] >= 0 and ph["retire_ms"] >= 0
+    # the census: the two flows (and their reverse ICMP, if any) fit; nothing evicted
+    assert ph["flows_evicted"] == 0 and 2 <= ph["flow_entries"] < 100
     # done within an idle time (plus polling) of the old flow's last packet
     assert box["done"] - a_stopped < 0.5
     # evidence per hop: every probe of the old flow ran the old version on every switch it
@@ -258,3 +260,63 @@ def test_prompt_applies_a_delta_per_flow_and_undoes_it_at_that_level(tmp_path):
     assert out.count("s1: pipeline, per-flow,") == 2, out   # the delta and its undo
     assert "per-flow: learn " in out and "idle 100 ms" in out
     assert "'per-hop' is not a level" in out, out
+
+
+# --- more flows than a flow table holds ----------------------------------------------------
+
+_BURST = """\
+import socket, sys
+dst = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+print("ready", flush=True)
+for line in sys.stdin:
+    n, first = map(int, line.split())
+    for port in range(first, first + n):   # one datagram each: n distinct 5-tuples
+        s.sendto(b"x" * 16, (dst, port))
+    print("sent", n, flush=True)
+"""
+
+
+def test_more_flows_than_the_flow_table_are_counted_and_the_record_says_so(lab, ctl, agents):
+    """7000 distinct UDP flows from h1 while l1 tracks flows, before the flip: l1's table
+    holds FLOW_SLOTS (4096), so at least 7000 - 4096 old-version entries are evicted; the
+    change's record says per-packet achieved, how many and where (never per-flow)."""
+    from flexnet_lab.compiler.ebpf import FLOW_SLOTS
+    _reset(ctl)
+    import subprocess
+    burst = lab.host("h1").popen([sys.executable, "-c", _BURST, lab.host("h8").IP()],
+                                 cwd=str(REPO), stdin=subprocess.PIPE)
+
+    class _Burst:
+        proc = burst
+    agents.append(_Burst)
+    assert b"ready" in burst.stdout.readline()
+    stamp0 = ctl.handle("l1").stamp
+    change, box = _in_thread(lambda: ctl.change("acl per-flow, many flows", _after(ctl, True),
+                                                consistency="per-flow"))
+    t0 = time.monotonic()
+    while not ctl.handle("l1").flow_tracking():
+        assert "error" not in box, box.get("error")
+        assert time.monotonic() - t0 < 60, "flow tracking never came on"
+        time.sleep(0.001)
+    burst.stdin.write(b"7000 20000\n")
+    burst.stdin.flush()
+    assert burst.stdout.readline().split() == [b"sent", b"7000"]
+    before_flip = ctl.handle("l1").stamp == stamp0
+    change.join(timeout=60)
+    assert "error" not in box, box.get("error")
+    burst.stdin.close()
+    burst.wait(10)
+
+    recs = box["value"]
+    ph = recs[0].phases
+    print(f"per-flow change with 7000 flows: {ph}; notes {recs[0].notes}")
+    assert before_flip, "the burst ended after the flip: its entries were not all old-version"
+    assert {r.consistency for r in recs} == {"per-packet"}, [r.notes for r in recs]
+    assert ph["flow_table_slots"] == FLOW_SLOTS and ph["flow_entries"] >= 7000
+    assert ph["flows_evicted"] >= 7000 - FLOW_SLOTS and ph["flows_evicted_at"] == "l1"
+    note = next(n for n in recs[0].notes if "overflowed" in n)
+    assert "per-flow requested; per-packet achieved" in note
+    assert f"{ph['flows_evicted']} flows of the old version were evicted (most at l1)" in note
+    for sw in SWITCHES:
+        assert _slots_and_tracking(ctl.handle(sw))[2] == 0, sw

@@ -181,11 +181,13 @@ def test_per_flow_learns_before_the_flip_waits_for_idle_flows_and_turns_tracking
     ph = recs[0].phases
     assert ph["idle_ms"] == 20 and not ph["drain_bounded"]
     assert ph["drain_ms"] >= 60 + 20 and ph["old_packets_after_flip"] > 0
-    # on before the flip, a fresh generation of 31 bits; off at the end of the drain (every
-    # old flow is idle), then the census of the frozen tables, then the retire
+    # tagging on first (transit packets are not entering flows); tracking on before the flip,
+    # a fresh generation of 31 bits; off at the end of the drain (every old flow is idle),
+    # then the census of the frozen tables, then the retire
     for d in devs.values():
-        assert d.log.index("flows on") < d.log.index("flip") < d.log.index("flows off") \
-            < d.log.index("census") < d.log.index("retire")
+        assert d.log.index("tagging on") < d.log.index("flows on") < d.log.index("flip") \
+            < d.log.index("flows off") < d.log.index("census") < d.log.index("retire")
+        assert d.log.count("tagging on") == 1
         assert 0 < d.tracking[0] < 1 << 31 and d.tracking[-1] == 0
     assert devs["s1"].tracking[0] == devs["s2"].tracking[0]
     assert ph["flows_evicted"] == 0 and ph["flow_entries"] == 2 * 13

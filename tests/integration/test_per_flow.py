@@ -8,6 +8,7 @@ a probe) and the change records. Flows are probe streams (verify/probe_agent.py)
 socket each, so one 5-tuple, h1 -> h8 across l1, a spine and l4."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -320,3 +321,207 @@ def test_more_flows_than_the_flow_table_are_counted_and_the_record_says_so(lab, 
     assert f"{ph['flows_evicted']} flows of the old version were evicted (most at l1)" in note
     for sw in SWITCHES:
         assert _slots_and_tracking(ctl.handle(sw))[2] == 0, sw
+
+
+# --- TCP -----------------------------------------------------------------------------------
+
+TCP_PORT = 5601
+_TCP_SERVER = """\
+import json, socket, sys, threading, time
+srv = socket.socket()
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(2)
+print("ready", flush=True)
+out = {}
+
+def serve(c, peer):
+    n, last, gaps = 0, None, []
+    while True:
+        b = c.recv(1 << 16)
+        now = time.monotonic()
+        if not b:
+            break
+        if last is not None and now - last > 0.2:   # an RTO (200 ms at least) shows here
+            gaps.append(round(now - last, 3))
+        last, n = now, n + len(b)
+    out[str(peer[1])] = {"bytes": n, "gaps": gaps}
+
+threads = []
+for _ in range(2):
+    c, peer = srv.accept()
+    threads.append(threading.Thread(target=serve, args=(c, peer)))
+    threads[-1].start()
+for t in threads:
+    t.join()
+print(json.dumps(out), flush=True)
+"""
+_TCP_CLIENT = """\
+import json, socket, sys, threading, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+print("ready", s.getsockname()[1], flush=True)
+sent, going = [0], threading.Event()
+
+def pump():   # 32 KiB every 2 ms while going (about 16 MB/s)
+    chunk = b"x" * 32768
+    while True:
+        going.wait()
+        s.sendall(chunk)
+        sent[0] += len(chunk)
+        time.sleep(0.002)
+t = threading.Thread(target=pump, daemon=True)
+t.start()
+for line in sys.stdin:
+    cmd = line.strip()
+    if cmd == "send":
+        going.set()
+    elif cmd == "pause":
+        going.clear()
+        time.sleep(0.01)   # the chunk in hand goes out
+    print("ok", cmd, flush=True)
+    if cmd == "close":
+        break
+going.clear()
+time.sleep(0.01)
+s.shutdown(socket.SHUT_WR)
+s.close()
+print(json.dumps({"bytes": sent[0]}), flush=True)
+"""
+
+
+class _Proc:
+    def __init__(self, lab, host: str, code: str, *args: str):
+        import subprocess
+        self.proc = lab.host(host).popen([sys.executable, "-c", code, *args], cwd=str(REPO),
+                                         stdin=subprocess.PIPE)
+        self.first = self.proc.stdout.readline().decode().split()
+        assert self.first and self.first[0] == "ready", self.first
+
+    def say(self, cmd: str) -> None:
+        self.proc.stdin.write(f"{cmd}\n".encode())
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().decode().split() == ["ok", cmd]
+
+    def result(self) -> dict:
+        import json
+        out, _ = self.proc.communicate(timeout=20)
+        return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def _version_programs():
+    """The base program plus a per-5-tuple packet counter: `tcp_va` in the old version,
+    `tcp_vb` in the new one. A flow's count in a version's map on a switch is how many of
+    its packets that version processed there."""
+    from dataclasses import replace
+    from flexnet_lab.program.library import FIVE_TUPLE, infrastructure
+    from flexnet_lab.program.model import Map, Op, Stmt
+    base = infrastructure()
+    out = []
+    for name in ("tcp_va", "tcp_vb"):
+        out.append(replace(base, name=name,
+                           maps=base.maps + (Map(name, "hash", 256, key_bits=5 * 64),),
+                           control=base.control + (Stmt(ops=(Op("map_add", (name, FIVE_TUPLE)),)),)))
+    return out
+
+
+def _counts(bpf, fd: int) -> dict[tuple, int]:
+    """A flow counter map read by fd: 5-tuple -> packets."""
+    return {tuple(int.from_bytes(k[i * 8:i * 8 + 8], "little") for i in range(5)):
+            int.from_bytes(v[:8], "little") for k, v in bpf.items(fd, 40, 16, 256)}
+
+
+def _ip(host) -> int:
+    import ipaddress
+    return int(ipaddress.IPv4Address(host.IP()))
+
+
+def test_tcp_connection_keeps_the_old_version_until_idle_new_connection_runs_the_new(
+        lab, ctl, agents):
+    """Connection A (h1 -> h8) runs before the change and through the flip, then pauses;
+    connection B starts after the flip. Every packet of A (both directions) until its pause
+    ran the old version on every hop it crossed, every packet of B the new one; A's
+    packets after the pause (it had been idle) run the new one; all bytes arrive, no
+    retransmission timeout."""
+    from flexnet_lab.compiler.layout import map_c_name
+    _reset(ctl)
+    old_p, new_p = _version_programs()
+    ctl.change("tcp: old version", {sw: ctl.intent.devices[sw].with_program(old_p)
+                                     for sw in SWITCHES})
+    bpf = ctl.handle("l1")._bpf
+    # the old version's maps outlive its retire while this test holds them
+    va = {sw: os.dup(ctl.handle(sw).map_fd(map_c_name("m", "tcp_va"))) for sw in SWITCHES}
+    try:
+        _tcp_change(lab, ctl, agents, bpf, va, new_p)
+    finally:
+        for fd in va.values():
+            os.close(fd)
+        _reset(ctl)
+
+
+def _tcp_change(lab, ctl, agents, bpf, va, new_p):
+    h1, h8 = lab.host("h1"), lab.host("h8")
+    server = _Proc(lab, "h8", _TCP_SERVER, h8.IP(), str(TCP_PORT))
+    agents.append(server)
+    a = _Proc(lab, "h1", _TCP_CLIENT, h8.IP(), str(TCP_PORT))
+    agents.append(a)
+    a_port = int(a.first[1])
+    keys = {"A": (_ip(h1), _ip(h8), 6, a_port, TCP_PORT),
+            "A-back": (_ip(h8), _ip(h1), 6, TCP_PORT, a_port)}
+    a.say("send")
+    time.sleep(0.5)
+    stamp0 = ctl.handle("l1").stamp
+    after = {sw: ctl.intent.devices[sw].with_program(new_p) for sw in SWITCHES}
+    change, box = _in_thread(lambda: ctl.change("tcp per-flow", after, consistency="per-flow"))
+    _wait_flip(ctl, stamp0, box)
+    a_at_flip = _counts(bpf, va["l1"]).get(keys["A"], 0)
+    b = _Proc(lab, "h1", _TCP_CLIENT, h8.IP(), str(TCP_PORT))
+    agents.append(b)
+    b_port = int(b.first[1])
+    keys.update({"B": (_ip(h1), _ip(h8), 6, b_port, TCP_PORT),
+                 "B-back": (_ip(h8), _ip(h1), 6, TCP_PORT, b_port)})
+    b.say("send")
+    time.sleep(0.4)
+    assert "done" not in box, "the change completed while connection A was active"
+    a.say("pause")
+    change.join(timeout=30)
+    assert "error" not in box, box.get("error")
+    recs = box["value"]
+    assert {r.consistency for r in recs} == {"per-flow"}, [r.notes for r in recs]
+    print(f"TCP per-flow change: {recs[0].phases}")
+    a_old_done = {sw: _counts(bpf, va[sw]) for sw in SWITCHES}
+    new_before_resume = {sw: ctl.read_map(sw, "tcp_vb") for sw in SWITCHES}
+    a.say("send")                       # A was idle: from now on it runs the new version
+    time.sleep(0.3)
+    for c in (a, b):
+        c.say("close")
+    a_sent, b_sent = a.result()["bytes"], b.result()["bytes"]
+    got = server.result()
+    old = {sw: _counts(bpf, va[sw]) for sw in SWITCHES}
+    new = {sw: {k: v[0] for k, v in ctl.read_map(sw, "tcp_vb").items()} for sw in SWITCHES}
+
+    # every byte of both connections arrived, without a retransmission timeout (the one
+    # gap of A is its pause)
+    assert got[str(a_port)]["bytes"] == a_sent > 0 and got[str(b_port)]["bytes"] == b_sent > 0
+    assert got[str(b_port)]["gaps"] == [], got
+    assert len(got[str(a_port)]["gaps"]) <= 1, got
+
+    def hops(counts: dict, key) -> dict[str, int]:
+        return {sw: c[key] for sw, c in counts.items() if c.get(key)}
+
+    for k in ("A", "A-back"):
+        # until its pause A ran the old version, on every hop the same packets (its path:
+        # two leaves and one spine), also after the flip; none of them the new one
+        path = hops(old, keys[k])
+        assert len(path) == 3 and {"l1", "l4"} <= set(path), (k, path)
+        assert len(set(path.values())) == 1, (k, path)
+        assert hops(a_old_done, keys[k]) == path, (k, "old-version packets after the pause")
+        assert not any(keys[k] in m for m in new_before_resume.values()), k
+        # after the pause (idle: a new start) the new version, on every hop
+        resumed = hops(new, keys[k])
+        assert set(resumed) == set(path) and len(set(resumed.values())) == 1, (k, resumed)
+    assert old["l1"][keys["A"]] > a_at_flip, "A sent nothing on the old version after the flip"
+    for k in ("B", "B-back"):
+        # B started after the flip: the new version on every hop, never the old one
+        assert not hops(old, keys[k]), (k, hops(old, keys[k]))
+        path = hops(new, keys[k])
+        assert len(path) == 3 and {"l1", "l4"} <= set(path), (k, path)
+        assert len(set(path.values())) == 1, (k, path)

@@ -230,24 +230,24 @@ static __always_inline u32 flx_flow_slot(struct __sk_buff *ctx, u32 stamp)
     if ((ip[9] == 6 || ip[9] == 17) && !(((ip[6] & 0x3f) << 8) | ip[7]) &&
         bpf_skb_load_bytes(ctx, 14 + (ip[0] & 15) * 4, &k.sport, 4) < 0)
         return stamp;
-    u32 *idle = {FCFG_MAP}.lookup(&one), g = *gen & 0x7fffffff;
-    u64 now = bpf_ktime_get_ns() >> 10, mine = (now << 32) | (g << 1) | stamp;
-    u32 lim = (u32)(((u64)(idle ? *idle : 100000) * 1000) >> 10);
+    u32 g = *gen & 0x7fffffff;
+    u64 now = bpf_ktime_get_ns() >> 10;
     struct flx_fval *f = {FLOW_MAP}.lookup(&k);
     if (!f) {{
-        struct flx_fval n = {{ mine }};
+        struct flx_fval n = {{ (now << 32) | (g << 1) | stamp }};
         if ({FLOW_MAP}.insert(&k, &n) == 0)
             flx_fcount(stamp);
         return stamp;
     }}
     u64 w = f->w;
     u32 lo = (u32)w, age = (u32)now - (u32)(w >> 32);
-    if ((lo >> 1) == g && age < lim) {{
+    u32 *idle = {FCFG_MAP}.lookup(&one);
+    if ((lo >> 1) == g && age < (u32)(((u64)(idle ? *idle : 100000) * 1000) >> 10)) {{
         if (age > 1024)   /* the time stamp moves about once a ms, not every packet */
             __sync_val_compare_and_swap(&f->w, w, (now << 32) | lo);
         return lo & 1;
     }}
-    u64 got = __sync_val_compare_and_swap(&f->w, w, mine);
+    u64 got = __sync_val_compare_and_swap(&f->w, w, (now << 32) | (g << 1) | stamp);
     if (got != w)         /* another CPU changed it first: what it decided holds */
         return ((u32)got >> 1) == g ? ((u32)got & 1) : stamp;
     if ((lo >> 1) == g)

@@ -394,8 +394,9 @@ def _weak_reason(name: str, dev, plan, prog) -> str:
 class _PerFlow(_TwoPhase):
     """The per-flow level: the two-phase update with the ingress points' flow tables on
     from before the loads to the end of the drain, a learn wait before the flip, a drain
-    until the old version's flows are idle and a census of the flows the tables evicted. Without a flow table on every ingress point it
-    is the per-packet update, and the records say why."""
+    until the old version's flows are idle and a census of the flows the tables evicted.
+    Without a flow table on every ingress point it is the per-packet update, and the
+    records say why."""
 
     def __init__(self, changes, network: dict, fabric, undo: list, drain: DrainPolicy,
                  checks: Checks):
@@ -484,6 +485,7 @@ class _PerFlow(_TwoPhase):
         """Once tracking is off (the tables no longer change; 1 ms for a packet still in
         a root on another CPU): the flow entries this change made, and the old-version
         entries evicted, summed over the ingress points, and where most were evicted."""
+        t0 = time.perf_counter()
         time.sleep(0.001)
         made, evicted = 0, {}
         slots = 0
@@ -495,13 +497,14 @@ class _PerFlow(_TwoPhase):
                 evicted[name] = c["evicted"][old_slot]
         worst = max(evicted, key=evicted.get) if evicted else ""
         return {"flow_entries": made, "flows_evicted": sum(evicted.values()),
-                "flows_evicted_at": worst, "flow_table_slots": slots}
+                "flows_evicted_at": worst, "flow_table_slots": slots,
+                "census_ms": round((time.perf_counter() - t0) * 1e3, 3)}
 
     def _drain(self, old_slot: int) -> dict:
         """Wait until the old version's packet counters of every ingress point and switch
         have not moved for idle_ms (+ quiet_ms for packets in flight), counted from the
         flip: every flow of the old version is then idle, and its next packet starts anew
-        with the new version. At most flow_max_ms."""
+        with the new version. At most flow_max_ms. Then tracking off and the census."""
         if not self.on:
             return super()._drain(old_slot)
         p = self.drain

@@ -417,9 +417,10 @@ def _version_programs():
     base = infrastructure()
     out = []
     for name in ("tcp_va", "tcp_vb"):
+        count = Stmt(ops=(Op("map_add", (name, FIVE_TUPLE)),))
         out.append(replace(base, name=name,
                            maps=base.maps + (Map(name, "hash", 256, key_bits=5 * 64),),
-                           control=base.control + (Stmt(ops=(Op("map_add", (name, FIVE_TUPLE)),)),)))
+                           control=base.control + (count,)))
     return out
 
 

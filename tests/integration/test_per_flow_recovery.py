@@ -181,7 +181,8 @@ def test_controller_killed_during_a_per_flow_drain_is_repaired_on_restart(daemon
     recover = [e for e in events if e["kind"] == "recover"]
     assert recover and "cut short" in recover[0]["detail"], events
     for sw in SWITCHES:
-        mine = " | ".join(e["detail"] for e in events if e["kind"] == "repair" and e["device"] == sw)
+        mine = " | ".join(e["detail"] for e in events
+                          if e["kind"] == "repair" and e["device"] == sw)
         assert "per-flow tracking off" in mine and "version tagging off" in mine, (sw, mine)
     # traffic delivered throughout: the flow lost nothing across the kill and the repair
     assert set(got) >= set(range(1, sent + 1)), f"{sent - len(set(got))} probes lost"

@@ -23,7 +23,8 @@ from fnmatch import fnmatchcase
 from ..errors import (AppError, DeltaError, EntryError, FlexNetError, LabError, ProgramError,
                       TargetError)
 from ..plan.execute import ChangeRecord, Checks, reload_program
-from ..plan.two_phase import apply_changes, check_level, weak_record
+from ..plan.two_phase import (apply_changes, check_level, rest_trust, tag_switches,
+                              weak_record)
 from ..program.delta import Delta
 from ..program.library import infrastructure
 from ..program.model import Program
@@ -146,7 +147,26 @@ class Controller:
                         done += self._reconcile_device(name, self.intent.devices[name])
                     except FlexNetError as exc:
                         self.store.log("error", name, f"repair failed: {exc}"[:300])
+            done += self._reconcile_trust()
             self.devices.snapshot(self.store, self.intent, self.passes)
+        return done
+
+    def _reconcile_trust(self) -> list[str]:
+        """No change runs (the lock is held): a switch trusts the version tag only from
+        other tag-knowing switches. A change cut short may have left a host's port
+        trusted, and a host's forged tag would then select a version in the next change."""
+        done: list[str] = []
+        switches = tag_switches(self.devices.handles)
+        for name, keep in rest_trust(switches, self.fabric).items():
+            try:
+                dropped = switches[name].trust_only(keep)
+            except FlexNetError as exc:
+                self.store.log("error", name, f"repair failed: {exc}"[:300])
+                continue
+            for ifname in dropped:
+                msg = f"{ifname} trusted the version tag with no change running: no longer"
+                self.store.log("repair", name, msg)
+                done.append(f"{name}: {msg}")
         return done
 
     def _reconcile_device(self, name: str, want: DeviceIntent) -> list[str]:

@@ -147,8 +147,7 @@ class _TwoPhase:
             plan = checks.change(dev, prog)
             reason = _weak_reason(name, dev, plan, prog)
             (self.weak if reason else self.two).append((name, dev, prog, desc, plan, reason))
-        self.switches = {n: d for n, d in network.items()
-                         if getattr(d, "kind", "") in SWITCH_KINDS and two_phase_capable(d)}
+        self.switches = tag_switches(network)
         # a switch that queues packets in its own threads (bmv2) needs a longer quiet time
         floor = max((getattr(d, "drain_floor_ms", 0.0) for d in self.switches.values()),
                     default=0.0)
@@ -363,6 +362,24 @@ def _each(n: int, fn, threads: int) -> tuple[list[bool], BaseException | None]:
     for t in helpers:
         t.join()
     return done, (min(errors, key=lambda e: e[0])[1] if errors else None)
+
+
+def tag_switches(network: dict) -> dict:
+    """The switches of `network` (device handles by name) that know the version tag."""
+    return {n: d for n, d in network.items()
+            if getattr(d, "kind", "") in SWITCH_KINDS and two_phase_capable(d)}
+
+
+def rest_trust(switches: dict, fabric) -> dict[str, set[str]]:
+    """Per tag-knowing switch, the interfaces that trust the tag when no change runs: those
+    towards another such switch (link_switches sets them). A host port is trusted only
+    during a change whose host function stamps (TwoPhase._tagging)."""
+    out: dict[str, set[str]] = {}
+    for name in switches:
+        desc = fabric.switches.get(name)
+        out[name] = {desc.ports[port][0] for port, peer in (desc.peers.items() if desc else ())
+                     if peer in switches}
+    return out
 
 
 def link_switches(switches: dict, fabric) -> None:

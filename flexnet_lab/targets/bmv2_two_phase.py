@@ -155,6 +155,18 @@ class TwoVersions:
         self._thrift.write_registers({_R(TRUST_REG): {port: int(on)}})
         (self._trusted.add if on else self._trusted.discard)(port)
 
+    def trust_only(self, keep: set[str]) -> list[str]:
+        """Every port trusted beyond the interfaces `keep` stops being trusted (a change cut
+        short left a host port trusted); returns their interface names."""
+        dropped = []
+        for port in sorted(self._trusted):
+            ifname = self.ports[port][0] if port in self.ports else str(port)
+            if ifname not in keep:
+                self._thrift.write_registers({_R(TRUST_REG): {port: 0}})
+                self._trusted.discard(port)
+                dropped.append(ifname)
+        return dropped
+
     def set_port_tag(self, port: int, on: bool) -> None:
         """Packets out of `port` carry the tag while tagging is on (a switch is there)."""
         if (port in self._tagports) == on:

@@ -400,6 +400,23 @@ class EbpfDatapath:
         else:
             self._bpf.delete(self._root_maps[TRUST_MAP], key)
 
+    def trust_only(self, keep: set[str]) -> list[str]:
+        """Every interface the kernel's trust map holds beyond `keep` stops being trusted
+        (a change cut short left a host port trusted); returns their names."""
+        fd = self._root_maps.get(TRUST_MAP)
+        if fd is None:
+            return []
+        kept = {self.netns.ifindex(n) for n in keep}   # cached: no netlink per pass
+        dropped = []
+        for key in self._bpf.keys(fd, 4):
+            index = int.from_bytes(key, "little")
+            if index not in kept:
+                name = self.netns.ifname(index)
+                self._bpf.delete(fd, key)
+                self._trusted[name] = False
+                dropped.append(name)
+        return dropped
+
     def version_counts(self) -> tuple[int, int]:
         """Packets this root ran per version slot while tagging was on."""
         raw = self._bpf.array_values(self._root_maps[VCNT_MAP], 8, 2)  # one call, both

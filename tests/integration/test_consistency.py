@@ -110,6 +110,33 @@ def test_tag_carried_between_switches_forged_tag_ignored_host_never_sees_it(lab,
     assert "88a8" not in out.lower() and "802.1ad" not in out.lower() and "QinQ" not in out, out[:2000]
 
 
+def test_host_port_left_trusted_is_repaired_by_reconciliation(lab, ctl):
+    """A change cut short (its controller killed) may leave a host's port trusting the
+    tag; reconciliation turns that off (read back from the kernel's trust map) and keeps
+    the ports towards other switches trusted."""
+    from flexnet_lab.compiler.ebpf import TRUST_MAP
+    from flexnet_lab.plan.two_phase import link_switches, rest_trust, tag_switches
+
+    switches = tag_switches(ctl.devices.handles)
+    link_switches(switches, ctl.fabric)
+    h1 = ctl.fabric.hosts["h1"]
+    sw = ctl.handle(h1.switch)
+    host_if = ctl.fabric.switches[h1.switch].ports[h1.port][0]
+
+    def trusted() -> set[str]:
+        keys = sw._bpf.keys(sw._root_maps[TRUST_MAP], 4)
+        return {sw.netns.ifname(int.from_bytes(k, "little")) for k in keys}
+
+    sw.set_trust(host_if, True)
+    assert host_if in trusted()
+    done = ctl.reconcile()
+    assert f"{h1.switch}: {host_if} trusted the version tag with no change running: " \
+        "no longer" in done, done
+    rest = rest_trust(switches, ctl.fabric)[h1.switch]
+    assert trusted() == rest and len(rest) == 2, (trusted(), rest)
+    assert not [d for d in ctl.reconcile() if "trusted" in d]
+
+
 # --- transactions ----------------------------------------------------------------------------
 
 def _read_back(ctl) -> dict:

@@ -6,6 +6,7 @@ topology: leaf-spine
 targets: {l1: bmv2}                      # optional: switch (or pattern) -> ebpf | bmv2
 setup:                                   # before the traffic starts
   - {host: h8, attach: flow_counter, hook: xdp}            # library name or a YAML path
+  - {host: h1, attach: flow_counter, hook: tc, direction: egress}
 traffic:
   duration: 14                           # seconds
   baseline: 3                            # first seconds: no change (the machine's own loss)
@@ -22,6 +23,12 @@ changes:                                 # at t seconds after the traffic starts
   - {at: 9, switch: l1, entry: {table: acl, match: [17, 9999], action: drop}}
   - {at: 10, switch: "*", delta: deltas/vlan-parser.yaml, consistency: per-packet,
      expect: {mixed: 0}}                 # achieved per-packet; no probe met two versions
+  - at: 11                               # parts: ONE controller change (a transaction:
+    consistency: per-packet              # every part or none) at one level; a part is a
+    parts:                               # change without at/expect; each device once
+      - {switch: "*", undo: 5}
+      - {host: h1, swap: count_min, hook: tc, direction: egress}
+    expect: {mixed: 0}
 expect:                                  # (expect on a change: consistency, mixed, lost at
                                          #  most N; mixed_at_least N)
   - {consistency: per-packet, mixed: 0}  # every change asking per-packet, as above

@@ -437,6 +437,15 @@ class Controller:
                     ) -> tuple[list[ChangeRecord], dict[str, Delta]]:
         """Apply `delta` to every device `pattern` names (a switch, a pattern of switches,
         or a host hook) as one change. Returns the records and each device's inverse."""
+        after, inverses = self.plan_delta(pattern, delta)
+        return self.change(description or delta.name or "delta", after,
+                           consistency=consistency), inverses
+
+    # plan_*: the device intents an operation would give, nothing applied; `change` makes
+    # them real. Several plans merged (disjoint devices) are one transaction.
+    def plan_delta(self, pattern: str, delta: Delta
+                   ) -> tuple[dict[str, DeviceIntent], dict[str, Delta]]:
+        """The intents `delta` gives every device `pattern` names, and each one's inverse."""
         names = (self.switches(pattern) if any(c in pattern for c in "*?[")
                  else [self.device_intent(pattern).name])
         after, inverses, done = {}, {}, {}
@@ -451,8 +460,7 @@ class Controller:
                     raise DeltaError(delta.name or "delta", str(exc)) from exc
             new, inverses[n] = done[cur.program]
             after[n] = cur.with_program(new)
-        return self.change(description or delta.name or "delta", after,
-                           consistency=consistency), inverses
+        return after, inverses
 
     def swap_p4(self, switch: str, program: str, runtime: str | None = None
                 ) -> list[ChangeRecord]:
@@ -475,18 +483,29 @@ class Controller:
 
     def apply_inverses(self, inverses: dict[str, Delta], description: str = "undo",
                        consistency: str = "per-device"):
+        return self.change(description, self.plan_inverses(inverses), consistency=consistency)
+
+    def plan_inverses(self, inverses: dict[str, Delta]) -> dict[str, DeviceIntent]:
+        """The intents each device's inverse delta gives it."""
         after, done = {}, {}
         for n, inv in inverses.items():
             cur = self.intent.devices[n]
             if (cur.program, inv) not in done:   # the same program, the same inverse: once
                 done[(cur.program, inv)] = inv.apply(cur.program)[0]
             after[n] = cur.with_program(done[(cur.program, inv)])
-        return self.change(description, after, consistency=consistency)
+        return after
 
     def insert_entry(self, pattern: str, table: str, match: tuple, action: str,
                      args: tuple = (), priority: int = 0,
                      consistency: str = "per-device") -> list[ChangeRecord]:
         """Insert one entry on every switch `pattern` names: on all of them or none."""
+        return self.change(f"entry {table} {action}",
+                           self.plan_entry(pattern, table, match, action, args, priority),
+                           consistency=consistency)
+
+    def plan_entry(self, pattern: str, table: str, match: tuple, action: str,
+                   args: tuple = (), priority: int = 0) -> dict[str, DeviceIntent]:
+        """The intents of every device `pattern` names with one more entry."""
         names = self.switches(pattern) if any(c in pattern for c in "*?[") else \
             [self.device_intent(pattern).name]
         after = {}
@@ -500,7 +519,7 @@ class Controller:
                    for x in cur.entries):
                 raise TargetError(n, f"table {table}: an entry for {_fmt(e)} exists")
             after[n] = replace(cur, entries=cur.entries | {e})
-        return self.change(f"entry {table} {action}", after, consistency=consistency)
+        return after
 
     def delete_entry(self, pattern: str, table: str, match: tuple, priority: int = 0):
         names = self.switches(pattern) if any(c in pattern for c in "*?[") else \
@@ -538,10 +557,22 @@ class Controller:
         if cur is not None and cur.functions:
             return self.swap_function(host, HookFunction(program.name, program), hook,
                                       direction)
+        return self.change(f"{name}: {cur.program.name if cur else '-'} -> {program.name}",
+                           self.plan_swap(host, program, hook, direction),
+                           consistency=consistency)
+
+    def plan_swap(self, host: str, program: Program, hook: str = "xdp",
+                  direction: str = "ingress") -> dict[str, DeviceIntent]:
+        """The intent of a host hook running `program` instead (a hook running a list of
+        functions: the function of the same name, or the only one, replaced)."""
+        name = self._slot(host, hook, direction)
+        cur = self.intent.devices.get(name)
+        if cur is not None and cur.functions:
+            return self._plan_function_swap(host, HookFunction(program.name, program), hook,
+                                            direction)[1]
         if cur is None:
             raise LabError(f"{host} has no program on {hook}/{direction}: attach one first")
-        return self.change(f"{name}: {cur.program.name} -> {program.name}",
-                           {name: cur.with_program(program)}, consistency=consistency)
+        return {name: cur.with_program(program)}
 
     def detach(self, host: str, hook: str = "xdp", direction: str = "ingress"):
         name = self._slot(host, hook, direction)
@@ -592,6 +623,11 @@ class Controller:
                       ) -> list[ChangeRecord]:
         """Replace one function of a hook's list (named by `replaces`; by default the one
         of the same name, or the only one)."""
+        label, after = self._plan_function_swap(host, fn, hook, direction, replaces)
+        return self.change(label, after)
+
+    def _plan_function_swap(self, host: str, fn: HookFunction, hook: str, direction: str,
+                            replaces: str | None = None) -> tuple[str, dict]:
         name = self._slot(host, hook, direction)
         cur = self.intent.devices.get(name)
         if cur is None or not cur.functions:
@@ -610,8 +646,8 @@ class Controller:
         new = cur.functions[:i] + (fn,) + cur.functions[i + 1:]
         progs = _programs_of(replace(cur, functions=new))
         keep = frozenset(e for e in cur.entries if _entry_program(progs, e.table) is not None)
-        return self.change(f"{name}: {target} -> {fn.name}",
-                           {name: replace(cur, functions=new, entries=keep)})
+        return f"{name}: {target} -> {fn.name}", {name: replace(cur, functions=new,
+                                                               entries=keep)}
 
     def detach_function(self, host: str, fn_name: str, hook: str = "xdp",
                         direction: str = "ingress") -> list[ChangeRecord]:

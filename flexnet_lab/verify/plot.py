@@ -1,7 +1,8 @@
 """timeline.png: throughput of every flow over time, each change marked with the
 consistency level it achieved, loss marked; below, each change's phases in milliseconds
 (two-phase: prepare, install, flip, drain, retire; per-device: prepare, commit) with the
-oracle's mixed probes."""
+oracle's mixed probes. A grouped change (several parts, one transaction) is one mark and
+one bar, labelled with its parts."""
 from __future__ import annotations
 
 import warnings
@@ -32,9 +33,19 @@ def _level_text(ch: dict) -> str:
     return "per-device (per-packet asked)" if level == "fallback" else level
 
 
+def _what(ch: dict) -> str:
+    """A change's description; a grouped change is one change of N parts."""
+    parts = ch.get("parts") or []
+    if len(parts) < 2:
+        return ch["description"]
+    devices = ch.get("device", "").replace(",", ", ")   # report.json has each part
+    return f"one change, {len(parts)} parts on " + (devices if len(devices) <= 40 else
+                                                    devices[:37] + "...")
+
+
 def _label(n: int, ch: dict) -> str:
     level = _level(ch)
-    text = f" {n}: {ch['description']} [{ch.get('consistency', 'per-device')}"
+    text = f" {n}: {_what(ch)} [{ch.get('consistency', 'per-device')}"
     text += " (per-packet asked)]" if level == "fallback" else "]"
     o = ch.get("oracle")
     if o:
@@ -129,7 +140,10 @@ def _phases(bx, changes: list[dict]) -> None:
             left = max(left, load)
     for n, ch in enumerate(changes):
         o = ch.get("oracle")
+        parts = len(ch.get("parts") or [])
         note = f"  {_level_text(ch)}" + (f", {o['mixed']} mixed of {o['probes']} probes" if o else "")
+        if parts > 1:
+            note += f"; {parts} parts, one transaction"
         bx.text(right * 1.2, len(changes) - 1 - n, note, fontsize=7, va="center")
     bx.set_xscale("symlog", linthresh=1.0)
     bx.set_xlim(-left * 1.5, right * 40 + 10)

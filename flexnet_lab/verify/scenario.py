@@ -6,6 +6,7 @@ topology: leaf-spine
 targets: {l1: bmv2}                      # optional: switch (or pattern) -> ebpf | bmv2
 setup:                                   # before the traffic starts
   - {host: h8, attach: flow_counter, hook: xdp}            # library name or a YAML path
+  - {host: h1, attach: flow_counter, hook: tc, direction: egress}
 traffic:
   duration: 14                           # seconds
   baseline: 3                            # first seconds: no change (the machine's own loss)
@@ -22,6 +23,12 @@ changes:                                 # at t seconds after the traffic starts
   - {at: 9, switch: l1, entry: {table: acl, match: [17, 9999], action: drop}}
   - {at: 10, switch: "*", delta: deltas/vlan-parser.yaml, consistency: per-packet,
      expect: {mixed: 0}}                 # achieved per-packet; no probe met two versions
+  - at: 11                               # parts: ONE controller change (a transaction:
+    consistency: per-packet              # every part or none) at one level; a part is a
+    parts:                               # change without at/expect; each device once
+      - {switch: "*", undo: 5}
+      - {host: h1, swap: count_min, hook: tc, direction: egress}
+    expect: {mixed: 0}
 expect:                                  # (expect on a change: consistency, mixed, lost at
                                          #  most N; mixed_at_least N)
   - {consistency: per-packet, mixed: 0}  # every change asking per-packet, as above
@@ -40,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
-from ..errors import FlexNetError
+from ..errors import FlexNetError, LabError
 from ..program.model import Program
 from .scenario_file import (Change, Scenario, check_results_dir, dry_run, host_program,
                             is_pattern, load_scenario, parse_scenario)
@@ -252,7 +259,7 @@ def _combined(records, device: str, desc: str):
     first = records[0]
     spread = (max(r.done or r.at for r in records) - first.at) * 1e3
     phased = any(r.phases for r in records)
-    notes = [f"{len(records)} switches: {', '.join(r.device for r in records)}; all "
+    notes = [f"{len(records)} devices: {', '.join(r.device for r in records)}; all "
              + ("changed in two phases (install, flip, drain, retire)" if phased else
                 f"prepared first, then committed within {spread:.2f} ms")]
     notes += [f"{r.device}: {n}" for r in records for n in r.notes]
@@ -270,12 +277,16 @@ def _combined(records, device: str, desc: str):
 
 def _apply(ctl, c: Change, i: int, inverses: dict, base: str):
     """One change of the timeline through the controller: on every device it names, or
-    (refused) on none."""
-    if c.kind == "delta":
-        recs, inverses[i] = ctl.apply_delta(c.device, c.delta, c.describe(),
-                                            consistency=c.consistency)
+    (refused) on none. inverses: (change index, switch or pattern) -> each switch's inverse
+    delta, for later undos."""
+    if c.kind == "group":
+        recs = _apply_group(ctl, c, i, inverses, base)
+    elif c.kind == "delta":
+        recs, inverses[(i, c.device)] = ctl.apply_delta(c.device, c.delta, c.describe(),
+                                                         consistency=c.consistency)
     elif c.kind == "undo":
-        recs = ctl.apply_inverses(inverses[c.undo], c.describe(), consistency=c.consistency)
+        recs = ctl.apply_inverses(inverses[(c.undo, c.device)], c.describe(),
+                                  consistency=c.consistency)
     elif c.kind == "swap":
         recs = ctl.swap(c.device, host_program(c.program, base, c.params), c.hook, c.direction,
                         consistency=c.consistency)
@@ -290,6 +301,34 @@ def _apply(ctl, c: Change, i: int, inverses: dict, base: str):
         for r in recs:
             r.kind, r.swap_ms, r.total_ms = "entries_only", ms, ms
     return _combined(recs, c.device, c.describe()) if len(recs) > 1 else recs[0]
+
+
+def _apply_group(ctl, c: Change, i: int, inverses: dict, base: str):
+    """A grouped change: every part planned by the controller (nothing applied), the
+    device intents merged, then one controller change at the group's level, so every
+    part happens or none does."""
+    after, made = {}, {}
+    for k, p in enumerate(c.parts):
+        if p.kind == "delta":
+            part, made[(i, p.device)] = ctl.plan_delta(p.device, p.delta)
+        elif p.kind == "undo":
+            part = ctl.plan_inverses(inverses[(p.undo, p.device)])
+        elif p.kind == "swap":
+            part = ctl.plan_swap(p.device, host_program(p.program, base, p.params), p.hook,
+                                 p.direction)
+        else:
+            e = dict(p.entry)
+            part = ctl.plan_entry(f"{p.device}:{p.hook}:{p.direction}" if p.on_host
+                                  else p.device, e["table"], tuple(e["match"]), e["action"],
+                                  tuple(e["args"]), int(e["priority"]))
+        twice = sorted(after.keys() & part.keys())
+        if twice:   # dry_run refuses this before any lab; the controller's view decides
+            raise LabError(f"changes[{i}].parts[{k}] changes {', '.join(twice)} again: one "
+                           "transaction changes each device once")
+        after.update(part)
+    recs = ctl.change(c.describe(), after, consistency=c.consistency)
+    inverses.update(made)    # only once the change is made: a refused one has no undo
+    return recs
 
 
 def _host_maps(ctl, sc: Scenario) -> dict:
@@ -362,7 +401,9 @@ def _judge(sc: Scenario, lab, results: list[FlowResult], applied, final, reach,
                      # first to last commit: where a per-device change can mix versions
                      "commit_spread_ms": round(max(0.0, rec.done - rec.at) * 1e3, 3)
                      if rec.done else None,
-                     "requested": row["requested"], "oracle": row["oracle"]}
+                     "requested": row["requested"], "oracle": row["oracle"],
+                     # a grouped change: its parts, made as this one change
+                     "parts": [p.describe() for p in sc.changes[row["index"]].parts]}
                     for (_, at, rec, _), row in zip(applied, change_rows)],
         "oracle": None if oracle is None else {
             **{k: v for k, v in oracle.items() if k != "changes"},
@@ -424,7 +465,10 @@ def _flow_nodes(lab, spec: FlowSpec) -> set[str]:
 
 
 def _devices_of(lab, device: str) -> set[str]:
-    """Nodes a change touched: a switch pattern, a switch, or a host's program slot."""
+    """Nodes a change touched: a switch pattern, a switch, a host's program slot, or
+    those of a grouped change's parts (comma-separated)."""
+    if "," in device:     # a grouped change: its parts' devices
+        return set().union(*(_devices_of(lab, d) for d in device.split(",")))
     if _is_pattern(device):
         return {n for n in lab.switches if fnmatchcase(n, device)}
     return {device.split(":")[0].split("-")[0]}

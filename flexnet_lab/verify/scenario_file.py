@@ -35,6 +35,9 @@ RATE_MBIT = (1, 10_000)                    # the rate limiter's token rate
 SCENARIO_KEYS = ("name", "description", "topology", "targets", "setup", "traffic",
                  "probes", "changes", "expect", "capture")
 CHANGE_KINDS = ("delta", "undo", "swap", "entry")
+PART_KEYS = ("switch", "host", "delta", "undo", "swap", "hook", "direction", "rate_mbit",
+             "entry", "consistency")
+MAX_PARTS = 64
 PROBE_PPS = (10, 10_000)                   # per pair: what one Python sender keeps up
 PROBE_TOTAL_PPS = 40_000                   # all pairs: the per-hop record has 65536 slots,
                                            # read every 0.5 s during the run
@@ -47,7 +50,7 @@ COUNT_MAX = 10**9
 @dataclass(frozen=True)
 class Change:
     at: float
-    kind: str                     # delta | undo | swap | entry
+    kind: str                     # delta | undo | swap | entry | group
     device: str                   # switch name or pattern, or a host
     delta: Delta | None = None
     undo: int | None = None
@@ -60,8 +63,12 @@ class Change:
     delta_source: str = ""        # the delta's file, or where it is inline
     consistency: str = "per-device"   # per-device | per-packet | per-flow (plan/two_phase.py)
     expect: tuple = ()            # oracle expectations: sorted (key, value) pairs
+    parts: tuple = ()             # group: its parts (Changes of the other kinds), applied
+                                  # as one controller change at one level
 
     def describe(self) -> str:
+        if self.kind == "group":
+            return " + ".join(p.describe() for p in self.parts)
         if self.kind == "delta":
             return f"{self.device}: delta {self.delta.name or '(unnamed)'}"
         if self.kind == "undo":
@@ -354,9 +361,65 @@ def _flows(r: _Reader, items: list, duration: float) -> list[FlowSpec]:
 def _change(r: _Reader, c: Any, i: int, base: str) -> Change:
     where = f"changes[{i}]"
     c = r.mapping(c, where, optional=False)
+    if "parts" in c:
+        return _group(r, c, where, base)
     r.keys(c, ("at", "switch", "host", "delta", "undo", "swap", "hook", "direction",
-               "rate_mbit", "entry", "consistency", "expect"), where, required=("at",))
+               "rate_mbit", "entry", "consistency", "expect", "parts"), where,
+           required=("at",))
     at = float(r.number(c, "at", where, 0, MAX_DURATION_S))
+    expect = _oracle_expect(r, c["expect"], f"{where}.expect", False) if "expect" in c else {}
+    return replace(_part(r, c, where, at, base), expect=tuple(sorted(expect.items())))
+
+
+def _group(r: _Reader, c: dict, where: str, base: str) -> Change:
+    """{at, consistency?, expect?, parts: [...]}: several changes, each of the form of a
+    change without `at` and `expect`, made as one controller change: one transaction at
+    one consistency level, judged by the oracle as one change."""
+    for key in c:
+        if key in PART_KEYS and key != "consistency":
+            r.fail(f"{where}.{key}", "belongs in a part: a change with `parts` names each "
+                   "device and what changes there in its parts")
+    r.keys(c, ("at", "parts", "consistency", "expect"), where, required=("at",))
+    at = float(r.number(c, "at", where, 0, MAX_DURATION_S))
+    items = r.list(c["parts"], f"{where}.parts")
+    if not items:
+        r.fail(f"{where}.parts", "is empty: a grouped change needs at least one part")
+    if len(items) > MAX_PARTS:
+        r.fail(f"{where}.parts", f"{len(items)} parts; at most {MAX_PARTS}")
+    level = r.string(c, "consistency", where, LEVELS) if "consistency" in c else None
+    parts, asked = [], None      # asked: (the first level a part states, its index)
+    for k, item in enumerate(items):
+        pw = f"{where}.parts[{k}]"
+        item = r.mapping(item, pw, optional=False)
+        for key, why in (("at", "a part has no time of its own: the change's `at` applies "
+                                "to all its parts"),
+                         ("expect", f"expectations go on the change ({where}.expect): the "
+                                    "oracle judges the parts as one change"),
+                         ("parts", "parts do not nest")):
+            if key in item:
+                r.fail(f"{pw}.{key}", why)
+        r.keys(item, PART_KEYS, pw)
+        part = _part(r, item, pw, at, base)
+        if "consistency" in item:
+            if level is not None and part.consistency != level:
+                r.fail(f"{pw}.consistency", f"{part.consistency} conflicts with the change's "
+                       f"{level}: one transaction has one level")
+            if asked is not None and part.consistency != asked[0]:
+                r.fail(f"{pw}.consistency", f"{part.consistency}, but parts[{asked[1]}] asks "
+                       f"{asked[0]}: one transaction has one level (give `consistency` "
+                       "once, on the change)")
+            asked = asked or (part.consistency, k)
+        parts.append(part)
+    level = level or (asked[0] if asked else "per-device")
+    parts = tuple(replace(p, consistency=level) for p in parts)
+    expect = _oracle_expect(r, c["expect"], f"{where}.expect", False) if "expect" in c else {}
+    return Change(at, "group", ",".join(p.device for p in parts), consistency=level,
+                  expect=tuple(sorted(expect.items())), parts=parts)
+
+
+def _part(r: _Reader, c: dict, where: str, at: float, base: str) -> Change:
+    """One device (or switch pattern) and what changes there: a change without its time
+    and expectations, or one part of a grouped change."""
     if ("switch" in c) == ("host" in c):
         r.fail(where, "names one `switch` (or switch pattern) or one `host`")
     on_host = "host" in c
@@ -378,9 +441,8 @@ def _change(r: _Reader, c: Any, i: int, base: str) -> Change:
     if hook == "xdp" and direction != "ingress":
         r.fail(f"{where}.direction", "XDP runs on ingress only (use hook: tc for egress)")
     level = r.string(c, "consistency", where, LEVELS, default="per-device")
-    expect = _oracle_expect(r, c["expect"], f"{where}.expect", False) if "expect" in c else {}
     return replace(_change_kind(r, c, where, kind, at, device, on_host, hook, direction, base),
-                   consistency=level, expect=tuple(sorted(expect.items())))
+                   consistency=level)
 
 
 def _change_kind(r: _Reader, c: dict, where: str, kind: str, at: float, device: str,
@@ -438,10 +500,23 @@ def _check_timeline(r: _Reader, changes: tuple[Change, ...], duration: float) ->
         if i and c.at < changes[i - 1].at:
             r.fail(f"changes[{i}].at", f"{c.at:g} s comes before changes[{i - 1}] "
                    f"({changes[i - 1].at:g} s): changes run in list order, list them by time")
-        if c.kind == "undo" and not (c.undo < i and changes[c.undo].kind == "delta"
-                                     and changes[c.undo].device == c.device):
-            r.fail(f"changes[{i}].undo", "must name an earlier delta change on the same "
-                   "switch (or switch pattern)")
+        for where, u in ([(f"changes[{i}].parts[{k}]", p) for k, p in enumerate(c.parts)]
+                         or [(f"changes[{i}]", c)]):
+            if u.kind == "undo" and not (u.undo < i and _undoable(changes[u.undo], u.device)):
+                r.fail(f"{where}.undo", "must name an earlier delta change on the same "
+                       "switch (or switch pattern), or an earlier change with a delta part "
+                       "on it")
+
+
+def _undoable(change: Change, device: str) -> bool:
+    """An undo on `device` can name this change: a delta there, or a group with one."""
+    return _delta_part(change, device) is not None
+
+
+def _delta_part(change: Change, device: str) -> Change | None:
+    """The delta on `device` (a switch or pattern) of a change or of its parts."""
+    return next((p for p in change.parts or (change,)
+                 if p.kind == "delta" and p.device == device), None)
 
 
 def _expectation(r: _Reader, e: Any, where: str, flows: set[str]) -> dict:
@@ -551,18 +626,23 @@ def dry_run(sc: Scenario, topo) -> list[tuple[Program, str, str, str]]:
         if "ebpf" not in kinds.values():
             fail("probes", f"no eBPF switch in {topo.name} records the versions probes meet "
                  "(bmv2 switches do not)")
-    for i, c in enumerate(sc.changes):
-        where = f"changes[{i}]"
+
+    def targets_of(c: Change, where: str) -> list[str]:
         field = f"{where}.{'host' if c.on_host else 'switch'}"
         if c.on_host:
             host(c.device, field)
-            targets = [c.device]
-        else:
-            targets = [n for n in programs if fnmatchcase(n, c.device)]
-            if not targets:
-                fail(field, f"{'no switch matches' if is_pattern(c.device) else 'no switch'} "
-                     f"{show(c.device)} in {topo.name}"
-                     + (" (it is a host: name it with `host:`)" if c.device in hosts else ""))
+            return [c.device]
+        targets = [n for n in programs if fnmatchcase(n, c.device)]
+        if not targets:
+            fail(field, f"{'no switch matches' if is_pattern(c.device) else 'no switch'} "
+                 f"{show(c.device)} in {topo.name}"
+                 + (" (it is a host: name it with `host:`)" if c.device in hosts else ""))
+        return targets
+
+    def model(c: Change, i: int, where: str) -> None:
+        """One change (or one part of a grouped change #i) applied to the models."""
+        field = f"{where}.{'host' if c.on_host else 'switch'}"
+        targets = targets_of(c, where)
         try:
             if c.kind in ("delta", "undo"):
                 if c.on_host:
@@ -573,14 +653,15 @@ def dry_run(sc: Scenario, topo) -> list[tuple[Program, str, str, str]]:
                         programs[t], inv = delta.apply(programs[t])
                         _runnable(programs[t], "tc", kinds[t], "switch")
                     except FlexNetError as exc:
-                        origin = sc.changes[i if c.kind == "delta" else c.undo].delta_source
+                        origin = c.delta_source if c.kind == "delta" else \
+                            _delta_part(sc.changes[c.undo], c.device).delta_source
                         what = f"delta {origin}" if c.kind == "delta" else \
                             f"the inverse of changes[{c.undo}] ({origin})"
                         fail(f"{where}.{c.kind}", f"{what} on {t} at t={c.at:g} s: {exc}")
                     if c.kind == "delta":
                         inverses[(i, t)] = inv
-                    entries -= {e for e in entries if e[0] == t
-                                and programs[t].table(e[1]) is None}
+                    entries.difference_update({e for e in entries if e[0] == t
+                                               and programs[t].table(e[1]) is None})
                     loads.append((programs[t], "tc", "switch", t))
             elif c.kind == "swap":
                 key = (c.device, c.hook, c.direction)
@@ -619,6 +700,25 @@ def dry_run(sc: Scenario, topo) -> list[tuple[Program, str, str, str]]:
             raise
         except FlexNetError as exc:
             fail(where, f"{', '.join(targets)}: {exc}")
+
+    for i, c in enumerate(sc.changes):
+        if c.kind != "group":
+            model(c, i, f"changes[{i}]")
+            continue
+        # one transaction changes each device once: parts must not overlap
+        claimed: dict[str, int] = {}
+        for k, part in enumerate(c.parts):
+            where = f"changes[{i}].parts[{k}]"
+            for t in targets_of(part, where):
+                slot = f"{t}:{part.hook}:{part.direction}" if part.on_host else t
+                if slot in claimed:
+                    other = c.parts[claimed[slot]]
+                    fail(f"{where}.{'host' if part.on_host else 'switch'}",
+                         f"{slot} is also changed by parts[{claimed[slot]}] "
+                         f"({show(other.device)}): one transaction changes each device "
+                         "once (make it two changes)")
+                claimed[slot] = k
+            model(part, i, where)
     for i, e in enumerate(sc.expect):
         if "map" in e:
             key = (host(e["host"], f"expect[{i}].host"), e["hook"], e["direction"])

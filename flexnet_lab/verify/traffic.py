@@ -3,6 +3,7 @@ retransmits; both report per 0.1 s interval so loss can be placed in time."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from ..errors import LabError
 
 INTERVAL_S = 0.1
+RECEIVER_PRIORITY = 1      # SCHED_FIFO, the lowest real-time priority (see Flow.start_server)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class FlowResult:
     bps: float = 0.0
     error: str | None = None
     tail_lost: int = 0      # sent but never read, after the server's last datagram
+    receiver_rt: bool = False   # the UDP server ran at real-time priority
 
     @property
     def gap_lost(self) -> int:
@@ -55,18 +58,21 @@ class FlowResult:
         return {"name": self.spec.name, "src": self.spec.src, "dst": self.spec.dst,
                 "proto": self.spec.proto, "sent": self.sent, "received": self.received,
                 "lost": self.lost, "tail_lost": self.tail_lost,
-                "retransmits": self.retransmits,
+                "receiver_rt": self.receiver_rt, "retransmits": self.retransmits,
                 "mbps": round(self.bps / 1e6, 2), "error": self.error,
                 "intervals": [[round(i.start, 2), round(i.end, 2), round(i.bps / 1e6, 2),
                                i.packets, i.lost, i.retransmits] for i in self.intervals]}
 
 
 class Flow:
-    """One iperf3 flow between two lab hosts."""
+    """One iperf3 flow between two lab hosts. rt_receiver: a UDP flow's server runs at
+    real-time priority (see start_server); False only to measure what that changes."""
 
-    def __init__(self, lab, spec: FlowSpec):
+    def __init__(self, lab, spec: FlowSpec, rt_receiver: bool = True):
         self.lab, self.spec = lab, spec
+        self.rt_receiver = rt_receiver and spec.proto == "udp"
         self._server = self._client = None
+        self._rt = False
 
     def start_server(self) -> None:
         dst = self.lab.host(self.spec.dst)
@@ -74,6 +80,20 @@ class Flow:
         # where UDP loss per interval comes from
         self._server = dst.popen(["iperf3", "-s", "-1", "-J", "-i", str(INTERVAL_S), "-p",
                                   str(self.spec.port)])
+        if self.rt_receiver:
+            # iperf3 (3.12) closes its UDP socket the moment the client's TEST_END arrives
+            # on the control connection: datagrams still queued in the socket then are
+            # never counted and look lost at the end of the flow, though they arrived. They
+            # are queued only when the server lags, other work on the shared cores holding
+            # it off for a few ms. At the lowest real-time priority it reads each datagram
+            # as it arrives; a UDP flow has a fixed rate, so it takes CPU in proportion
+            # (TCP servers read as fast as they can and stay at normal priority).
+            try:
+                os.sched_setscheduler(self._server.pid, os.SCHED_FIFO,
+                                      os.sched_param(RECEIVER_PRIORITY))
+                self._rt = True
+            except OSError:   # not allowed (no CAP_SYS_NICE): the tail may come back
+                self._rt = False
 
     def wait_server(self, timeout_s: float = 5.0) -> None:
         dst = self.lab.host(self.spec.dst)
@@ -104,8 +124,10 @@ class Flow:
             return self._interrupted()
         finally:
             self._reap_server()
-        return parse_iperf(self.spec, out.decode(errors="replace") if isinstance(out, bytes)
-                           else out)
+        res = parse_iperf(self.spec, out.decode(errors="replace") if isinstance(out, bytes)
+                          else out)
+        res.receiver_rt = self._rt
+        return res
 
     def _interrupted(self) -> FlowResult:
         """The client hangs when its control connection is cut (a black hole on the path):
@@ -130,6 +152,7 @@ class Flow:
         except ValueError:
             res = FlowResult(self.spec)
         res.error = "iperf3 client timed out (its control connection was cut)"
+        res.receiver_rt = self._rt
         return res
 
     def stop(self) -> None:
@@ -169,8 +192,8 @@ def parse_iperf(spec: FlowSpec, text: str) -> FlowResult:
         res.received = total - res.lost
         # the server only sees gaps before its last datagram: loss at the end of a flow
         # (or of a whole flow) shows only as sent minus received. iperf3's server also stops
-        # reading at the end of the test, so a few datagrams can be left unread there: the
-        # tail is kept apart from the gaps
+        # reading at the end of the test (Flow.start_server), so datagrams can be left
+        # unread there: the tail is kept apart from the gaps
         res.tail_lost = max(0, res.sent - res.received - res.lost)
         res.lost += res.tail_lost
         res.bps = float(c_end.get("bits_per_second", 0.0)) * (res.received / total if total else 0)
@@ -198,13 +221,14 @@ def parse_iperf(spec: FlowSpec, text: str) -> FlowResult:
 class Traffic:
     """Several flows started together; stop() on every exit path kills what is left."""
 
-    def __init__(self, lab, specs: list[FlowSpec]):
+    def __init__(self, lab, specs: list[FlowSpec], rt_receiver: bool = True):
         ports = {}
         self.flows = []
         for i, spec in enumerate(specs):
             port = spec.port + i if (spec.dst, spec.port) in ports else spec.port
             ports[(spec.dst, port)] = spec.name
-            self.flows.append(Flow(lab, FlowSpec(**{**spec.__dict__, "port": port})))
+            self.flows.append(Flow(lab, FlowSpec(**{**spec.__dict__, "port": port}),
+                                   rt_receiver))
         self.t0 = 0.0
 
     def start(self) -> float:

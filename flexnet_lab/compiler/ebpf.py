@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from ..errors import ProgramError
 from ..program.model import Action, Map, Op, Program, Stmt, Table, action_id
 from .layout import MAX_ARGS, key_words, map_c_name, table_layout
+from .probe import (COUNT_AT, COUNT_MAX, PAYLOAD_AT, PROBE_FRAME_BYTES, PROBE_MAGIC, PROBE_PORT,
+                    SLOTS, SLOTS_AT)
 
 ROLES = ("switch", "host")
 HOOKS = ("tc", "xdp")
@@ -31,10 +33,6 @@ FLOW_MAP = "flx_flows"       # root (tc): per-flow level, 5-tuple -> slot it sta
 FCFG_MAP = "flx_fcfg"        # root (tc): [0] per-flow generation (0: off), [1] idle time, us
 FLOW_SLOTS = 4096            # flows remembered per ingress point (LRU beyond)
 VER_MAP = "flx_ver"          # pipeline (tc): this loaded version's number (never shared)
-PROBE_MAP = "flx_probe"      # pipeline (tc): oracle probe id % PROBE_SLOTS -> id<<32 | version
-PROBE_SLOTS = 65536
-PROBE_PORT = 33999           # UDP destination port of oracle probes
-PROBE_MAGIC = 0x46585052     # "FXPR": first payload word of a probe; the id follows
 TAG_VID = 0xFF0              # version tag: 802.1ad S-tag, VID 0xFF0 | version (0 or 1)
 PORT_PEER, PORT_TAG = 1, 2   # flx_port.peer bits: redirect_peer; push the version tag
 PORTS_MAP = "flx_ports"      # switch: logical port -> {ifindex, peer-mode}
@@ -135,7 +133,8 @@ def root_source(hook: str) -> str:
     popped here whether trusted or not, so a tag forged by a host never selects a version
     and never reaches a program. While tagging is on (flx_slot[1]) the version goes to the
     pipeline in cb[0] (it re-stamps towards eBPF switches) and is counted in flx_vcnt (the
-    drain wait watches those counters). cb[1] carries an oracle probe's id. A packet
+    drain wait watches those counters). cb[1] is 1 for an oracle probe (compiler/probe.py:
+    the pipeline writes its version into the probe's trailer). A packet
     entering the network (no trusted tag) runs the stamp, or, while a per-flow change is
     on, the slot its flow started with (_flow_source)."""
     ctx, fail = _ctx(hook), ("TC_ACT_SHOT" if hook == "tc" else "XDP_DROP")
@@ -145,7 +144,8 @@ def root_source(hook: str) -> str:
                 f"    u32 zero = 0; u32 *slot = {SLOT_MAP}.lookup(&zero);\n"
                 f"    {PIPE_MAP}.call(ctx, slot ? *slot : 0);\n"
                 f"    return {fail};  /* empty slot: never reached once a pipeline is set */\n}}\n")
-    m = PROBE_MAGIC.to_bytes(4, "big")
+    magic = " && ".join(f"p[{PAYLOAD_AT + i}] == {b}"
+                        for i, b in enumerate(PROBE_MAGIC.to_bytes(4, "big")))
     return head + f"""BPF_ARRAY({VCNT_MAP}, u64, 2);
 BPF_HASH({TRUST_MAP}, u32, u32, 64);
 {_flow_source()}
@@ -170,12 +170,12 @@ int root({ctx} *ctx) {{
         if (c) __sync_fetch_and_add(c, 1);
         ctx->cb[0] = v + 1;
     }}
-    {{  /* oracle probe: IPv4 (no options) UDP to port {PROBE_PORT}, payload magic + id */
+    {{  /* oracle probe: IPv4 (no options) UDP to port {PROBE_PORT}, payload magic + trailer */
         u8 *p = (u8 *)(long)ctx->data, *end = (u8 *)(long)ctx->data_end;
-        if (p + 50 <= end && p[12] == 0x08 && p[13] == 0x00 && p[14] == 0x45 && p[23] == 17 &&
-            p[36] == {PROBE_PORT >> 8} && p[37] == {PROBE_PORT & 0xff} && p[42] == {m[0]} &&
-            p[43] == {m[1]} && p[44] == {m[2]} && p[45] == {m[3]})
-            ctx->cb[1] = ((u32)p[46] << 24) | ((u32)p[47] << 16) | ((u32)p[48] << 8) | p[49];
+        if (p + {PROBE_FRAME_BYTES} <= end && p[12] == 0x08 && p[13] == 0x00 && p[14] == 0x45 &&
+            p[23] == 17 && p[36] == {PROBE_PORT >> 8} && p[37] == {PROBE_PORT & 0xff} &&
+            {magic})
+            ctx->cb[1] = 1;
     }}
     {PIPE_MAP}.call(ctx, v);
     return {fail};  /* empty slot: never reached once a pipeline is set */
@@ -297,10 +297,8 @@ class _Gen:
         if self.role == "switch":
             out += [f"BPF_ARRAY({PORTS_MAP}, struct flx_port, 64);",
                     f"BPF_HASH({INPORT_MAP}, u32, u32, 64);"]
-        if self.hook == "tc":   # the consistency oracle's per-hop record (root_source)
-            out += [f"BPF_ARRAY({VER_MAP}, u32, 1);",
-                    f"BPF_F_TABLE(\"array\", u32, u64, {PROBE_MAP}, {PROBE_SLOTS}, "
-                    "BPF_F_MMAPABLE);"]
+        if self.hook == "tc":   # the number oracle probes record (root_source)
+            out.append(f"BPF_ARRAY({VER_MAP}, u32, 1);")
         for m in self.p.maps:
             out.append(self.map_decl(m))
         for t in self.p.tables:
@@ -563,11 +561,21 @@ class _Gen:
                     "    std.pkt_len = ctx->len + (flx_vl ? 4 : 0);   /* as on the wire */"]
         else:
             out.append("    std.pkt_len = (u64)((long)ctx->data_end - (long)ctx->data);")
-        if self.hook == "tc":
-            out += ["    if (ctx->cb[1]) {  /* an oracle probe: record this version */",
-                    f"        u32 z = 0, k = ctx->cb[1] % {PROBE_SLOTS}; u32 *g = {VER_MAP}.lookup(&z);",
-                    "        u64 r = ((u64)ctx->cb[1] << 32) | (g ? *g : 0);",
-                    f"        {PROBE_MAP}.update(&k, &r);",
+        if self.hook == "tc":   # frame offsets are fixed: the root popped the lab's tag
+            count, slot0 = PAYLOAD_AT + COUNT_AT, PAYLOAD_AT + SLOTS_AT
+            out += ["    if (ctx->cb[1]) {  /* an oracle probe: this version into its next slot */",
+                    "        u8 n = 0;",
+                    f"        if (bpf_skb_load_bytes(ctx, {count}, &n, 1) == 0) {{",
+                    f"            u32 z = 0, *g = {VER_MAP}.lookup(&z);",
+                    f"            if (n < {SLOTS}) {{",
+                    "                u32 v = bpf_htonl(g ? *g : 0);",
+                    f"                bpf_skb_store_bytes(ctx, {slot0} + 4 * (u32)n, &v, 4, 0);",
+                    "            }",
+                    f"            if (n < {COUNT_MAX}) {{  /* saturates: above {SLOTS}, the trailer overflowed */",
+                    "                n += 1;",
+                    f"                bpf_skb_store_bytes(ctx, {count}, &n, 1, 0);",
+                    "            }",
+                    "        }",
                     "    }"]
         if self.role == "switch":
             out += ["    { u32 ifi = ctx->ingress_ifindex; u32 *pp = "

@@ -517,7 +517,10 @@ class _Gen:
                     "    }"]
         return out
 
-    def verdict(self) -> list[str]:
+    def verdict(self, record: list[str]) -> list[str]:
+        """The packet's fate; `record` (an oracle probe's trailer written) comes first for a
+        host function, right before the redirect for a switch (a dropped probe records
+        nothing)."""
         if self.role == "host":
             ok, bad = ("TC_ACT_OK", "TC_ACT_SHOT") if self.hook == "tc" else ("XDP_PASS", "XDP_DROP")
             stamp = ([f"    if (!std.drop && ctx->cb[0])  /* host egress: stamp the version */",
@@ -525,16 +528,18 @@ class _Gen:
                       f"{TAG_VID:#x} | ((ctx->cb[0] - 1) & 1));"] if self.hook == "tc" else [])
             if self.chain:   # a packet this function passes goes on to the next one (which
                 # stamps at its own end); the last one stamps
-                return [f"    if (std.drop) return {bad};",
-                        f"    {NEXT_MAP}.call(ctx, 0);  /* no next function: pass */"] + \
+                return record + [f"    if (std.drop) return {bad};",
+                                 f"    {NEXT_MAP}.call(ctx, 0);  /* no next function: pass */"] + \
                     stamp + [f"    return {ok};", "reject:", f"    return {bad};"]
-            return stamp + [f"    return std.drop ? {bad} : {ok};", "reject:", f"    return {bad};"]
+            return record + stamp + [f"    return std.drop ? {bad} : {ok};", "reject:",
+                                     f"    return {bad};"]
         if self.hook != "tc":
             raise ProgramError(f"program {self.p.name}", "the eBPF switch runs on tc only")
         return ["    if (std.drop || std.egress_port == 0) return TC_ACT_SHOT;",
                 "    { u32 p = std.egress_port; struct flx_port *pp = "
                 f"{PORTS_MAP}.lookup(&p);",
-                "      if (!pp || !pp->ifindex) return TC_ACT_SHOT;",
+                "      if (!pp || !pp->ifindex) return TC_ACT_SHOT;"] + \
+            ["  " + ln for ln in record] + [
                 "      /* towards an eBPF switch while tagging is on: carry the version */",
                 f"      if (ctx->cb[0] && (pp->peer & {PORT_TAG}))",
                 f"          bpf_skb_vlan_push(ctx, bpf_htons(ETH_P_8021AD), "
@@ -561,22 +566,14 @@ class _Gen:
                     "    std.pkt_len = ctx->len + (flx_vl ? 4 : 0);   /* as on the wire */"]
         else:
             out.append("    std.pkt_len = (u64)((long)ctx->data_end - (long)ctx->data);")
-        if self.hook == "tc":   # frame offsets are fixed: the root popped the lab's tag
-            count, slot0 = PAYLOAD_AT + COUNT_AT, PAYLOAD_AT + SLOTS_AT
-            out += ["    if (ctx->cb[1]) {  /* an oracle probe: this version into its next slot */",
-                    "        u8 n = 0;",
-                    f"        if (bpf_skb_load_bytes(ctx, {count}, &n, 1) == 0) {{",
-                    f"            u32 z = 0, *g = {VER_MAP}.lookup(&z);",
-                    f"            if (n < {SLOTS}) {{",
-                    "                u32 v = bpf_htonl(g ? *g : 0);",
-                    f"                bpf_skb_store_bytes(ctx, {slot0} + 4 * (u32)n, &v, 4, 0);",
-                    "            }",
-                    f"            if (n < {COUNT_MAX}) {{  /* saturates: above {SLOTS}, the trailer overflowed */",
-                    "                n += 1;",
-                    f"                bpf_skb_store_bytes(ctx, {count}, &n, 1, 0);",
-                    "            }",
-                    "        }",
-                    "    }"]
+        # a program that pushes or pops a tag may move the frame's bytes (a tag out of band
+        # goes into the frame under a new one): it records before it runs
+        shifts = any(op.name in ("push_vlan", "pop_vlan") for ops in
+                     [a.ops for a in self.p.actions] + [st.ops for st in self.p.control]
+                     for op in ops)
+        record = self.probe_record() if self.hook == "tc" else []
+        if shifts:
+            out, record = out + record, []
         if self.role == "switch":
             out += ["    { u32 ifi = ctx->ingress_ifindex; u32 *pp = "
                     f"{INPORT_MAP}.lookup(&ifi); std.ingress_port = pp ? *pp : 0; }}"]
@@ -587,9 +584,33 @@ class _Gen:
         out.append("accept:")
         out += self.control()
         out += self.deparser()
-        out += self.verdict()
+        # otherwise recorded last, on the way out: little is left for the verifier to walk
+        # once per way the probe test went (from the start, the whole program twice)
+        out += self.verdict(record)
         out.append("}")
         return out
+
+    @staticmethod
+    def probe_record() -> list[str]:
+        """An oracle probe (the root set cb[1]): this version into slot[count] of its
+        trailer, count + 1 (saturating), at fixed frame offsets (the root popped the lab's
+        tag and saw IPv4 right after ethernet)."""
+        count, slot0 = PAYLOAD_AT + COUNT_AT, PAYLOAD_AT + SLOTS_AT
+        return ["    if (ctx->cb[1]) {  /* an oracle probe: this version into its next slot */",
+                "        u8 n = 0;",
+                f"        if (bpf_skb_load_bytes(ctx, {count}, &n, 1) == 0) {{",
+                f"            u32 z = 0, *g = {VER_MAP}.lookup(&z);",
+                f"            if (n < {SLOTS}) {{",
+                "                u32 v = bpf_htonl(g ? *g : 0);",
+                f"                bpf_skb_store_bytes(ctx, {slot0} + 4 * (u32)n, &v, 4, 0);",
+                "            }",
+                f"            if (n < {COUNT_MAX}) {{  /* saturates: above {SLOTS}, the trailer "
+                "overflowed */",
+                "                n += 1;",
+                f"                bpf_skb_store_bytes(ctx, {count}, &n, 1, 0);",
+                "            }",
+                "        }",
+                "    }"]
 
 
 def generate(program: Program, hook: str = "tc", role: str = "switch",

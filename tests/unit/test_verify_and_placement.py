@@ -157,3 +157,13 @@ def test_tc_pipelines_write_their_version_into_the_probe_trailer():
         assert "if (n < 255) {" in src and "bpf_skb_store_bytes(ctx, 50, &n, 1, 0);" in src
         assert "flx_probe" not in src
     assert "cb[1]" not in generate(library.flow_counter(), "xdp", "host").text
+    # written on the way out (little left for the verifier to walk twice): a switch right
+    # before the redirect, a host function before its verdict; a program that pushes or
+    # pops a tag (which may move the frame's bytes) before it runs
+    sw = generate(library.infrastructure(), "tc", "switch").text
+    assert sw.index("if (!pp || !pp->ifindex)") < sw.index("if (ctx->cb[1])") < \
+        sw.index("bpf_redirect_peer")
+    host = generate(library.flow_counter(), "tc", "host").text
+    assert host.index("accept:") < host.index("if (ctx->cb[1])") < host.index("return std.drop")
+    tagger = generate(library.HOST_PROGRAMS["vlan_tag"](), "tc", "host").text
+    assert tagger.index("if (ctx->cb[1])") < tagger.index("st_start:")

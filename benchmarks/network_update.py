@@ -7,8 +7,9 @@ table added, or removed again) plus a host-function swap on the tc egress of 4 h
 per-packet pair then a per-device pair, so both levels meet the same traffic in the same
 run. UDP flows on 4 multi-hop paths (5 switches each) run through all changes and, before
 them, through no change at all (the baseline). Probes on 6 multi-hop paths carry the
-version met at every hop in their trailer (verify/oracle.py). Also measured: the data-plane cost of the
-version tag (TCP throughput with tagging on in every switch against off).
+version met at every hop in their trailer (verify/oracle.py). Also measured: the
+data-plane cost of the version tag (TCP throughput with tagging on in every switch
+against off).
 
 --bmv2: the all-bmv2 leaf-spine (6 switches, 8 hosts) instead, where bmv2 is installed: a
 delta to all six switches per change (the ACL table added, or removed again; no host

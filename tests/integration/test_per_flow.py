@@ -4,8 +4,9 @@ started after the flip runs the new one; the change completes once the old flow 
 a flow that never goes idle is moved at the bound, and the record says so.
 
 Evidence: the oracle's probe trailers (every tc pipeline writes the version that ran a probe
-into the probe, compiler/probe.py) and the change records. Flows are probe streams (verify/probe_agent.py): one UDP
-socket each, so one 5-tuple, h1 -> h8 across l1, a spine and l4."""
+into the probe, compiler/probe.py) and the change records. Flows are probe streams
+(verify/probe_agent.py): one UDP socket each, so one 5-tuple, h1 -> h8 across l1, a spine
+and l4."""
 from __future__ import annotations
 
 import signal

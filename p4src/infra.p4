@@ -69,7 +69,7 @@ header flexnet_version_tag_t {
 }
 
 /* an oracle probe's first bytes (looked ahead at, never emitted): IPv4
- * without options, UDP to the probe port, payload magic + id; fields of at
+ * without options, UDP to the probe port, payload magic; fields of at
  * most 64 bits (wider ones are bignums in bmv2) */
 header flexnet_peek_plain_t {
     bit<48> dst;
@@ -84,7 +84,6 @@ header flexnet_peek_plain_t {
     bit<16> dport;
     bit<32> udp_end;
     bit<32> magic;
-    bit<32> id;
 }
 
 header flexnet_peek_tagged_t {
@@ -101,7 +100,36 @@ header flexnet_peek_tagged_t {
     bit<16> dport;
     bit<32> udp_end;
     bit<32> magic;
+}
+
+/* an oracle probe's payload (compiler/probe.py): the trailer every switch writes
+ * the version it ran into, slot[count], count + 1 (saturating) */
+header flexnet_probe_trailer_t {
+    bit<32> magic;
     bit<32> id;
+    bit<8> count;
+    bit<24> reserved;
+    bit<32> slot0;
+    bit<32> slot1;
+    bit<32> slot2;
+    bit<32> slot3;
+    bit<32> slot4;
+    bit<32> slot5;
+    bit<32> slot6;
+    bit<32> slot7;
+}
+
+/* a probe's 8 bytes between the model's last header and the trailer */
+header flexnet_probe_skip_8_t {
+    bit<64> b0;
+}
+
+/* a probe's 28 bytes between the model's last header and the trailer */
+header flexnet_probe_skip_28_t {
+    bit<64> b0;
+    bit<64> b1;
+    bit<64> b2;
+    bit<32> b3;
 }
 
 struct headers {
@@ -113,6 +141,9 @@ struct headers {
     flexnet_version_tag_t flexnet_version_tag;
     flexnet_peek_plain_t flexnet_peek_plain;
     flexnet_peek_tagged_t flexnet_peek_tagged;
+    flexnet_probe_skip_8_t flexnet_probe_skip_8;
+    flexnet_probe_skip_28_t flexnet_probe_skip_28;
+    flexnet_probe_trailer_t flexnet_probe_trailer;
 }
 
 struct metadata {
@@ -122,6 +153,9 @@ struct metadata {
     bit<16> l4_dport;
     bit<1> flexnet_ipv4_set;   /* an ipv4 field was set: recompute the checksum */
     bit<2> flexnet_queued_slot;   /* 1 + the slot counted as queued */
+    bit<16> flexnet_probe_bytes_left;   /* a probe: bytes to its payload the model's
+                                       * parser has not extracted */
+    bit<1> flexnet_probe_in_parser;
 }
 
 /* The model's std.* fields (its ports are 16 bits, bmv2's 9; std.pkt_len is
@@ -135,24 +169,37 @@ struct flexnet_std_t {
 
 parser ParserImpl(packet_in packet, out headers hdr, inout metadata meta,
                   inout standard_metadata_t standard_metadata) {
-    state start {   /* shorter than 54 bytes: no oracle probe */
+    state start {   /* shorter than 86 bytes: no oracle probe */
         transition select(standard_metadata.packet_length) {
-            32w0x0 &&& 32w0xffffffe0: flexnet_model_start;
-            32w0x20 &&& 32w0xfffffff0: flexnet_model_start;
-            32w0x30 &&& 32w0xfffffffc: flexnet_model_start;
-            32w0x34 &&& 32w0xfffffffe: flexnet_model_start;
+            32w0x0 &&& 32w0xffffffc0: flexnet_model_start;
+            32w0x40 &&& 32w0xfffffff0: flexnet_model_start;
+            32w0x50 &&& 32w0xfffffffc: flexnet_model_start;
+            32w0x54 &&& 32w0xfffffffe: flexnet_model_start;
             default: flexnet_probe_peeking;
         }
     }
-    state flexnet_probe_peeking {
+    state flexnet_probe_peeking {   /* an oracle probe: IPv4 (no options) UDP to port 33999, payload "FXPR"... */
         hdr.flexnet_peek_plain = packet.lookahead<flexnet_peek_plain_t>();
-        transition select(hdr.flexnet_peek_plain.ethertype) {
-            16w0x88a8: flexnet_probe_peeking_tagged;
+        transition select(hdr.flexnet_peek_plain.ethertype, hdr.flexnet_peek_plain.version_ihl, hdr.flexnet_peek_plain.protocol, hdr.flexnet_peek_plain.dport, hdr.flexnet_peek_plain.magic) {
+            (16w0x88a8, _, _, _, _): flexnet_probe_peeking_tagged;
+            (16w0x0800, 8w0x45, 8w17, 16w33999, 32w0x46585052): flexnet_probe_recognised;
             default: flexnet_model_start;
         }
     }
-    state flexnet_probe_peeking_tagged {
+    state flexnet_probe_peeking_tagged {   /* ... or the same after the lab's tag, 90 bytes at least */
         hdr.flexnet_peek_tagged = packet.lookahead<flexnet_peek_tagged_t>();
+        transition select(standard_metadata.packet_length, hdr.flexnet_peek_tagged.tag, hdr.flexnet_peek_tagged.ethertype, hdr.flexnet_peek_tagged.version_ihl, hdr.flexnet_peek_tagged.protocol, hdr.flexnet_peek_tagged.dport, hdr.flexnet_peek_tagged.magic) {
+            (32w0x0 &&& 32w0xffffffc0, _, _, _, _, _, _): flexnet_model_start;
+            (32w0x40 &&& 32w0xfffffff0, _, _, _, _, _, _): flexnet_model_start;
+            (32w0x50 &&& 32w0xfffffff8, _, _, _, _, _, _): flexnet_model_start;
+            (32w0x58 &&& 32w0xfffffffe, _, _, _, _, _, _): flexnet_model_start;
+            (_, 32w0x88a80ff0 &&& 32w0xffff0ffe, 16w0x0800, 8w0x45, 8w17, 16w33999, 32w0x46585052): flexnet_probe_recognised;
+            default: flexnet_model_start;
+        }
+    }
+    state flexnet_probe_recognised {
+        meta.flexnet_probe_in_parser = 1w1;
+        meta.flexnet_probe_bytes_left = 16w42;   /* the lab's tag is not counted: the model never sees it */
         transition flexnet_model_start;
     }
     state flexnet_tag_lookahead {   /* 802.1ad: the lab's tag has VID 0xFF0 | slot */
@@ -168,6 +215,7 @@ parser ParserImpl(packet_in packet, out headers hdr, inout metadata meta,
     }
     state flexnet_model_start {
         packet.extract(hdr.ethernet);
+        meta.flexnet_probe_bytes_left = meta.flexnet_probe_bytes_left - 16w14;
         transition select(hdr.ethernet.ethertype) {
             16w0x88a8: flexnet_tag_lookahead;
             default: flexnet_after_ethernet;
@@ -177,34 +225,58 @@ parser ParserImpl(packet_in packet, out headers hdr, inout metadata meta,
         transition select(hdr.ethernet.ethertype) {
             16w0x0800: ipv4;
             16w0x0806: arp;
-            default: accept;
+            default: flexnet_probe_after_model;
         }
     }
     state ipv4 {
         packet.extract(hdr.ipv4);
+        meta.flexnet_probe_bytes_left = meta.flexnet_probe_bytes_left - 16w20;
         meta.l3_dst = hdr.ipv4.dst;
         meta.ip_proto = hdr.ipv4.protocol;
         transition select(hdr.ipv4.ihl, hdr.ipv4.protocol) {
             (4w5, 8w6): tcp;
             (4w5, 8w17): udp;
-            default: accept;
+            default: flexnet_probe_after_model;
         }
     }
     state arp {
         packet.extract(hdr.arp);
+        meta.flexnet_probe_bytes_left = meta.flexnet_probe_bytes_left - 16w28;
         meta.l3_dst = hdr.arp.tpa;
-        transition accept;
+        transition flexnet_probe_after_model;
     }
     state tcp {
         packet.extract(hdr.tcp);
+        meta.flexnet_probe_bytes_left = meta.flexnet_probe_bytes_left - 16w20;
         meta.l4_sport = hdr.tcp.sport;
         meta.l4_dport = hdr.tcp.dport;
-        transition accept;
+        transition flexnet_probe_after_model;
     }
     state udp {
         packet.extract(hdr.udp);
+        meta.flexnet_probe_bytes_left = meta.flexnet_probe_bytes_left - 16w8;
         meta.l4_sport = hdr.udp.sport;
         meta.l4_dport = hdr.udp.dport;
+        transition flexnet_probe_after_model;
+    }
+    state flexnet_probe_after_model {   /* the model's parser accepted */
+        transition select(meta.flexnet_probe_in_parser, meta.flexnet_probe_bytes_left) {
+            (1w1, 16w0): flexnet_probe_trailer;
+            (1w1, 16w8): flexnet_probe_skip_8_bytes;
+            (1w1, 16w28): flexnet_probe_skip_28_bytes;
+            default: accept;
+        }
+    }
+    state flexnet_probe_skip_8_bytes {
+        packet.extract(hdr.flexnet_probe_skip_8);
+        transition flexnet_probe_trailer;
+    }
+    state flexnet_probe_skip_28_bytes {
+        packet.extract(hdr.flexnet_probe_skip_28);
+        transition flexnet_probe_trailer;
+    }
+    state flexnet_probe_trailer {
+        packet.extract(hdr.flexnet_probe_trailer);
         transition accept;
     }
 }
@@ -259,9 +331,7 @@ control ingress(inout headers hdr, inout metadata meta,
      *   while links are counted (the neighbour is a bmv2 switch, which counts
      *   what arrives marked in flexnet_link_tag_received: sent - received is in flight);
      * flexnet_version_queued: of those, how many wait in the egress queues (+1 here,
-     *   -1 in egress: the drain waits for them too);
-     * flexnet_probe_records: oracle probes, id << 32 | version, in a ring at
-     *   flexnet_probe_position[0] % 4096 (the target reads only what is new). */
+     *   -1 in egress: the drain waits for them too). */
     register<bit<32>>(5) flexnet_control_words;
     register<bit<32>>(2) flexnet_version_number;
     register<bit<1>>(512) flexnet_port_trusted;
@@ -269,8 +339,6 @@ control ingress(inout headers hdr, inout metadata meta,
     register<bit<64>>(2) flexnet_link_tag_sent;
     register<bit<64>>(2) flexnet_link_tag_received;
     register<bit<64>>(2) flexnet_version_count;
-    register<bit<64>>(4096) flexnet_probe_records;
-    register<bit<32>>(1) flexnet_probe_position;
     bit<1> flexnet_version_slot;      /* the slot this packet runs */
     bit<1> flexnet_is_new_version;    /* it runs the new version (two held) */
     bit<32> flexnet_tagging_on;
@@ -281,10 +349,8 @@ control ingress(inout headers hdr, inout metadata meta,
         bit<64> flexnet_val_tmp3;
         bit<32> flexnet_idx_tmp4;
         bit<32> flexnet_reg_word;
-        bit<32> flexnet_reg_position;
         bit<1> flexnet_reg_bit1;
         bit<1> flexnet_tag_was_seen = 1w0;
-        bit<32> flexnet_probe_id;
         bit<64> flexnet_count_tmp;
         bit<2> flexnet_tag_port_kind;
         flexnet_control_words.read(flexnet_reg_word, 32w0);
@@ -311,26 +377,29 @@ control ingress(inout headers hdr, inout metadata meta,
             flexnet_version_count.write((bit<32>)flexnet_version_slot, flexnet_count_tmp + 64w1);
         }
         flexnet_is_new_version = 1w0;
-        /* an oracle probe: IPv4 (no options) UDP to port 33999, payload "FXPR" + id; after the lab's tag when one was popped */
-        flexnet_reg_bit1 = 1w0;
-        flexnet_probe_id = 32w0;
-        if (flexnet_tag_was_seen == 1w0 && hdr.flexnet_peek_plain.isValid() && hdr.flexnet_peek_plain.ethertype == 16w0x0800 &&
-                hdr.flexnet_peek_plain.version_ihl == 8w0x45 && hdr.flexnet_peek_plain.protocol == 8w17 &&
-                hdr.flexnet_peek_plain.dport == 16w33999 && hdr.flexnet_peek_plain.magic == 32w0x46585052) {
-            flexnet_reg_bit1 = 1w1;
-            flexnet_probe_id = hdr.flexnet_peek_plain.id;
-        }
-        if (flexnet_tag_was_seen == 1w1 && hdr.flexnet_peek_tagged.isValid() && hdr.flexnet_peek_tagged.ethertype == 16w0x0800 &&
-                hdr.flexnet_peek_tagged.version_ihl == 8w0x45 && hdr.flexnet_peek_tagged.protocol == 8w17 &&
-                hdr.flexnet_peek_tagged.dport == 16w33999 && hdr.flexnet_peek_tagged.magic == 32w0x46585052) {
-            flexnet_reg_bit1 = 1w1;
-            flexnet_probe_id = hdr.flexnet_peek_tagged.id;
-        }
-        if (flexnet_reg_bit1 == 1w1) {
+        /* an oracle probe (its trailer parsed): the version this packet runs into slot[count] */
+        if (hdr.flexnet_probe_trailer.isValid()) {
             flexnet_version_number.read(flexnet_reg_word, (bit<32>)flexnet_is_new_version);
-            flexnet_probe_position.read(flexnet_reg_position, 32w0);
-            flexnet_probe_records.write((bit<32>)flexnet_reg_position[11:0], flexnet_probe_id ++ flexnet_reg_word);
-            flexnet_probe_position.write(32w0, flexnet_reg_position + 32w1);
+            if (hdr.flexnet_probe_trailer.count == 8w0) {
+                hdr.flexnet_probe_trailer.slot0 = flexnet_reg_word;
+            } else if (hdr.flexnet_probe_trailer.count == 8w1) {
+                hdr.flexnet_probe_trailer.slot1 = flexnet_reg_word;
+            } else if (hdr.flexnet_probe_trailer.count == 8w2) {
+                hdr.flexnet_probe_trailer.slot2 = flexnet_reg_word;
+            } else if (hdr.flexnet_probe_trailer.count == 8w3) {
+                hdr.flexnet_probe_trailer.slot3 = flexnet_reg_word;
+            } else if (hdr.flexnet_probe_trailer.count == 8w4) {
+                hdr.flexnet_probe_trailer.slot4 = flexnet_reg_word;
+            } else if (hdr.flexnet_probe_trailer.count == 8w5) {
+                hdr.flexnet_probe_trailer.slot5 = flexnet_reg_word;
+            } else if (hdr.flexnet_probe_trailer.count == 8w6) {
+                hdr.flexnet_probe_trailer.slot6 = flexnet_reg_word;
+            } else if (hdr.flexnet_probe_trailer.count == 8w7) {
+                hdr.flexnet_probe_trailer.slot7 = flexnet_reg_word;
+            }
+            if (hdr.flexnet_probe_trailer.count != 8w255) {   /* saturates: above 8, the trailer overflowed */
+                hdr.flexnet_probe_trailer.count = hdr.flexnet_probe_trailer.count + 8w1;
+            }
         }
         hdr.flexnet_peek_plain.setInvalid();
         hdr.flexnet_peek_tagged.setInvalid();
@@ -423,6 +492,9 @@ control DeparserImpl(packet_out packet, in headers hdr) {
         packet.emit(hdr.arp);
         packet.emit(hdr.tcp);
         packet.emit(hdr.udp);
+        packet.emit(hdr.flexnet_probe_skip_8);
+        packet.emit(hdr.flexnet_probe_skip_28);
+        packet.emit(hdr.flexnet_probe_trailer);
     }
 }
 

@@ -166,10 +166,10 @@ def _send_frames(lab, host: str, frames_hex: list[str], count: int = 20) -> None
 
 def _probe_frame(lab, src: str, dst: str, pid: int, stag: int | None) -> str:
     import struct
-    from flexnet_lab.compiler.ebpf import PROBE_MAGIC, PROBE_PORT
+    from flexnet_lab.compiler.probe import PROBE_PORT, probe_payload
     s, d = lab.host(src), lab.host(dst)
     mac = lambda m: bytes.fromhex(m.replace(":", ""))  # noqa: E731
-    payload = struct.pack(">II", PROBE_MAGIC, pid) + bytes(8)
+    payload = probe_payload(pid)     # UDP checksum 0, as the oracle's sender sends it
     udp = struct.pack(">HHHH", 40000, PROBE_PORT, 8 + len(payload), 0) + payload
     ip = bytearray(struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
                                bytes(map(int, s.IP().split("."))),

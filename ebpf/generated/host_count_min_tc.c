@@ -10,7 +10,6 @@ struct flx_port { u32 ifindex; u32 peer; };
 struct flx_std { u64 ingress_port; u64 egress_port; u64 pkt_len; u32 drop; };
 
 BPF_ARRAY(flx_ver, u32, 1);
-BPF_F_TABLE("array", u32, u64, flx_probe, 65536, BPF_F_MMAPABLE);
 BPF_ARRAY(m_pkts, struct flx_ctr, 1);
 BPF_ARRAY(m_cms, u64, 4096);
 
@@ -67,11 +66,6 @@ int pipeline(struct __sk_buff *ctx) {
         flx_tag[0] = tpid >> 8; flx_tag[1] = tpid; flx_tag[2] = tci >> 8; flx_tag[3] = tci;
     }
     std.pkt_len = ctx->len + (flx_vl ? 4 : 0);   /* as on the wire */
-    if (ctx->cb[1]) {  /* an oracle probe: record this version */
-        u32 z = 0, k = ctx->cb[1] % 65536; u32 *g = flx_ver.lookup(&z);
-        u64 r = ((u64)ctx->cb[1] << 32) | (g ? *g : 0);
-        flx_probe.update(&k, &r);
-    }
     u8 h_ethernet[14] = {}; u32 off_ethernet = 0; u8 valid_ethernet = 0, dirty_ethernet = 0;
     u8 h_ipv4[20] = {}; u32 off_ipv4 = 0; u8 valid_ipv4 = 0, dirty_ipv4 = 0;
     u8 h_tcp[20] = {}; u32 off_tcp = 0; u8 valid_tcp = 0, dirty_tcp = 0;
@@ -127,6 +121,20 @@ accept:
           { u64 x = (h ^ 0x78dde6e5fd29f054ULL) * 0xff51afd7ed558ccdULL; x ^= x >> 33;
             u32 i = 3072 + (u32)(x % 1024);
             u64 *c = m_cms.lookup(&i); if (c) __sync_fetch_and_add(c, 1); }
+        }
+    }
+    if (ctx->cb[1]) {  /* an oracle probe: this version into its next slot */
+        u8 n = 0;
+        if (bpf_skb_load_bytes(ctx, 50, &n, 1) == 0) {
+            u32 z = 0, *g = flx_ver.lookup(&z);
+            if (n < 8) {
+                u32 v = bpf_htonl(g ? *g : 0);
+                bpf_skb_store_bytes(ctx, 54 + 4 * (u32)n, &v, 4, 0);
+            }
+            if (n < 255) {  /* saturates: above 8, the trailer overflowed */
+                n += 1;
+                bpf_skb_store_bytes(ctx, 50, &n, 1, 0);
+            }
         }
     }
     if (!std.drop && ctx->cb[0])  /* host egress: stamp the version */

@@ -87,12 +87,12 @@ int root(struct __sk_buff *ctx) {
         if (c) __sync_fetch_and_add(c, 1);
         ctx->cb[0] = v + 1;
     }
-    {  /* oracle probe: IPv4 (no options) UDP to port 33999, payload magic + id */
+    {  /* oracle probe: IPv4 (no options) UDP to port 33999, payload magic + trailer */
         u8 *p = (u8 *)(long)ctx->data, *end = (u8 *)(long)ctx->data_end;
-        if (p + 50 <= end && p[12] == 0x08 && p[13] == 0x00 && p[14] == 0x45 && p[23] == 17 &&
-            p[36] == 132 && p[37] == 207 && p[42] == 70 &&
-            p[43] == 88 && p[44] == 80 && p[45] == 82)
-            ctx->cb[1] = ((u32)p[46] << 24) | ((u32)p[47] << 16) | ((u32)p[48] << 8) | p[49];
+        if (p + 86 <= end && p[12] == 0x08 && p[13] == 0x00 && p[14] == 0x45 &&
+            p[23] == 17 && p[36] == 132 && p[37] == 207 &&
+            p[42] == 70 && p[43] == 88 && p[44] == 80 && p[45] == 82)
+            ctx->cb[1] = 1;
     }
     flx_pipe.call(ctx, v);
     return TC_ACT_SHOT;  /* empty slot: never reached once a pipeline is set */

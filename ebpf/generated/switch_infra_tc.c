@@ -12,7 +12,6 @@ struct flx_std { u64 ingress_port; u64 egress_port; u64 pkt_len; u32 drop; };
 BPF_ARRAY(flx_ports, struct flx_port, 64);
 BPF_HASH(flx_inport, u32, u32, 64);
 BPF_ARRAY(flx_ver, u32, 1);
-BPF_F_TABLE("array", u32, u64, flx_probe, 65536, BPF_F_MMAPABLE);
 BPF_ARRAY(m_port_rx, struct flx_ctr, 32);
 BPF_ARRAY(m_port_tx, struct flx_ctr, 32);
 /* table l3_fwd: lpm, keys meta.l3_dst */
@@ -73,11 +72,6 @@ int pipeline(struct __sk_buff *ctx) {
         flx_tag[0] = tpid >> 8; flx_tag[1] = tpid; flx_tag[2] = tci >> 8; flx_tag[3] = tci;
     }
     std.pkt_len = ctx->len + (flx_vl ? 4 : 0);   /* as on the wire */
-    if (ctx->cb[1]) {  /* an oracle probe: record this version */
-        u32 z = 0, k = ctx->cb[1] % 65536; u32 *g = flx_ver.lookup(&z);
-        u64 r = ((u64)ctx->cb[1] << 32) | (g ? *g : 0);
-        flx_probe.update(&k, &r);
-    }
     { u32 ifi = ctx->ingress_ifindex; u32 *pp = flx_inport.lookup(&ifi); std.ingress_port = pp ? *pp : 0; }
     u8 h_ethernet[14] = {}; u32 off_ethernet = 0; u8 valid_ethernet = 0, dirty_ethernet = 0;
     u8 h_arp[28] = {}; u32 off_arp = 0; u8 valid_arp = 0, dirty_arp = 0;
@@ -148,6 +142,20 @@ accept:
     if (std.drop || std.egress_port == 0) return TC_ACT_SHOT;
     { u32 p = std.egress_port; struct flx_port *pp = flx_ports.lookup(&p);
       if (!pp || !pp->ifindex) return TC_ACT_SHOT;
+      if (ctx->cb[1]) {  /* an oracle probe: this version into its next slot */
+          u8 n = 0;
+          if (bpf_skb_load_bytes(ctx, 50, &n, 1) == 0) {
+              u32 z = 0, *g = flx_ver.lookup(&z);
+              if (n < 8) {
+                  u32 v = bpf_htonl(g ? *g : 0);
+                  bpf_skb_store_bytes(ctx, 54 + 4 * (u32)n, &v, 4, 0);
+              }
+              if (n < 255) {  /* saturates: above 8, the trailer overflowed */
+                  n += 1;
+                  bpf_skb_store_bytes(ctx, 50, &n, 1, 0);
+              }
+          }
+      }
       /* towards an eBPF switch while tagging is on: carry the version */
       if (ctx->cb[0] && (pp->peer & 2))
           bpf_skb_vlan_push(ctx, bpf_htons(ETH_P_8021AD), 0xff0 | ((ctx->cb[0] - 1) & 1));

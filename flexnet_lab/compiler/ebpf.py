@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from ..errors import ProgramError
 from ..program.model import Action, Map, Op, Program, Stmt, Table, action_id
 from .layout import MAX_ARGS, key_words, map_c_name, table_layout
+from .probe import (COUNT_AT, COUNT_MAX, PAYLOAD_AT, PROBE_FRAME_BYTES, PROBE_MAGIC, PROBE_PORT,
+                    SLOTS, SLOTS_AT)
 
 ROLES = ("switch", "host")
 HOOKS = ("tc", "xdp")
@@ -32,10 +34,6 @@ FCFG_MAP = "flx_fcfg"        # root (tc): [0] per-flow generation (0: off), [1] 
 FCNT_MAP = "flx_fcnt"        # root (tc): this generation's flow entries made/left per slot
 FLOW_SLOTS = 4096            # flows remembered per ingress point (LRU beyond)
 VER_MAP = "flx_ver"          # pipeline (tc): this loaded version's number (never shared)
-PROBE_MAP = "flx_probe"      # pipeline (tc): oracle probe id % PROBE_SLOTS -> id<<32 | version
-PROBE_SLOTS = 65536
-PROBE_PORT = 33999           # UDP destination port of oracle probes
-PROBE_MAGIC = 0x46585052     # "FXPR": first payload word of a probe; the id follows
 TAG_VID = 0xFF0              # version tag: 802.1ad S-tag, VID 0xFF0 | version (0 or 1)
 PORT_PEER, PORT_TAG = 1, 2   # flx_port.peer bits: redirect_peer; push the version tag
 PORTS_MAP = "flx_ports"      # switch: logical port -> {ifindex, peer-mode}
@@ -136,7 +134,8 @@ def root_source(hook: str) -> str:
     popped here whether trusted or not, so a tag forged by a host never selects a version
     and never reaches a program. While tagging is on (flx_slot[1]) the version goes to the
     pipeline in cb[0] (it re-stamps towards eBPF switches) and is counted in flx_vcnt (the
-    drain wait watches those counters). cb[1] carries an oracle probe's id. A packet
+    drain wait watches those counters). cb[1] is 1 for an oracle probe (compiler/probe.py:
+    the pipeline writes its version into the probe's trailer). A packet
     entering the network (no trusted tag) runs the stamp, or, while a per-flow change is
     on, the slot its flow started with (_flow_source)."""
     ctx, fail = _ctx(hook), ("TC_ACT_SHOT" if hook == "tc" else "XDP_DROP")
@@ -146,7 +145,8 @@ def root_source(hook: str) -> str:
                 f"    u32 zero = 0; u32 *slot = {SLOT_MAP}.lookup(&zero);\n"
                 f"    {PIPE_MAP}.call(ctx, slot ? *slot : 0);\n"
                 f"    return {fail};  /* empty slot: never reached once a pipeline is set */\n}}\n")
-    m = PROBE_MAGIC.to_bytes(4, "big")
+    magic = " && ".join(f"p[{PAYLOAD_AT + i}] == {b}"
+                        for i, b in enumerate(PROBE_MAGIC.to_bytes(4, "big")))
     return head + f"""BPF_ARRAY({VCNT_MAP}, u64, 2);
 BPF_HASH({TRUST_MAP}, u32, u32, 64);
 {_flow_source()}
@@ -171,12 +171,12 @@ int root({ctx} *ctx) {{
         if (c) __sync_fetch_and_add(c, 1);
         ctx->cb[0] = v + 1;
     }}
-    {{  /* oracle probe: IPv4 (no options) UDP to port {PROBE_PORT}, payload magic + id */
+    {{  /* oracle probe: IPv4 (no options) UDP to port {PROBE_PORT}, payload magic + trailer */
         u8 *p = (u8 *)(long)ctx->data, *end = (u8 *)(long)ctx->data_end;
-        if (p + 50 <= end && p[12] == 0x08 && p[13] == 0x00 && p[14] == 0x45 && p[23] == 17 &&
-            p[36] == {PROBE_PORT >> 8} && p[37] == {PROBE_PORT & 0xff} && p[42] == {m[0]} &&
-            p[43] == {m[1]} && p[44] == {m[2]} && p[45] == {m[3]})
-            ctx->cb[1] = ((u32)p[46] << 24) | ((u32)p[47] << 16) | ((u32)p[48] << 8) | p[49];
+        if (p + {PROBE_FRAME_BYTES} <= end && p[12] == 0x08 && p[13] == 0x00 && p[14] == 0x45 &&
+            p[23] == 17 && p[36] == {PROBE_PORT >> 8} && p[37] == {PROBE_PORT & 0xff} &&
+            {magic})
+            ctx->cb[1] = 1;
     }}
     {PIPE_MAP}.call(ctx, v);
     return {fail};  /* empty slot: never reached once a pipeline is set */
@@ -328,10 +328,8 @@ class _Gen:
         if self.role == "switch":
             out += [f"BPF_ARRAY({PORTS_MAP}, struct flx_port, 64);",
                     f"BPF_HASH({INPORT_MAP}, u32, u32, 64);"]
-        if self.hook == "tc":   # the consistency oracle's per-hop record (root_source)
-            out += [f"BPF_ARRAY({VER_MAP}, u32, 1);",
-                    f"BPF_F_TABLE(\"array\", u32, u64, {PROBE_MAP}, {PROBE_SLOTS}, "
-                    "BPF_F_MMAPABLE);"]
+        if self.hook == "tc":   # the number oracle probes record (root_source)
+            out.append(f"BPF_ARRAY({VER_MAP}, u32, 1);")
         for m in self.p.maps:
             out.append(self.map_decl(m))
         for t in self.p.tables:
@@ -550,7 +548,10 @@ class _Gen:
                     "    }"]
         return out
 
-    def verdict(self) -> list[str]:
+    def verdict(self, record: list[str]) -> list[str]:
+        """The packet's fate; `record` (an oracle probe's trailer written) comes first for a
+        host function, right before the redirect for a switch (a dropped probe records
+        nothing)."""
         if self.role == "host":
             ok, bad = ("TC_ACT_OK", "TC_ACT_SHOT") if self.hook == "tc" else ("XDP_PASS", "XDP_DROP")
             stamp = ([f"    if (!std.drop && ctx->cb[0])  /* host egress: stamp the version */",
@@ -558,16 +559,18 @@ class _Gen:
                       f"{TAG_VID:#x} | ((ctx->cb[0] - 1) & 1));"] if self.hook == "tc" else [])
             if self.chain:   # a packet this function passes goes on to the next one (which
                 # stamps at its own end); the last one stamps
-                return [f"    if (std.drop) return {bad};",
-                        f"    {NEXT_MAP}.call(ctx, 0);  /* no next function: pass */"] + \
+                return record + [f"    if (std.drop) return {bad};",
+                                 f"    {NEXT_MAP}.call(ctx, 0);  /* no next function: pass */"] + \
                     stamp + [f"    return {ok};", "reject:", f"    return {bad};"]
-            return stamp + [f"    return std.drop ? {bad} : {ok};", "reject:", f"    return {bad};"]
+            return record + stamp + [f"    return std.drop ? {bad} : {ok};", "reject:",
+                                     f"    return {bad};"]
         if self.hook != "tc":
             raise ProgramError(f"program {self.p.name}", "the eBPF switch runs on tc only")
         return ["    if (std.drop || std.egress_port == 0) return TC_ACT_SHOT;",
                 "    { u32 p = std.egress_port; struct flx_port *pp = "
                 f"{PORTS_MAP}.lookup(&p);",
-                "      if (!pp || !pp->ifindex) return TC_ACT_SHOT;",
+                "      if (!pp || !pp->ifindex) return TC_ACT_SHOT;"] + \
+            ["  " + ln for ln in record] + [
                 "      /* towards an eBPF switch while tagging is on: carry the version */",
                 f"      if (ctx->cb[0] && (pp->peer & {PORT_TAG}))",
                 f"          bpf_skb_vlan_push(ctx, bpf_htons(ETH_P_8021AD), "
@@ -594,12 +597,14 @@ class _Gen:
                     "    std.pkt_len = ctx->len + (flx_vl ? 4 : 0);   /* as on the wire */"]
         else:
             out.append("    std.pkt_len = (u64)((long)ctx->data_end - (long)ctx->data);")
-        if self.hook == "tc":
-            out += ["    if (ctx->cb[1]) {  /* an oracle probe: record this version */",
-                    f"        u32 z = 0, k = ctx->cb[1] % {PROBE_SLOTS}; u32 *g = {VER_MAP}.lookup(&z);",
-                    "        u64 r = ((u64)ctx->cb[1] << 32) | (g ? *g : 0);",
-                    f"        {PROBE_MAP}.update(&k, &r);",
-                    "    }"]
+        # a program that pushes or pops a tag may move the frame's bytes (a tag out of band
+        # goes into the frame under a new one): it records before it runs
+        shifts = any(op.name in ("push_vlan", "pop_vlan") for ops in
+                     [a.ops for a in self.p.actions] + [st.ops for st in self.p.control]
+                     for op in ops)
+        record = self.probe_record() if self.hook == "tc" else []
+        if shifts:
+            out, record = out + record, []
         if self.role == "switch":
             out += ["    { u32 ifi = ctx->ingress_ifindex; u32 *pp = "
                     f"{INPORT_MAP}.lookup(&ifi); std.ingress_port = pp ? *pp : 0; }}"]
@@ -610,9 +615,33 @@ class _Gen:
         out.append("accept:")
         out += self.control()
         out += self.deparser()
-        out += self.verdict()
+        # otherwise recorded last, on the way out: little is left for the verifier to walk
+        # once per way the probe test went (from the start, the whole program twice)
+        out += self.verdict(record)
         out.append("}")
         return out
+
+    @staticmethod
+    def probe_record() -> list[str]:
+        """An oracle probe (the root set cb[1]): this version into slot[count] of its
+        trailer, count + 1 (saturating), at fixed frame offsets (the root popped the lab's
+        tag and saw IPv4 right after ethernet)."""
+        count, slot0 = PAYLOAD_AT + COUNT_AT, PAYLOAD_AT + SLOTS_AT
+        return ["    if (ctx->cb[1]) {  /* an oracle probe: this version into its next slot */",
+                "        u8 n = 0;",
+                f"        if (bpf_skb_load_bytes(ctx, {count}, &n, 1) == 0) {{",
+                f"            u32 z = 0, *g = {VER_MAP}.lookup(&z);",
+                f"            if (n < {SLOTS}) {{",
+                "                u32 v = bpf_htonl(g ? *g : 0);",
+                f"                bpf_skb_store_bytes(ctx, {slot0} + 4 * (u32)n, &v, 4, 0);",
+                "            }",
+                f"            if (n < {COUNT_MAX}) {{  /* saturates: above {SLOTS}, the trailer "
+                "overflowed */",
+                "                n += 1;",
+                f"                bpf_skb_store_bytes(ctx, {count}, &n, 1, 0);",
+                "            }",
+                "        }",
+                "    }"]
 
 
 def generate(program: Program, hook: str = "tc", role: str = "switch",

@@ -41,6 +41,8 @@ import subprocess
 from ..errors import CompileError, ProgramError
 from ..program.model import Action, Map, Op, Program, Stmt, Table
 from ..program.validate import check_target, validate
+from .probe import (COUNT_MAX, PAYLOAD_AT, PAYLOAD_BYTES, PROBE_FRAME_BYTES, PROBE_MAGIC,
+                    PROBE_PORT, SLOTS)
 
 ROLES = ("switch",)
 # ops and match kinds bmv2 runs (push_vlan/pop_vlan also need a `vlan` header)
@@ -64,9 +66,16 @@ AFTER_ETH = "flexnet_after_ethernet"
 MODEL_START = "flexnet_model_start"    # the model's `start` (the generator's own comes first)
 PEEK_STATE = "flexnet_probe_peeking"
 PEEK_TAGGED_STATE = "flexnet_probe_peeking_tagged"
-PEEK_PLAIN = "flexnet_peek_plain"      # an oracle probe's bytes 0..49, looked at, not parsed
+PEEK_PLAIN = "flexnet_peek_plain"      # an oracle probe's bytes 0..45, looked at, not parsed
 PEEK_TAGGED = "flexnet_peek_tagged"    # the same with the lab's tag after the source MAC
-PEEK_BYTES = 54                        # an oracle probe's bytes 0..49, 4 more when tagged
+PEEK_BYTES = PROBE_FRAME_BYTES         # an oracle probe's length (trailer included), untagged
+PROBE_FOUND = "flexnet_probe_recognised"   # parser states: a probe (its trailer is parsed
+PROBE_AT = "flexnet_probe_after_model"     # after the model's parser accepts, past a skip
+PROBE_TRAILER = "flexnet_probe_trailer"    # header (and its state): the probe's payload
+PROBE_SKIP = "flexnet_probe_skip_"         # + n: header of the n bytes between the model's
+                                           # last header and the payload (state: + "_bytes")
+PROBE_LEFT = "flexnet_probe_bytes_left"    # metadata: payload offset - bytes the model parsed
+PROBE_FLAG = "flexnet_probe_in_parser"     # metadata: 1 for a probe
 CONTROL_REG = "flexnet_control_words"  # [0] stamp slot, [1] tagging on, [2] new version's
                                        # slot, [3] slot of untagged packets from trusted ports
 VERSION_REG = "flexnet_version_number" # [0] this load's (old) version, [1] the new one's
@@ -77,14 +86,8 @@ QUEUED_REG = "flexnet_version_queued"  # packets per slot in the egress queues (
 LINK_SENT_REG = "flexnet_link_tag_sent"     # per slot: tagged packets marked towards a bmv2
 LINK_RECV_REG = "flexnet_link_tag_received" # per slot: marked packets that arrived here
 TAG_COUNTED = 0x1000                   # the tag's DEI bit: sender counted it (LINK_SENT_REG)
-PROBE_REG = "flexnet_probe_records"    # oracle probes met: a ring of id << 32 | version
-PROBE_POS = "flexnet_probe_position"   # [0] records written since the load (ring position)
-PROBE_SLOTS = 4096
-PROBE_PORT = 33999                     # the oracle's probes (compiler/ebpf.py)
-PROBE_MAGIC = 0x46585052
 TAG_REGISTERS = (CONTROL_REG, VERSION_REG, TRUST_REG, TAGPORT_REG, VCOUNT_REG, QUEUED_REG,
-                 LINK_SENT_REG, LINK_RECV_REG, PROBE_REG,
-                 PROBE_POS)
+                 LINK_SENT_REG, LINK_RECV_REG)
 BMV2_PORTS = 512
 METER_RED = 2
 # row r of a sketch hashes the flow hash times its own odd constant: CRC is linear, so a
@@ -118,7 +121,9 @@ GENERATED = frozenset({"headers", "metadata", STD_TYPE, "ParserImpl", "verifyChe
                        "packet", "hdr", "meta", "standard_metadata", "std", REJECT_STATE,
                        TAG_HEADER, f"{TAG_HEADER}_t", TAG_PARSE, TAG_POP, AFTER_ETH,
                        MODEL_START, PEEK_STATE, PEEK_TAGGED_STATE, PEEK_PLAIN, PEEK_TAGGED,
-                       f"{PEEK_PLAIN}_t", f"{PEEK_TAGGED}_t", *TAG_REGISTERS})
+                       f"{PEEK_PLAIN}_t", f"{PEEK_TAGGED}_t", PROBE_FOUND, PROBE_AT,
+                       PROBE_TRAILER, f"{PROBE_TRAILER}_t", PROBE_LEFT, PROBE_FLAG,
+                       *TAG_REGISTERS})
 
 
 # --- names ------------------------------------------------------------------------------
@@ -284,7 +289,7 @@ class _Gen:
                     f"header {TAG_HEADER}_t {{", "    bit<16> tci;", "    bit<16> ethertype;",
                     "}", "",
                     "/* an oracle probe's first bytes (looked ahead at, never emitted): IPv4",
-                    " * without options, UDP to the probe port, payload magic + id; fields of at",
+                    " * without options, UDP to the probe port, payload magic; fields of at",
                     " * most 64 bits (wider ones are bignums in bmv2) */"]
             for name, tagged in ((PEEK_PLAIN, False), (PEEK_TAGGED, True)):
                 out += [f"header {name}_t {{", "    bit<48> dst;", "    bit<48> src;"]
@@ -292,19 +297,25 @@ class _Gen:
                 out += ["    bit<16> ethertype;", "    bit<8> version_ihl;", "    bit<64> ip_mid;",
                         "    bit<8> protocol;", "    bit<64> ip_end;", "    bit<16> ip_dst_low;",
                         "    bit<16> sport;", "    bit<16> dport;", "    bit<32> udp_end;",
-                        "    bit<32> magic;", "    bit<32> id;", "}", ""]
+                        "    bit<32> magic;", "}", ""]
+            out += self.probe_header_types()
         out.append("struct headers {")
         out += [f"    {h.name}_t {h.name};" for h in self.p.headers]
         if self.tag:
             out += [f"    {TAG_HEADER}_t {TAG_HEADER};", f"    {PEEK_PLAIN}_t {PEEK_PLAIN};",
                     f"    {PEEK_TAGGED}_t {PEEK_TAGGED};"]
+            out += [f"    {PROBE_SKIP}{n}_t {PROBE_SKIP}{n};" for n in self.probe_skips()]
+            out.append(f"    {PROBE_TRAILER}_t {PROBE_TRAILER};")
         out += ["}", "", "struct metadata {"]
         out += [f"    bit<{f.bits}> {f.name};" for f in self.p.metadata]
         if self.checksum:
             out.append(f"    bit<1> {IPV4_SET};   /* an ipv4 field was set: recompute the "
                        "checksum */")
         if self.tag:
-            out.append("    bit<2> flexnet_queued_slot;   /* 1 + the slot counted as queued */")
+            out += ["    bit<2> flexnet_queued_slot;   /* 1 + the slot counted as queued */",
+                    f"    bit<16> {PROBE_LEFT};   /* a probe: bytes to its payload the model's",
+                    "                                       * parser has not extracted */",
+                    f"    bit<1> {PROBE_FLAG};"]
         out += ["}", "",
                 "/* The model's std.* fields (its ports are 16 bits, bmv2's 9; std.pkt_len is",
                 " * standard_metadata.packet_length). drop: the packet is dropped unless a",
@@ -325,6 +336,9 @@ class _Gen:
             out.append(f"    state {self.state(st.name)} {{")
             if st.extract:
                 out.append(f"        packet.extract(hdr.{st.extract});")
+                if self.tag:
+                    size = self.p.header(st.extract).size
+                    out.append(f"        meta.{PROBE_LEFT} = meta.{PROBE_LEFT} - 16w{size};")
             if k == 0 and self.tag:   # the lab's tag follows the source MAC: pop it first
                 eth = self.p.header("ethernet").fields[2].name
                 out += [f"        transition select(hdr.ethernet.{eth}) {{",
@@ -348,6 +362,8 @@ class _Gen:
             else:
                 out.append(f"        transition {self.state(tr.default)};")
             out.append("    }")
+        if self.tag:
+            out += self.probe_parser()
         if rejects:
             out += ["    /* `transition reject` is ignored by v1model (the packet would go on",
                     "     * with no error); this records one, and ingress drops the packet */",
@@ -360,32 +376,45 @@ class _Gen:
     def state(self, name: str) -> str:
         if name == "start" and self.tag:
             return MODEL_START
+        if name == "accept" and self.tag:   # the model's parser is done: a probe's trailer
+            return PROBE_AT
         return REJECT_STATE if name == "reject" else name
 
     def tag_parser(self) -> list[str]:
         """The generator's start: a frame long enough to be an oracle probe is peeked at
-        (lookahead fails on a shorter one, so the length decides first), then the model's
-        start state; after ethernet, the lab's tag (VID 0xFF0|slot) is extracted and its
-        inner ethertype put back into ethernet, so the model's parser never sees it."""
+        (lookahead fails on a shorter one, so the length decides first) and a probe is
+        recognised, then the model's start state; after ethernet, the lab's tag (VID
+        0xFF0|slot) is extracted and its inner ethertype put back into ethernet, so the
+        model's parser never sees it."""
         eth = self.p.header("ethernet").fields[2].name
-        short = []   # packet_length < PEEK_BYTES as value/mask pairs
-        low = 0
-        for bit in reversed(range(PEEK_BYTES.bit_length())):
-            if PEEK_BYTES & (1 << bit):
-                mask = (0xFFFFFFFF << bit) & 0xFFFFFFFF
-                short.append(f"32w{low:#x} &&& 32w{mask:#x}")
-                low |= 1 << bit
+        probe = (f"16w0x0800, 8w0x45, 8w17, 16w{PROBE_PORT}, 32w{PROBE_MAGIC:#x}")
+        peek = lambda h: ", ".join(f"hdr.{h}.{f}" for f in   # noqa: E731
+                                   ("ethertype", "version_ihl", "protocol", "dport", "magic"))
+        tagged_short = [f"            ({k}, _, _, _, _, _, _): {MODEL_START};"
+                        for k in _shorter_than(PEEK_BYTES + 4)]
         out = [f"    state start {{   /* shorter than {PEEK_BYTES} bytes: no oracle probe */",
                "        transition select(standard_metadata.packet_length) {"]
-        out += [f"            {k}: {MODEL_START};" for k in short]
+        out += [f"            {k}: {MODEL_START};" for k in _shorter_than(PEEK_BYTES)]
         out += [f"            default: {PEEK_STATE};", "        }", "    }",
-                f"    state {PEEK_STATE} {{",
+                f"    state {PEEK_STATE} {{   /* an oracle probe: IPv4 (no options) UDP to "
+                f"port {PROBE_PORT}, payload \"FXPR\"... */",
                 f"        hdr.{PEEK_PLAIN} = packet.lookahead<{PEEK_PLAIN}_t>();",
-                f"        transition select(hdr.{PEEK_PLAIN}.ethertype) {{",
-                f"            {_lit(ETHERTYPE_STAG, 16)}: {PEEK_TAGGED_STATE};",
+                f"        transition select({peek(PEEK_PLAIN)}) {{",
+                f"            ({_lit(ETHERTYPE_STAG, 16)}, _, _, _, _): {PEEK_TAGGED_STATE};",
+                f"            ({probe}): {PROBE_FOUND};",
                 f"            default: {MODEL_START};", "        }", "    }",
-                f"    state {PEEK_TAGGED_STATE} {{",
+                f"    state {PEEK_TAGGED_STATE} {{   /* ... or the same after the lab's tag, "
+                f"{PEEK_BYTES + 4} bytes at least */",
                 f"        hdr.{PEEK_TAGGED} = packet.lookahead<{PEEK_TAGGED}_t>();",
+                "        transition select(standard_metadata.packet_length, "
+                f"hdr.{PEEK_TAGGED}.tag, {peek(PEEK_TAGGED)}) {{"]
+        out += tagged_short
+        out += [f"            (_, 32w0x88a80ff0 &&& 32w0xffff0ffe, {probe}): {PROBE_FOUND};",
+                f"            default: {MODEL_START};", "        }", "    }",
+                f"    state {PROBE_FOUND} {{",
+                f"        meta.{PROBE_FLAG} = 1w1;",
+                f"        meta.{PROBE_LEFT} = 16w{PAYLOAD_AT};   /* the lab's tag is not counted: "
+                "the model never sees it */",
                 f"        transition {MODEL_START};", "    }",
                 f"    state {TAG_PARSE} {{   /* 802.1ad: the lab's tag has VID 0xFF0 | slot */",
                 "        transition select(packet.lookahead<bit<16>>()) {",
@@ -395,6 +424,61 @@ class _Gen:
                 f"        packet.extract(hdr.{TAG_HEADER});",
                 f"        hdr.ethernet.{eth} = hdr.{TAG_HEADER}.ethertype;",
                 f"        transition {AFTER_ETH};", "    }"]
+        return out
+
+    def probe_skips(self) -> list[int]:
+        """Byte counts that can lie between the model's last extracted header and a
+        probe's payload: PAYLOAD_AT minus every depth at which the model's parser can accept
+        (states walked from its start; a path deeper than the payload parses into it and
+        its probes are not recorded). 0 needs no skip header."""
+        states = {st.name: st for st in self.p.parser}
+        depths, seen = set(), set()
+        todo = [(self.p.parser[0].name, 0)]
+        while todo:
+            name, depth = todo.pop()
+            if (name, depth) in seen:
+                continue
+            seen.add((name, depth))
+            st = states[name]
+            depth += self.p.header(st.extract).size if st.extract else 0
+            if depth > PAYLOAD_AT:
+                continue
+            for target in set(st.transition.targets()):
+                if target == "accept":
+                    depths.add(depth)
+                elif target in states:
+                    todo.append((target, depth))
+        return sorted(PAYLOAD_AT - d for d in depths if d < PAYLOAD_AT)
+
+    def probe_header_types(self) -> list[str]:
+        out = ["/* an oracle probe's payload (compiler/probe.py): the trailer every switch writes",
+               " * the version it ran into, slot[count], count + 1 (saturating) */",
+               f"header {PROBE_TRAILER}_t {{", "    bit<32> magic;", "    bit<32> id;",
+               "    bit<8> count;", "    bit<24> reserved;"]
+        out += [f"    bit<32> slot{i};" for i in range(SLOTS)]
+        out += ["}", ""]
+        for n in self.probe_skips():
+            out += [f"/* a probe's {n} bytes between the model's last header and the trailer */",
+                    f"header {PROBE_SKIP}{n}_t {{"]
+            out += [f"    bit<{min(64, 8 * n - 64 * i)}> b{i};" for i in range((n + 7) // 8)]
+            out += ["}", ""]
+        return out
+
+    def probe_parser(self) -> list[str]:
+        """After the model's parser accepts: a probe's skip (the bytes the model did not
+        parse before the payload), then its trailer, so the deparser emits them again."""
+        out = [f"    state {PROBE_AT} {{   /* the model's parser accepted */",
+               f"        transition select(meta.{PROBE_FLAG}, meta.{PROBE_LEFT}) {{",
+               f"            (1w1, 16w0): {PROBE_TRAILER};"]
+        out += [f"            (1w1, 16w{n}): {PROBE_SKIP}{n}_bytes;" for n in self.probe_skips()]
+        out += ["            default: accept;", "        }", "    }"]
+        for n in self.probe_skips():
+            out += [f"    state {PROBE_SKIP}{n}_bytes {{",
+                    f"        packet.extract(hdr.{PROBE_SKIP}{n});",
+                    f"        transition {PROBE_TRAILER};", "    }"]
+        out += [f"    state {PROBE_TRAILER} {{",
+                f"        packet.extract(hdr.{PROBE_TRAILER});",
+                "        transition accept;", "    }"]
         return out
 
     def header_order(self) -> list[str]:
@@ -491,9 +575,7 @@ class _Gen:
                 "     *   while links are counted (the neighbour is a bmv2 switch, which counts",
                 f"     *   what arrives marked in {LINK_RECV_REG}: sent - received is in flight);",
                 f"     * {QUEUED_REG}: of those, how many wait in the egress queues (+1 here,",
-                "     *   -1 in egress: the drain waits for them too);",
-                f"     * {PROBE_REG}: oracle probes, id << 32 | version, in a ring at",
-                f"     *   {PROBE_POS}[0] % {PROBE_SLOTS} (the target reads only what is new). */",
+                "     *   -1 in egress: the drain waits for them too). */",
                 f"    register<bit<32>>(5) {CONTROL_REG};",
                 f"    register<bit<32>>(2) {VERSION_REG};",
                 f"    register<bit<1>>({BMV2_PORTS}) {TRUST_REG};",
@@ -501,8 +583,6 @@ class _Gen:
                 f"    register<bit<64>>(2) {LINK_SENT_REG};",
                 f"    register<bit<64>>(2) {LINK_RECV_REG};",
                 f"    register<bit<64>>(2) {VCOUNT_REG};",
-                f"    register<bit<64>>({PROBE_SLOTS}) {PROBE_REG};",
-                f"    register<bit<32>>(1) {PROBE_POS};",
                 "    bit<1> flexnet_version_slot;      /* the slot this packet runs */",
                 "    bit<1> flexnet_is_new_version;    /* it runs the new version (two held) */",
                 "    bit<32> flexnet_tagging_on;"]
@@ -511,10 +591,10 @@ class _Gen:
         """The eBPF root's part (compiler/ebpf.py root_source): the slot from a trusted tag or
         the stamp, the tag popped whether trusted or not (a host's forged tag never selects
         a version nor reaches the program), counted per slot while tagging is on, and an
-        oracle probe recorded with the version it runs."""
-        out = ["bit<32> flexnet_reg_word;", "bit<32> flexnet_reg_position;",
+        oracle probe's trailer given the version it runs."""
+        out = ["bit<32> flexnet_reg_word;",
                "bit<1> flexnet_reg_bit1;", "bit<1> flexnet_tag_was_seen = 1w0;",
-               "bit<32> flexnet_probe_id;", "bit<64> flexnet_count_tmp;",
+               "bit<64> flexnet_count_tmp;",
                "bit<2> flexnet_tag_port_kind;",
                f"{CONTROL_REG}.read(flexnet_reg_word, 32w0);",
                "flexnet_version_slot = (bit<1>)flexnet_reg_word;",
@@ -548,23 +628,18 @@ class _Gen:
                     "if (flexnet_version_slot == (bit<1>)flexnet_reg_word) {",
                     "    flexnet_is_new_version = 1w1;",
                     "}"]
-        m = PROBE_MAGIC
-        out += [f"/* an oracle probe: IPv4 (no options) UDP to port {PROBE_PORT}, payload "
-                "\"FXPR\" + id; after the lab's tag when one was popped */",
-                "flexnet_reg_bit1 = 1w0;", "flexnet_probe_id = 32w0;"]
-        for name, cond in ((PEEK_PLAIN, "flexnet_tag_was_seen == 1w0"),
-                           (PEEK_TAGGED, "flexnet_tag_was_seen == 1w1")):
-            h = f"hdr.{name}"
-            out += [f"if ({cond} && {h}.isValid() && {h}.ethertype == 16w0x0800 &&",
-                    f"        {h}.version_ihl == 8w0x45 && {h}.protocol == 8w17 &&",
-                    f"        {h}.dport == 16w{PROBE_PORT} && {h}.magic == 32w{m:#x}) {{",
-                    "    flexnet_reg_bit1 = 1w1;", f"    flexnet_probe_id = {h}.id;", "}"]
-        out += ["if (flexnet_reg_bit1 == 1w1) {",
-                f"    {VERSION_REG}.read(flexnet_reg_word, (bit<32>)flexnet_is_new_version);",
-                f"    {PROBE_POS}.read(flexnet_reg_position, 32w0);",
-                f"    {PROBE_REG}.write((bit<32>)flexnet_reg_position"
-                f"[{PROBE_SLOTS.bit_length() - 2}:0], flexnet_probe_id ++ flexnet_reg_word);",
-                f"    {PROBE_POS}.write(32w0, flexnet_reg_position + 32w1);",
+        tr = f"hdr.{PROBE_TRAILER}"
+        out += ["/* an oracle probe (its trailer parsed): the version this packet runs into "
+                "slot[count] */",
+                f"if ({tr}.isValid()) {{",
+                f"    {VERSION_REG}.read(flexnet_reg_word, (bit<32>)flexnet_is_new_version);"]
+        for i in range(SLOTS):
+            out += [f"    {'if' if i == 0 else '} else if'} ({tr}.count == 8w{i}) {{",
+                    f"        {tr}.slot{i} = flexnet_reg_word;"]
+        out += ["    }",
+                f"    if ({tr}.count != 8w{COUNT_MAX}) {{   /* saturates: above {SLOTS}, the "
+                "trailer overflowed */",
+                f"        {tr}.count = {tr}.count + 8w1;", "    }",
                 "}",
                 f"hdr.{PEEK_PLAIN}.setInvalid();", f"hdr.{PEEK_TAGGED}.setInvalid();"]
         return out
@@ -805,6 +880,9 @@ class _Gen:
         out += ["    }", "}", "",
                 "control DeparserImpl(packet_out packet, in headers hdr) {", "    apply {"]
         out += [f"        packet.emit(hdr.{h});" for h in self.header_order()]
+        if self.tag:   # an oracle probe's payload, where the model's headers end
+            out += [f"        packet.emit(hdr.{PROBE_SKIP}{n});" for n in self.probe_skips()]
+            out.append(f"        packet.emit(hdr.{PROBE_TRAILER});")
         out += ["    }", "}", "",
                 "V1Switch(ParserImpl(), verifyChecksum(), ingress(), egress(), "
                 "computeChecksum(), DeparserImpl()) main;"]
@@ -824,6 +902,16 @@ def _provenance(program: Program) -> list[str]:
         return lines
     return [" * Generated from the model by flexnet_lab/compiler/p4.py "
             "(flexnet compile ... --target p4)."]
+
+
+def _shorter_than(n: int) -> list[str]:
+    """Keysets (value &&& mask) of a bit<32> packet_length below n."""
+    out, low = [], 0
+    for bit in reversed(range(n.bit_length())):
+        if n & (1 << bit):
+            out.append(f"32w{low:#x} &&& 32w{(0xFFFFFFFF << bit) & 0xFFFFFFFF:#x}")
+            low |= 1 << bit
+    return out
 
 
 def tag_support(program: Program) -> bool:

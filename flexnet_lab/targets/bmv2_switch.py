@@ -137,7 +137,6 @@ class Bmv2Switch(TwoVersions):
         self._thrift.set_egress_queue_depth(EGRESS_QUEUE_PKTS)
         self._client.set_pipeline(self._info(prepared), prepared.device_json,
                                   "VERIFY_AND_COMMIT")
-        self._loaded()
         # a user's own P4 program (bmv2_p4.py) has no tag; a lab program's version number is
         # written after the load (so one compiled pipeline serves every load)
         if isinstance(prepared.program, Program) and tag_support(prepared.program):
@@ -376,7 +375,6 @@ class Bmv2Switch(TwoVersions):
         st, prepared.staged = prepared.staged, None
         self._client.set_pipeline(None, None, "COMMIT")
         t_swap = time.perf_counter()
-        self._loaded()
         self.program = prepared.program
         self._version = prepared.version
         self.last_notes = []
@@ -416,7 +414,6 @@ class Bmv2Switch(TwoVersions):
         self._client.set_pipeline(self._info(prepared), prepared.device_json, "VERIFY_AND_SAVE")
         self._fill(updates, values, tag)
         self._client.set_pipeline(None, None, "COMMIT")
-        self._loaded()
 
     def _inserts(self, entries: list[Entry], program: Program, info) -> tuple[list, int]:
         """INSERTs of the entries `program` can hold, built for its P4Info; how many not."""

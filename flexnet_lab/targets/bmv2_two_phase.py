@@ -22,8 +22,8 @@ Each load is bmv2's hitless swap; register increments between the read and the c
 a load (a few ms) are not carried, and the change record says so.
 
 Control state (stamp, tagging, trusted ports, tag ports) is kept here and written into
-every pipeline this switch loads, before it carries a packet. The oracle's probe records
-of a pipeline are read just before it is replaced and kept (probe_records() merges them).
+every pipeline this switch loads, before it carries a packet. The oracle's probes carry
+what they met in their own trailer (compiler/probe.py): nothing is read from the switch.
 """
 from __future__ import annotations
 
@@ -36,8 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-from ..compiler.p4 import (CONTROL_REG, LINK_RECV_REG, LINK_SENT_REG, PROBE_POS, PROBE_REG,
-                           PROBE_SLOTS, QUEUED_REG,
+from ..compiler.p4 import (CONTROL_REG, LINK_RECV_REG, LINK_SENT_REG, QUEUED_REG,
                            TAGPORT_REG, TRUST_REG, VCOUNT_REG, VERSION_REG, map_objects,
                            tag_support)
 from ..compiler.p4_dual import DualP4, DualPipelineError, generate_dual
@@ -96,8 +95,6 @@ class TwoVersions:
         self._counting = False
         self._names: dict = {}           # the running version's P4 names (two held)
         self._dual: _Dual | None = None
-        self._probes: dict[int, tuple[int, int]] = {}   # id % PROBE_SLOTS -> (id, version)
-        self._probe_pos = 0                  # ring records of the running pipeline read
         self._drain_tick = 0
 
     # --- names of the running version --------------------------------------------------------
@@ -239,39 +236,10 @@ class TwoVersions:
         self._counting = bool(ctl[4])
 
     def _read_for_load(self, registers: list[str]) -> dict[str, list[int]]:
-        """Register values carried into the next pipeline (with the version counters);
-        the oracle's new probe records are read and kept here (probe_records())."""
+        """Register values carried into the next pipeline (with the version counters)."""
         if not (isinstance(self.program, Program) and tag_support(self.program)):
             return self._thrift.read_registers(registers) if registers else {}
-        self._collect_probes()
         return self._thrift.read_registers(list(registers) + [_R(VCOUNT_REG)])
-
-    def _collect_probes(self) -> None:
-        """The ring records written since the last read (one round trip for the position,
-        one for the new slots); records the ring overwrote meanwhile are lost."""
-        pos = self._thrift.read_registers([_R(PROBE_POS)])[_R(PROBE_POS)][0]
-        first = max(self._probe_pos, pos - PROBE_SLOTS)
-        words = self._thrift.read_slots(_R(PROBE_REG), [i % PROBE_SLOTS
-                                                         for i in range(first, pos)])
-        for w in words:
-            if w:
-                self._probes[(w >> 32) % PROBE_SLOTS] = (w >> 32, w & 0xFFFFFFFF)
-        self._probe_pos = pos
-
-    def _loaded(self) -> None:
-        """A pipeline was committed: its probe ring starts at 0."""
-        self._probe_pos = 0
-
-    def probe_records(self, clear: bool = False) -> dict[int, int]:
-        """Oracle probes that crossed this switch: probe id -> version number met (kept
-        per id % 65536, as the eBPF targets keep them)."""
-        if not self.holds_two_versions():
-            return {}
-        self._collect_probes()
-        out = dict(self._probes.values())
-        if clear:
-            self._probes = {}
-        return out
 
     # --- compiling ---------------------------------------------------------------------------
     def _dual_source(self, old: Program, new: Program) -> DualP4:
@@ -462,7 +430,6 @@ class TwoVersions:
         try:
             self._fill(updates, values, tag)
             self._client.set_pipeline(None, None, "COMMIT")
-            self._loaded()
         except TargetError as exc:
             bprep, bupdates, bvalues, btag = back
             try:

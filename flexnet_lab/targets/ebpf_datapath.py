@@ -9,14 +9,13 @@ programs never change, which is why a program-array slot is used rather than re-
 """
 from __future__ import annotations
 
-import mmap
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 
-from ..compiler.ebpf import (PIPE_MAP, PORTS_MAP, INPORT_MAP, PORT_PEER, PORT_TAG, PROBE_MAP,
-                             PROBE_SLOTS, SLOT_MAP, TRUST_MAP, VCNT_MAP, VER_MAP, generate,
+from ..compiler.ebpf import (PIPE_MAP, PORTS_MAP, INPORT_MAP, PORT_PEER, PORT_TAG,
+                             SLOT_MAP, TRUST_MAP, VCNT_MAP, VER_MAP, generate,
                              root_source)
 from ..compiler.ebpf import FCFG_MAP, FCNT_MAP, FLOW_MAP, FLOW_SLOTS
 from ..compiler.layout import COUNTER, METER, TableLayout, key_words, map_c_name, table_layout
@@ -529,30 +528,6 @@ class EbpfDatapath:
             return []
         out = ["tagging"] if self._read_u32(self._slot_fd, 1) else []
         return out + (["flows"] if FCFG_MAP in self._root_maps and self.flow_tracking() else [])
-
-    # --- the consistency oracle's per-hop record --------------------------------------------
-    def _probe_map(self, write: bool) -> mmap.mmap | None:
-        fd = self._running.maps.get(PROBE_MAP) if self._running else None
-        if fd is None:
-            return None
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if write else 0)
-        return mmap.mmap(fd, PROBE_SLOTS * 8, mmap.MAP_SHARED, prot)
-
-    def probe_records(self, clear: bool = False) -> dict[int, int]:
-        """Oracle probes that crossed this device: probe id -> the version (flx_ver) that
-        ran it; with clear, the record is emptied after the read."""
-        mm = self._probe_map(clear)
-        if mm is None:
-            return {}
-        try:
-            words = memoryview(mm).cast("Q")
-            out = {w >> 32: w & 0xFFFFFFFF for w in words.tolist() if w}
-            words.release()
-            if clear:
-                mm[:] = bytes(PROBE_SLOTS * 8)
-            return out
-        finally:
-            mm.close()
 
     def _load(self, image: Image, func: str, maps: dict[str, int]) -> int:
         ptype = PROG_SCHED_CLS if self.hook == "tc" else PROG_XDP

@@ -137,6 +137,12 @@ class FunctionHook:
     def running_prog_id(self) -> int:
         return self._bpf.prog_id(self._positions[0].current_prog_fd()) if self._positions else 0
 
+    def versions(self) -> dict[str, int]:
+        """The load number of each model function here (what the oracle's probes record),
+        by its place DEVICE/pid; an object file's function records none."""
+        return {f"{self.device}/{p.pid}": p.dp.version for p in self._positions
+                if p.dp is not None}
+
     # --- life cycle ---------------------------------------------------------------------
     def start(self, functions: tuple[HookFunction, ...], interfaces: list[str]) -> None:
         """Load every function (last first, each bound to the next), then the root, then

@@ -1,24 +1,32 @@
 """The consistency oracle: which program versions did each probe meet along its path?
 
-Probes are UDP datagrams (port PROBE_PORT, payload "FXPR" + a 32-bit id) sent between lab
-hosts by probe_agent.py. Every eBPF pipeline on tc (switches and host tc hooks) writes, for
-each probe it runs, `id << 32 | version` into its flx_probe array at slot id % 65536, where
-version is the number of that loaded pipeline (flx_ver, fresh at every load). The oracle
-reads those arrays (mmap) and knows, per probe, the version met at every hop.
+Probes are UDP datagrams (compiler/probe.py) sent between lab hosts by probe_agent.py. Every
+pipeline that records (eBPF tc pipelines of switches and host hooks, bmv2 pipelines of the
+lab's programs) writes the number of its loaded version (fresh at every load; a pipeline
+holding two versions writes the one the packet runs) into the next slot of the probe's
+trailer. The receiver keeps each probe's trailer: the versions it met, in path order.
+Nothing is read from the devices, so no record is lost while a device swaps pipelines.
 
 Versions are placed in time by snapshots: `note()` after every change records each
-device's running version, so a version v of device d was running in epochs [a, b]. A probe
-met one network state iff the epoch ranges of its hops intersect (some epoch in which every
+device's running version, so a version v of device d was running in epochs [a, b]; the
+same snapshots say which device a version belongs to. A version no snapshot saw (a change
+undone) makes the probe `unknown`; so does a version two devices ran (31-bit random
+numbers colliding), and the collision is listed in the report, not merged. A probe met one
+network state iff the epoch ranges of its hops intersect (some epoch in which every
 version it met was running); otherwise it is `mixed`. A probe is attributed to the newest
 epoch it met (max a): mixed probes land on the change they straddled.
 
-Lost: sent but not received; reordered: received after a probe of a higher id of the same
-stream. A probe whose record was overwritten (more than 65536 probes between two
-collect() calls on one device) is not counted as anything.
+Lost: sent but never received. A lost probe carries no trailer, so it is placed by the
+time it was sent: probe k of a stream was due at T0 + k / rate (T0: the sender's start,
+which it prints; it sends late only when it is not scheduled in time) and goes to the
+first epoch noted at or after that time, i.e. the change under way (after the last note:
+the last epoch). Reordered: received after a probe of a higher id of the same stream.
+A received probe no device recorded, or with more recording hops than its trailer holds
+(overflow), is `unplaced`. Sent = placed + unknown + unplaced + lost.
 """
 from __future__ import annotations
 
-import array
+import bisect
 import os
 import shutil
 import signal
@@ -27,6 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from ..compiler.probe import RECORD, hops as trailer_hops
 from ..errors import LabError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,19 +50,20 @@ class _Stream:
     receiver: object = None
     out: str = ""
     sent: int = 0
-    received: list[int] = field(default_factory=list)
+    t0: float = 0.0                    # the sender's start (time.monotonic())
+    received: list[int] = field(default_factory=list)   # ids in arrival order
+    trailers: dict[int, tuple[int, ...] | None] = field(default_factory=dict)  # id -> hops
 
 
 class Oracle:
-    """Probe streams between host pairs, per-hop version records, and the verdict.
-    ctl: the controller (its device handles are read); pairs: [(src host, dst host)]."""
+    """Probe streams between host pairs, the versions they met, and the verdict.
+    ctl: the controller (its devices' running versions are read); pairs: [(src, dst)]."""
 
     def __init__(self, lab, ctl, pairs: list[tuple[str, str]], rate_pps: float = 2000):
         self.lab, self.ctl, self.rate = lab, ctl, rate_pps
         self.streams = [_Stream(s, d, i + 1) for i, (s, d) in enumerate(pairs)]
         self.step = len(self.streams)
-        self.hops: dict[int, dict[str, int]] = {}
-        self.epochs: list[dict] = []          # {label, level, versions: {device: version}}
+        self.epochs: list[dict] = []   # {label, level, at (monotonic), versions: {device: v}}
         self._tmp = tempfile.mkdtemp(prefix="flexnet-oracle-")
 
     # --- probes ---------------------------------------------------------------------------
@@ -72,7 +82,7 @@ class Oracle:
                  self.lab.host(s.dst).IP(), str(s.first), str(self.step), str(self.rate)],
                 cwd=REPO)
         for s in self.streams:
-            _ready(s.sender, f"probe sender on {s.src}")
+            s.t0 = float(_ready(s.sender, f"probe sender on {s.src}").split()[1])
 
     def stop(self) -> None:
         for s in self.streams:
@@ -89,12 +99,10 @@ class Oracle:
                 s.receiver.send_signal(signal.SIGTERM)
                 s.receiver.communicate(timeout=10)
                 s.receiver = None
-                ids = array.array("I")
                 with open(s.out, "rb") as fh:
-                    ids.frombytes(fh.read())
-                s.received = ids.tolist()
+                    data = fh.read()
                 os.unlink(s.out)
-        self.collect()
+                self.receive(s, data)
         try:
             os.rmdir(self._tmp)
         except OSError:
@@ -110,70 +118,102 @@ class Oracle:
             s.sender = s.receiver = None
         shutil.rmtree(self._tmp, ignore_errors=True)
 
+    def receive(self, stream: _Stream, data: bytes) -> None:
+        """What the stream's receiver kept (RECORDs in arrival order)."""
+        whole = len(data) - len(data) % RECORD.size
+        for pid, count, *slots in RECORD.iter_unpack(data[:whole]):
+            stream.received.append(pid)
+            stream.trailers.setdefault(pid, trailer_hops(count, tuple(slots)))
+
     # --- versions -------------------------------------------------------------------------
-    def _devices(self) -> dict:
-        return {n: h for n, h in self.ctl.devices.handles.items()
-                if hasattr(h, "probe_records")}
+    def _versions(self) -> dict[str, int]:
+        """Every recording pipeline's running version: a switch or host slot by its name,
+        each model function of a host hook's chain by DEVICE/pid; 0 records nothing."""
+        out: dict[str, int] = {}
+        for name, h in self.ctl.devices.handles.items():
+            if hasattr(h, "versions"):
+                out.update(h.versions())
+            elif getattr(h, "version", 0):
+                out[name] = h.version
+        return {n: v for n, v in out.items() if v}
 
     def note(self, label: str, level: str) -> int:
         """Snapshot every device's running version after a change; returns the epoch."""
-        self.epochs.append({"label": label, "level": level,
-                            "versions": {n: h.version for n, h in self._devices().items()}})
+        self.epochs.append({"label": label, "level": level, "at": time.monotonic(),
+                            "versions": self._versions()})
         return len(self.epochs) - 1
-
-    def collect(self) -> None:
-        """Read every device's per-hop record (call at least every 65536 probes)."""
-        for name, h in self._devices().items():
-            for pid, ver in h.probe_records().items():
-                self.hops.setdefault(pid, {})[name] = ver
 
     # --- verdict --------------------------------------------------------------------------
     def report(self) -> dict:
         ranges: dict[tuple[str, int], list[int]] = {}
+        owners: dict[int, set[str]] = {}
         for k, ep in enumerate(self.epochs):
             for dev, ver in ep["versions"].items():
                 r = ranges.setdefault((dev, ver), [k, k])
                 r[1] = k
-        received, reordered = set(), set()
+                owners.setdefault(ver, set()).add(dev)
+        collisions = {v: sorted(d) for v, d in owners.items() if len(d) > 1}
+        times = [ep["at"] for ep in self.epochs]
+        per = [{"change": ep["label"], "consistency": ep["level"], "probes": 0, "single": 0,
+                "mixed": 0, "lost": 0, "reordered": 0} for ep in self.epochs]
+        sent = received = unknown = unplaced = reordered_n = 0
+        streams = []
         for s in self.streams:
-            top = 0
+            sent += s.sent
+            figures = {"src": s.src, "dst": s.dst, "sent": s.sent, "received": 0,
+                       "placed": 0, "mixed": 0}
+            streams.append(figures)
+            top, reordered = 0, set()
             for pid in s.received:
                 if pid < top:
                     reordered.add(pid)
                 top = max(top, pid)
-                received.add(pid)
-        sent_ids = {s.first + i * self.step for s in self.streams for i in range(s.sent)}
-        per = [{"change": ep["label"], "consistency": ep["level"], "probes": 0, "single": 0,
-                "mixed": 0, "lost": 0, "reordered": 0} for ep in self.epochs]
-        unknown = unplaced = 0
-        for pid, hops in self.hops.items():
-            if pid not in sent_ids:
-                continue
-            spans = [ranges.get((d, v)) for d, v in hops.items()]
-            if any(sp is None for sp in spans):
-                unknown += 1     # a version no snapshot saw (a change undone)
-                continue
-            lo, hi = max(sp[0] for sp in spans), min(sp[1] for sp in spans)
-            row = per[lo]
-            row["probes"] += 1
-            row["single" if lo <= hi else "mixed"] += 1
-            row["lost"] += pid not in received
-            row["reordered"] += pid in reordered
-        unplaced = len(sent_ids) - sum(r["probes"] for r in per) - unknown
+            reordered_n += len(reordered)
+            for k in range(s.sent):
+                pid = s.first + k * self.step
+                if pid not in s.trailers:   # lost: the change under way when it was sent
+                    at = bisect.bisect_left(times, s.t0 + k / self.rate)
+                    if per:
+                        per[min(at, len(per) - 1)]["lost"] += 1
+                    continue
+                received += 1
+                figures["received"] += 1
+                met = s.trailers[pid]
+                if not met:
+                    unplaced += 1    # no device recorded it, or its trailer overflowed
+                    continue
+                devs = [owners.get(v, ()) for v in met]
+                if any(len(d) != 1 for d in devs):
+                    unknown += 1     # a version no snapshot saw (a change undone), or two
+                    continue
+                spans = [ranges[(next(iter(d)), v)] for d, v in zip(devs, met)]
+                lo, hi = max(sp[0] for sp in spans), min(sp[1] for sp in spans)
+                row = per[lo]
+                row["probes"] += 1
+                row["single" if lo <= hi else "mixed"] += 1
+                row["reordered"] += pid in reordered
+                figures["placed"] += 1
+                figures["mixed"] += lo > hi
         by_level: dict[str, int] = {}
         for r in per:
             by_level[r["consistency"]] = by_level.get(r["consistency"], 0) + r["mixed"]
-        return {"probes_sent": len(sent_ids), "probes_received": len(received & sent_ids),
-                "probes_lost": len(sent_ids - received),
-                "probes_reordered": len(reordered),
-                "probes_placed": sum(r["probes"] for r in per),
+        placed = sum(r["probes"] for r in per)
+        return {"probes_sent": sent, "probes_received": received,
+                "probes_lost": sent - received,
+                "probes_reordered": reordered_n,
+                "probes_placed": placed,
                 "probes_unplaced": unplaced, "probes_unknown_version": unknown,
+                "version_collisions": [{"version": v, "devices": d}
+                                       for v, d in sorted(collisions.items())],
                 "mixed": sum(r["mixed"] for r in per), "mixed_by_level": by_level,
-                "changes": per[1:]}
+                "streams": streams, "changes": per[1:]}
 
 
-def _ready(proc, what: str, timeout_s: float = 10.0) -> None:
+def _ready(proc, what: str, timeout_s: float = 10.0) -> str:
+    """The agent's first line, once it says it is ready."""
     line = proc.stdout.readline() if proc.stdout else b""
-    if b"ready" not in (line if isinstance(line, bytes) else line.encode()):
+    text = line.decode(errors="replace") if isinstance(line, bytes) else line
+    if not text.startswith("ready"):
         proc.kill()
-        raise LabError(f"{what} did not start: {line[:200]!r}")
+        raise LabError(f"{what} did not start: {text[:200]!r}")
+    return text

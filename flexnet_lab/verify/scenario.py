@@ -145,33 +145,8 @@ def _snapshot(ctl) -> dict:
     return {n: ctl.counters(n) for n in ctl.switches("*")}
 
 
-class _Waiter:
-    """Sleeps until a time; with the oracle, reads its per-hop records at least every
-    period_s meanwhile (they wrap after 65536 probes), counted across waits."""
-
-    def __init__(self, orc, period_s: float):
-        self.orc, self.period = orc, period_s
-        self.last = time.time()
-
-    def until(self, t_end: float) -> None:
-        while True:
-            now = time.time()
-            if self.orc is not None and now - self.last >= self.period:
-                self.orc.collect()
-                self.last = now = time.time()
-            left = t_end - now
-            if left <= 0:
-                return
-            due = self.period - (now - self.last) if self.orc is not None else left
-            time.sleep(max(0.0, min(left, due)))
-
-
-def _collect_period(probes) -> float:
-    """How often to read the per-hop records: within a third of the time the probes take
-    to wrap them (65536 slots; the end of the traffic and the stop come after the last
-    read), 0.5 to 2 s (a read costs CPU the flows share)."""
-    rate = probes.pps * len(probes.pairs)
-    return max(0.5, min(2.0, 65536 / rate / 3))
+def _sleep_until(t: float) -> None:
+    time.sleep(max(0.0, t - time.time()))
 
 
 def _run_live(lab, ctl, sc: Scenario, base: str, quiet: bool) -> Outcome:
@@ -182,14 +157,12 @@ def _run_live(lab, ctl, sc: Scenario, base: str, quiet: bool) -> Outcome:
         orc = Oracle(lab, ctl, list(sc.probes.pairs), sc.probes.pps)
     records, applied, inverses, indices = [], [], {}, []
     failed, oracle = None, None
-    wait = _Waiter(orc, _collect_period(sc.probes) if orc is not None else 1.0)
     try:
         if orc is not None:
             orc.start()
-            wait.last = time.time()
         t0 = traffic.start()
         for i, c in enumerate(sc.changes):
-            wait.until(t0 + c.at)
+            _sleep_until(t0 + c.at)
             before = _snapshot(ctl)
             try:
                 rec = _apply(ctl, c, i, inverses, base)
@@ -216,7 +189,7 @@ def _run_live(lab, ctl, sc: Scenario, base: str, quiet: bool) -> Outcome:
                 print(f"  t={rec.at - t0:6.2f}s  {c.describe():40s} {rec.kind:12s} "
                       f"{step}, compile {rec.compile_ms:.0f} ms, {level}")
             records.append(rec)
-        wait.until(t0 + sc.duration)
+        _sleep_until(t0 + sc.duration)
         results = traffic.results()
         if orc is not None:
             orc.stop()

@@ -60,13 +60,36 @@ def test_kinds(lab, ctl):
 
 # --- the oracle ------------------------------------------------------------------------------
 
-def test_per_packet_changes_show_no_mixed_probes_per_device_ones_do(lab, ctl, acl):
-    """The ACL delta on all six switches and its inverse, per-device and per-packet in
-    turn, probes on four leaf-spine-leaf paths (bmv2 and eBPF hops mixed): mixed probes in
-    the per-device changes only."""
+def test_a_probe_arrives_with_one_slot_per_hop_in_path_order(lab, ctl):
+    """Probes h2 -> h7 (l1, sp1, l4: bmv2 only) and h1 -> h8 (l1 bmv2, sp2 eBPF, l4 bmv2)
+    arrive with their trailer filled: each switch's running version in path order, the
+    hop count; bmv2 parses, writes and emits the payload, the UDP checksum 0 lets it in."""
     from flexnet_lab.verify.oracle import Oracle
 
-    orc = Oracle(lab, ctl, [("h1", "h8"), ("h3", "h6"), ("h7", "h2"), ("h5", "h4")], 300)
+    orc = Oracle(lab, ctl, [("h2", "h7"), ("h1", "h8")], 200)
+    try:
+        orc.start()
+        time.sleep(1.5)
+        orc.stop()
+    finally:
+        orc.kill()
+    ver = {n: ctl.handle(n).version for n in SWITCHES}
+    paths = {("h2", "h7"): ["l1", "sp1", "l4"], ("h1", "h8"): ["l1", "sp2", "l4"]}
+    for s in orc.streams:
+        assert s.sent > 200 and len(s.received) >= 0.99 * s.sent, (s.src, s.sent)
+        want = tuple(ver[n] for n in paths[(s.src, s.dst)])
+        assert set(s.trailers.values()) == {want}, (s.src, s.dst, want)
+
+
+def test_per_packet_changes_show_no_mixed_probes_per_device_ones_do(lab, ctl, acl):
+    """The ACL delta on all six switches and its inverse, per-device and per-packet in
+    turn, probes on four leaf-spine-leaf paths (h2 -> h7 bmv2 only: l1, sp1, l4; h1 -> h8
+    bmv2 and eBPF hops mixed; two eBPF only): mixed probes in the per-device changes only,
+    and on the bmv2-only path too (the probe carries what each bmv2 switch ran)."""
+    from flexnet_lab.verify.oracle import Oracle
+
+    pairs = [("h1", "h8"), ("h3", "h6"), ("h2", "h7"), ("h5", "h4")]
+    orc = Oracle(lab, ctl, pairs, 300)
     try:
         orc.start()
         time.sleep(0.3)
@@ -78,9 +101,8 @@ def test_per_packet_changes_show_no_mixed_probes_per_device_ones_do(lab, ctl, ac
             if level == "per-packet":
                 ph = recs[0].phases
                 assert ph["ingress_points"] == 6
-                assert not ph["drain_bounded"] and ph["drain_ms"] >= 20.0
+                assert not ph["drain_bounded"] and ph["drain_ms"] >= 20.0, ph
             orc.note(f"change {i}", level)
-            orc.collect()
             time.sleep(0.05)
         orc.stop()
     finally:
@@ -90,6 +112,8 @@ def test_per_packet_changes_show_no_mixed_probes_per_device_ones_do(lab, ctl, ac
     assert rep["mixed_by_level"]["per-packet"] == 0, rep["mixed_by_level"]
     assert rep["mixed_by_level"]["per-device"] > 0, rep["mixed_by_level"]
     assert rep["probes_lost"] <= 0.01 * rep["probes_sent"]
+    bmv2_only = next(st for st in rep["streams"] if (st["src"], st["dst"]) == ("h2", "h7"))
+    assert bmv2_only["mixed"] > 0, rep["streams"]
     for sw in SWITCHES:
         assert ctl.handle(sw).program.table("acl") is None
 

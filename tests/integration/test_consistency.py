@@ -60,7 +60,6 @@ def test_per_packet_changes_show_no_mixed_probes_per_device_ones_do(lab, ctl, ac
                 assert ph["ingress_points"] == 7           # six switches and h1's egress
                 assert not ph["drain_bounded"] and ph["drain_ms"] >= 1.0
             orc.note(f"change {i}", level)
-            orc.collect()
             time.sleep(0.02)
         orc.stop()
     finally:
@@ -73,6 +72,30 @@ def test_per_packet_changes_show_no_mixed_probes_per_device_ones_do(lab, ctl, ac
     assert rep["probes_lost"] <= 0.01 * rep["probes_sent"]
     for sw in SWITCHES:
         assert ctl.handle(sw).program.table("acl") is None
+
+
+def test_a_probe_arrives_with_one_slot_per_hop_in_path_order(lab, ctl):
+    """Probes h1 -> h8 (h1's tc egress function, l1, sp2, l4) and h7 -> h1 (l4, sp1, l1)
+    arrive with their trailer filled: each recording hop's running version, in path order,
+    and the hop count; the UDP checksum 0 the sender set lets every probe through."""
+    from flexnet_lab.program import library
+    from flexnet_lab.verify.oracle import Oracle
+
+    ctl.attach("h1", library.flow_counter(), "tc", "egress")
+    orc = Oracle(lab, ctl, [("h1", "h8"), ("h7", "h1")], 500)
+    try:
+        orc.start()
+        time.sleep(1.0)
+        orc.stop()
+        ver = {n: ctl.handle(n).version for n in SWITCHES + ["h1:tc:egress"]}
+    finally:
+        orc.kill()
+        ctl.detach("h1", "tc", "egress")
+    paths = {("h1", "h8"): ["h1:tc:egress", "l1", "sp2", "l4"], ("h7", "h1"): ["l4", "sp1", "l1"]}
+    for s in orc.streams:
+        assert s.sent > 300 and len(s.received) >= 0.99 * s.sent, (s.src, s.sent, len(s.received))
+        want = tuple(ver[n] for n in paths[(s.src, s.dst)])
+        assert set(s.trailers.values()) == {want}, (s.src, s.dst, want)
 
 
 def _network_change(ctl, delta, host_prog) -> dict:

@@ -3,9 +3,10 @@ a flow started before a per-flow change keeps the old version on every hop while
 started after the flip runs the new one; the change completes once the old flow is idle;
 a flow that never goes idle is moved at the bound, and the record says so.
 
-Evidence: the oracle's per-hop probe records (every tc pipeline writes the version that ran
-a probe) and the change records. Flows are probe streams (verify/probe_agent.py): one UDP
-socket each, so one 5-tuple, h1 -> h8 across l1, a spine and l4."""
+Evidence: the oracle's probe trailers (every tc pipeline writes the version that ran a probe
+into the probe, compiler/probe.py) and the change records. Flows are probe streams
+(verify/probe_agent.py): one UDP socket each, so one 5-tuple, h1 -> h8 across l1, a spine
+and l4."""
 from __future__ import annotations
 
 import os
@@ -24,6 +25,7 @@ ACL_DELTA = REPO / "scenarios" / "deltas" / "acl-udp-9999.yaml"
 SWITCHES = ["l1", "l2", "l3", "l4", "sp1", "sp2"]
 RATE = 1000   # probes per second per flow
 HOOK = "h1:tc:egress"
+PATH = ["l1", "sp2", "l4"]   # h1 -> h8 (topology/routes.py: h8 is host 7, uplink 7 % 2)
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +65,17 @@ class _Receiver:
             cwd=str(REPO))
         assert b"ready" in self.proc.stdout.readline()
 
-    def stop(self) -> list[int]:
-        import array
+    def stop(self) -> tuple[list[int], dict[int, tuple[int, ...] | None]]:
+        """The ids in arrival order, and per id the versions it met in path order."""
+        from flexnet_lab.compiler.probe import RECORD, hops
         time.sleep(0.3)   # the last probes arrive
         self.proc.send_signal(signal.SIGTERM)
         self.proc.communicate(timeout=10)
-        ids = array.array("I")
-        ids.frombytes(self.out.read_bytes())
-        return ids.tolist()
+        ids, met = [], {}
+        for pid, count, *slots in RECORD.iter_unpack(self.out.read_bytes()):
+            ids.append(pid)
+            met[pid] = hops(count, tuple(slots))
+        return ids, met
 
 
 @pytest.fixture
@@ -113,14 +118,6 @@ def _wait_flip(ctl, stamp0: int, box: dict, timeout_s: float = 60.0) -> None:
         time.sleep(0.001)
 
 
-def _hops(ctl, devices=SWITCHES) -> dict[int, dict[str, int]]:
-    hops: dict[int, dict[str, int]] = {}
-    for sw in devices:
-        for pid, ver in ctl.handle(sw).probe_records().items():
-            hops.setdefault(pid, {})[sw] = ver
-    return hops
-
-
 def _slots_and_tracking(handle) -> tuple[int, int, int]:
     """Both tail-call slots' program ids and the root's per-flow generation, read from the
     kernel."""
@@ -134,8 +131,6 @@ def _slots_and_tracking(handle) -> tuple[int, int, int]:
 
 def _reset(ctl) -> None:
     ctl.change("back to the base program", _after(ctl, False))
-    for sw in SWITCHES:
-        ctl.handle(sw).probe_records(clear=True)
 
 
 def test_old_flow_keeps_old_version_new_flow_runs_new_change_completes_when_idle(
@@ -154,7 +149,6 @@ def test_old_flow_keeps_old_version_new_flow_runs_new_change_completes_when_idle
 def _old_and_new_flow(lab, ctl, agents, tmp_path):
     from flexnet_lab.program import library
     devices = SWITCHES + [HOOK]
-    ctl.handle(HOOK).probe_records(clear=True)
     old = {sw: ctl.handle(sw).version for sw in devices}
     stamp0 = ctl.handle("l1").stamp
     recv = _Receiver(lab, tmp_path)
@@ -177,8 +171,7 @@ def _old_and_new_flow(lab, ctl, agents, tmp_path):
     new = {sw: ctl.handle(sw).version for sw in devices}
     time.sleep(0.3)
     flow_b.stop()
-    received = recv.stop()
-    hops = _hops(ctl, devices)
+    received, hops = recv.stop()
 
     recs = box["value"]
     assert {r.consistency for r in recs} == {"per-flow"}, [r.notes for r in recs]
@@ -200,9 +193,9 @@ def _old_and_new_flow(lab, ctl, agents, tmp_path):
     a_after_flip = [p for p in received[first_b:] if p in a_ids]
     assert len(a_after_flip) >= 0.2 * RATE          # the old flow ran on after the flip
     for pid in a_ids:
-        assert len(hops[pid]) == 4 and all(v == old[sw] for sw, v in hops[pid].items()), pid
+        assert hops[pid] == tuple(old[d] for d in [HOOK] + PATH), pid
     for pid in b_ids:
-        assert len(hops[pid]) == 4 and all(v == new[sw] for sw, v in hops[pid].items()), pid
+        assert hops[pid] == tuple(new[d] for d in [HOOK] + PATH), pid
     # retired: both slots run the new version; flow tracking is off again (one flag read)
     for sw in devices:
         s0, s1, gen = _slots_and_tracking(ctl.handle(sw))
@@ -224,8 +217,7 @@ def test_a_flow_that_never_goes_idle_is_moved_at_the_bound_and_the_record_says_s
     new = {sw: ctl.handle(sw).version for sw in SWITCHES}
     time.sleep(0.3)
     flow.stop()
-    received = recv.stop()
-    hops = _hops(ctl)
+    received, hops = recv.stop()
 
     assert {r.consistency for r in recs} == {"per-packet"}
     ph = recs[0].phases
@@ -236,8 +228,8 @@ def test_a_flow_that_never_goes_idle_is_moved_at_the_bound_and_the_record_says_s
     assert "per-packet achieved" in note and "moved to the new version" in note
     ids = flow.ids()
     assert set(received) >= ids                     # moved, not lost
-    met = [("old" if all(v == old[sw] for sw, v in hops[p].items()) else
-            "new" if all(v == new[sw] for sw, v in hops[p].items()) else "mixed")
+    met = [("old" if hops[p] == tuple(old[d] for d in PATH) else
+            "new" if hops[p] == tuple(new[d] for d in PATH) else "mixed")
            for p in sorted(ids)]
     assert "mixed" not in met                       # per-packet still holds
     # one move: old until the bound, new after it

@@ -19,34 +19,109 @@ def test_levels_named_and_anything_else_refused_with_the_choices():
     assert "per-device or per-packet or per-flow" in str(err.value)
 
 
-def _oracle(epochs, hops, sent, received):
-    o = Oracle(None, None, [("h1", "h2")])
+def _hop(payload: bytearray, version: int) -> None:
+    """What a recording pipeline does to a probe (compiler/ebpf.py, compiler/p4.py): its
+    version into slot[count], count + 1, saturating."""
+    from flexnet_lab.compiler.probe import COUNT_AT, COUNT_MAX, SLOTS, SLOTS_AT
+    n = payload[COUNT_AT]
+    if n < SLOTS:
+        payload[SLOTS_AT + 4 * n:SLOTS_AT + 4 * n + 4] = version.to_bytes(4, "big")
+    payload[COUNT_AT] = min(COUNT_MAX, n + 1)
+
+
+def _received(pid: int, versions) -> bytes:
+    """The record a receiver keeps of probe `pid` that met `versions` in path order."""
+    from flexnet_lab.compiler.probe import PAYLOAD_BYTES, probe_payload
+    payload = bytearray(probe_payload(pid))
+    assert len(payload) == PAYLOAD_BYTES == 44
+    for v in versions:
+        _hop(payload, v)
+    return bytes(payload[4:])
+
+
+def test_the_trailer_holds_each_hop_in_path_order_and_says_when_it_overflowed():
+    from flexnet_lab.compiler.probe import RECORD, SLOTS, hops, probe_payload
+    raw = probe_payload(0x01020304)
+    assert raw[:8] == b"FXPR\x01\x02\x03\x04" and raw[8:] == bytes(36)
+    pid, count, *slots = RECORD.unpack(_received(7, [11, 22, 33]))
+    assert (pid, count) == (7, 3) and hops(count, tuple(slots)) == (11, 22, 33)
+    pid, count, *slots = RECORD.unpack(_received(8, range(1, SLOTS + 1)))
+    assert hops(count, tuple(slots)) == tuple(range(1, SLOTS + 1))      # full, not over
+    pid, count, *slots = RECORD.unpack(_received(9, range(1, SLOTS + 2)))
+    assert count == SLOTS + 1 and hops(count, tuple(slots)) is None       # overflowed
+    _, count, *_ = RECORD.unpack(_received(9, [5] * 300))
+    assert count == 255                                                  # saturates
+
+
+def _oracle(epochs, received, sent, rate=1.0, t0=0.0):
+    """epochs: (level, at, {device: version}); received: [(id, [versions])] in arrival
+    order; one stream of ids 1, 2, ... sent from t0 at `rate`."""
+    o = Oracle(None, None, [("h1", "h2")], rate)
     os.rmdir(o._tmp)
-    o.epochs = [{"label": f"e{i}", "level": lvl, "versions": v} for i, (lvl, v) in enumerate(epochs)]
-    o.hops = hops
-    o.streams[0].sent = sent
-    o.streams[0].received = received
+    o.epochs = [{"label": f"e{i}", "level": lvl, "at": at, "versions": v}
+                for i, (lvl, at, v) in enumerate(epochs)]
+    s = o.streams[0]
+    s.sent, s.t0 = sent, t0
+    o.receive(s, b"".join(_received(pid, vs) for pid, vs in received) + b"\0" * 7)
     return o
 
 
 def test_a_probe_is_mixed_only_when_no_single_network_state_explains_its_hops():
-    # s1 and s2 both change at epoch 1 (per-device), both again at epoch 2 (per-packet)
-    epochs = [("-", {"s1": 10, "s2": 20, "s3": 30}),
-              ("per-device", {"s1": 11, "s2": 21, "s3": 30}),
-              ("per-packet", {"s1": 12, "s2": 22, "s3": 30})]
-    hops = {1: {"s1": 10, "s2": 20, "s3": 30},     # old everywhere: epoch 0
-            2: {"s1": 11, "s2": 20},               # new on s1, old on s2: mixed, change 1
-            3: {"s1": 11, "s2": 21, "s3": 30},     # epoch 1
-            4: {"s1": 12, "s2": 22},               # epoch 2
-            5: {"s1": 99}}                         # a version no snapshot saw
-    rep = _oracle(epochs, hops, 6, [1, 3, 2, 4, 5])
-    assert rep.report()["mixed"] == 1
-    assert rep.report()["mixed_by_level"] == {"-": 0, "per-device": 1, "per-packet": 0}
-    r = rep.report()
-    assert r["probes_sent"] == 6 and r["probes_lost"] == 1 and r["probes_reordered"] == 1
-    assert r["probes_unknown_version"] == 1 and r["probes_unplaced"] == 1
-    assert [(c["probes"], c["single"], c["mixed"]) for c in r["changes"]] == [(2, 1, 1), (1, 1, 0)]
-    assert r["changes"][0]["reordered"] == 1      # probe 2 arrived after 3
+    # s1 and s2 both change at epoch 1 (per-device), both again at epoch 2 (per-packet);
+    # probe k (id k + 1) is sent at time k
+    epochs = [("-", -1.0, {"s1": 10, "s2": 20, "s3": 30}),
+              ("per-device", 3.5, {"s1": 11, "s2": 21, "s3": 30}),
+              ("per-packet", 5.5, {"s1": 12, "s2": 22, "s3": 30})]
+    received = [(1, [10, 20, 30]),     # old everywhere: epoch 0
+                (3, [11, 21, 30]),     # epoch 1
+                (2, [11, 20]),         # new on s1, old on s2: mixed, change 1
+                (4, [12, 22]),         # epoch 2
+                (5, [99]),             # a version no snapshot saw
+                (7, []),               # no device recorded it
+                (8, list(range(9)))]   # more hops than slots
+    # id 6 (sent at t=5, during change 2) is lost
+    rep = _oracle(epochs, received, 8).report()
+    assert rep["mixed"] == 1
+    assert rep["mixed_by_level"] == {"-": 0, "per-device": 1, "per-packet": 0}
+    assert rep["probes_sent"] == 8 and rep["probes_received"] == 7
+    assert rep["probes_lost"] == 1 and rep["probes_reordered"] == 1
+    assert rep["probes_unknown_version"] == 1 and rep["probes_unplaced"] == 2
+    assert rep["probes_placed"] == 4 and rep["version_collisions"] == []
+    assert [(c["probes"], c["single"], c["mixed"], c["lost"]) for c in rep["changes"]] == \
+        [(2, 1, 1, 0), (1, 1, 0, 1)]
+    assert rep["changes"][0]["reordered"] == 1      # probe 2 arrived after 3
+    assert rep["streams"] == [{"src": "h1", "dst": "h2", "sent": 8, "received": 7,
+                               "placed": 4, "mixed": 1}]
+
+
+def test_lost_probes_go_to_the_change_under_way_when_they_were_sent():
+    epochs = [("-", 0.0, {"s1": 10}), ("per-device", 1.0, {"s1": 11}),
+              ("per-packet", 2.0, {"s1": 12})]
+    # 40 probes at 10/s from t=0.05: ids 1..10 while change 1 was under way, 11..20
+    # during change 2, 21..40 after the last note (they count on the last change)
+    rep = _oracle(epochs, [], 40, rate=10.0, t0=0.05).report()
+    assert rep["probes_lost"] == 40 and rep["probes_placed"] == 0
+    assert [c["lost"] for c in rep["changes"]] == [10, 30]
+
+
+def test_a_version_two_devices_ran_is_reported_not_merged():
+    epochs = [("-", 0.0, {"s1": 10, "s2": 40}), ("per-device", 1.0, {"s1": 40, "s2": 21})]
+    rep = _oracle(epochs, [(1, [10, 40]), (2, [40, 21])], 2).report()
+    assert rep["version_collisions"] == [{"version": 40, "devices": ["s1", "s2"]}]
+    assert rep["probes_unknown_version"] == 2 and rep["probes_placed"] == 0
+
+
+def test_versions_are_read_from_switches_slots_and_each_function_of_a_chain():
+    from types import SimpleNamespace as NS
+    handles = {"s1": NS(version=5), "h1:tc:egress": NS(version=6), "br": NS(),
+               "p4user": NS(version=0),
+               "h2:tc:ingress": NS(versions=lambda: {"h2:tc:ingress/a": 7,
+                                                     "h2:tc:ingress/b": 8})}
+    o = Oracle(None, NS(devices=NS(handles=handles)), [("h1", "h2")])
+    os.rmdir(o._tmp)
+    o.note("start", "-")
+    assert o.epochs[0]["versions"] == {"s1": 5, "h1:tc:egress": 6, "h2:tc:ingress/a": 7,
+                                       "h2:tc:ingress/b": 8}
 
 
 def test_scenario_change_takes_a_consistency_level(tmp_path):

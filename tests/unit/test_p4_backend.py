@@ -231,7 +231,8 @@ def test_vlan_programs_with_the_header():
 def test_unparsed_vlan_is_emitted_after_ethernet():
     text = generate_p4(kitchen_sink())
     emits = re.findall(r"packet\.emit\(hdr\.(\w+)\);", text)
-    assert emits == ["ethernet", "flexnet_version_tag", "vlan", "ipv4", "udp"]
+    assert emits[:5] == ["ethernet", "flexnet_version_tag", "vlan", "ipv4", "udp"]
+    assert emits[-1] == p4mod.PROBE_TRAILER     # an oracle probe's payload, after them all
 
 
 def test_capabilities_cover_every_library_program():
@@ -302,12 +303,13 @@ def test_transitions_target_declared_states(name):
     assert states[0] == "start"
     assert len(states) == len(set(states))
     own = {p4mod.REJECT_STATE, p4mod.PEEK_STATE, p4mod.PEEK_TAGGED_STATE, p4mod.TAG_PARSE,
-           p4mod.TAG_POP, p4mod.AFTER_ETH}
+           p4mod.TAG_POP, p4mod.AFTER_ETH, p4mod.PROBE_FOUND, p4mod.PROBE_AT,
+           p4mod.PROBE_TRAILER}
     model = [st.name for st in program.parser]
     if p4mod.tag_support(program):   # the generator's start peeks, then the model's start
         own.add("start")
         model = [p4mod.MODEL_START if s == "start" else s for s in model]
-    assert [s for s in states if s not in own] == model
+    assert [s for s in states if s not in own and not s.startswith(p4mod.PROBE_SKIP)] == model
     for target in targets:
         assert target == "accept" or target in states, target
     assert "reject" not in targets                     # v1model ignores `transition reject`
@@ -319,6 +321,76 @@ def test_reject_becomes_a_parser_error():
     assert p4mod.REJECT_STATE in states and p4mod.REJECT_STATE in targets
     assert "verify(false, error.NoMatch);" in text
     assert p4mod.REJECT_STATE not in generate_p4(library.infrastructure())
+
+
+# -- the oracle's probe trailer ----------------------------------------------------------------
+
+def test_probe_trailer_is_parsed_after_the_model_and_emitted_last():
+    """A probe's payload is extracted where the model's parser stops (past a skip header of
+    the bytes the model left unparsed), written in ingress (the version into slot[count],
+    count + 1, saturating) and emitted after every model header."""
+    program = library.infrastructure()
+    text = generate_p4(program)
+    # infra accepts after udp/tcp/arp (42 bytes: no skip), ipv4 of another protocol (34)
+    # and a non-IP frame (14)
+    assert p4mod._Gen(program, "switch").probe_skips() == [8, 28]
+    for st in program.parser:
+        if st.extract:
+            size = program.header(st.extract).size
+            assert f"meta.{p4mod.PROBE_LEFT} = meta.{p4mod.PROBE_LEFT} - 16w{size};" in text
+    assert f"meta.{p4mod.PROBE_LEFT} = 16w42;" in text
+    emits = re.findall(r"packet\.emit\(hdr\.(\w+)\);", text)
+    assert emits[-3:] == ["flexnet_probe_skip_8", "flexnet_probe_skip_28", p4mod.PROBE_TRAILER]
+    tr = f"hdr.{p4mod.PROBE_TRAILER}"
+    for i in range(8):
+        assert re.search(rf"{tr}\.count == 8w{i}\) {{\s+{tr}\.slot{i} = flexnet_reg_word;", text)
+    assert f"if ({tr}.count != 8w255)" in text
+    assert "flexnet_probe_records" not in text and "flexnet_probe_position" not in text
+
+
+def test_a_model_parsing_less_skips_more_and_one_parsing_into_the_payload_none():
+    from flexnet_lab.program.model import Field, Header
+    infra = library.infrastructure()
+    eth_only = infra.with_(parser=(ParserState("start", "ethernet"),))
+    assert p4mod._Gen(eth_only, "switch").probe_skips() == [28]
+    # an application header in the UDP payload: that path ends past the probe's payload
+    # (its probes are not recorded there), only the shorter paths need skips
+    app = Header("app", (Field("word", 64),))
+    udp = next(st for st in infra.parser if st.name == "udp")
+    deep = infra.with_(headers=infra.headers + (app,),
+                       parser=tuple(ParserState(st.name, st.extract, st.sets,
+                                                Transition(default="app"))
+                                    if st is udp else st for st in infra.parser)
+                       + (ParserState("app", "app"),))
+    assert p4mod._Gen(deep, "switch").probe_skips() == [8, 28]
+    assert "packet.extract(hdr.app);" in generate_p4(deep)
+
+
+def _matches(keyset: str, value: int) -> bool:
+    v, m = (int(x.split("w")[1], 16) for x in keyset.split(" &&& "))
+    return value & m == v
+
+
+@pytest.mark.parametrize("n", [86, 90, 54, 1, 1500])
+def test_length_guards_match_exactly_the_shorter_frames(n):
+    keys = p4mod._shorter_than(n)
+    for length in range(0, 2000):
+        assert any(_matches(k, length) for k in keys) == (length < n), length
+
+
+def test_probe_guards_cover_the_trailer():
+    """An untagged frame shorter than a probe (86 bytes) is never peeked at; after the
+    lab's tag, one shorter than 90 is no probe (extracting its trailer would fail)."""
+    text = generate_p4(library.infrastructure())
+    start = text[text.index("state start {"):text.index(f"state {p4mod.PEEK_STATE} {{")]
+    assert re.findall(r"(32w0x\w+ &&& 32w0x\w+): flexnet_model_start", start) == \
+        p4mod._shorter_than(86)
+    tagged = text[text.index(f"state {p4mod.PEEK_TAGGED_STATE} {{"):
+                  text.index(f"state {p4mod.PROBE_FOUND} {{")]
+    assert re.findall(r"\((32w0x\w+ &&& 32w0x\w+), _", tagged) == p4mod._shorter_than(90)
+    # only the lab's tag (VID 0xFF0 | slot, which the parser pops) makes a tagged probe
+    assert "32w0x88a80ff0 &&& 32w0xffff0ffe, 16w0x0800, 8w0x45, 8w17, 16w33999, " \
+        "32w0x46585052): flexnet_probe_recognised" in tagged
 
 
 # -- names and roles ------------------------------------------------------------------------

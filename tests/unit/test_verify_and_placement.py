@@ -140,3 +140,31 @@ def test_generated_c_is_readable_and_complete():
         assert piece in src
     assert "push_vlan" not in generate(library.acl(), "xdp", "host").text
 
+
+
+def test_tc_pipelines_write_their_version_into_the_probe_trailer():
+    """The root marks an oracle probe (a whole trailer in the frame); every tc pipeline,
+    switch or host function, writes its version into slot[count] at fixed frame offsets
+    (the root popped the lab's tag) and counts the hop; no per-device record is kept."""
+    from flexnet_lab.compiler.ebpf import root_source
+    root = root_source("tc")
+    assert "p + 86 <= end" in root and "ctx->cb[1] = 1;" in root
+    for src in (generate(library.infrastructure(), "tc", "switch").text,
+                generate(library.flow_counter(), "tc", "host").text,
+                generate(library.flow_counter(), "tc", "host", chain=True).text):
+        assert "bpf_skb_load_bytes(ctx, 50, &n, 1)" in src
+        assert "if (n < 8) {" in src
+        assert "bpf_skb_store_bytes(ctx, 54 + 4 * (u32)n, &v, 4, 0);" in src
+        assert "if (n < 255) {" in src and "bpf_skb_store_bytes(ctx, 50, &n, 1, 0);" in src
+        assert "flx_probe" not in src
+    assert "cb[1]" not in generate(library.flow_counter(), "xdp", "host").text
+    # written on the way out (little left for the verifier to walk twice): a switch right
+    # before the redirect, a host function before its verdict; a program that pushes or
+    # pops a tag (which may move the frame's bytes) before it runs
+    sw = generate(library.infrastructure(), "tc", "switch").text
+    assert sw.index("if (!pp || !pp->ifindex)") < sw.index("if (ctx->cb[1])") < \
+        sw.index("bpf_redirect_peer")
+    host = generate(library.flow_counter(), "tc", "host").text
+    assert host.index("accept:") < host.index("if (ctx->cb[1])") < host.index("return std.drop")
+    tagger = generate(library.HOST_PROGRAMS["vlan_tag"](), "tc", "host").text
+    assert tagger.index("if (ctx->cb[1])") < tagger.index("st_start:")

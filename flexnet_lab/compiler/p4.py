@@ -41,7 +41,7 @@ import subprocess
 from ..errors import CompileError, ProgramError
 from ..program.model import Action, Map, Op, Program, Stmt, Table
 from ..program.validate import check_target, validate
-from .probe import (COUNT_MAX, PAYLOAD_AT, PAYLOAD_BYTES, PROBE_FRAME_BYTES, PROBE_MAGIC,
+from .probe import (COUNT_MAX, PAYLOAD_AT, PROBE_FRAME_BYTES, PROBE_MAGIC,
                     PROBE_PORT, SLOTS)
 
 ROLES = ("switch",)

@@ -24,7 +24,7 @@ import time
 from ..compiler.p4_user import (EXACT, LPM, RANGE, TERNARY, P4Info, UserP4, dont_care,
                                 parse_p4info)
 from ..errors import EnvironmentMissing, TargetError
-from .bmv2_switch import Bmv2Prepared, Bmv2Switch, _election_id
+from .bmv2_switch import QUIET_LOG, Bmv2Prepared, Bmv2Switch, _election_id
 from .ebpf_datapath import Entry
 
 
@@ -51,7 +51,7 @@ class P4ProgramSwitch(Bmv2Switch):
         if exe is None:
             raise EnvironmentMissing("simple_switch_grpc not found: install p4lang-bmv2")
         sock = os.path.join(self.run_dir, f"{self.device}.grpc")
-        args = [exe, "--no-p4", "--device-id", "0", "--thrift-port", "9090"]
+        args = [exe, "--no-p4", "--device-id", "0", "--thrift-port", "9090", *QUIET_LOG]
         for number, (ifname, _) in sorted(self.ports.items()):
             args += ["-i", f"{number}@{ifname}"]
         args += ["--", "--grpc-server-addr", f"unix:{sock}"]

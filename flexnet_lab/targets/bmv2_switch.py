@@ -30,6 +30,7 @@ replays P4 counter entries as INSERTs, which fails: so maps are registers on bmv
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -58,6 +59,7 @@ EGRESS_QUEUE_PKTS = 1024
 # message to its sinks): half of a switch's CPU per packet, measured here, for nothing
 # written anywhere. Off, the sink gets nothing and nothing is formatted.
 QUIET_LOG = ("--log-level", "off")
+_ENCODED = "encoded"     # key of the shared cache's encoded pipeline configs (_save)
 
 
 @dataclass
@@ -303,6 +305,19 @@ class Bmv2Switch(TwoVersions):
                 cached.info = prepared.info
         return prepared.info
 
+    def _save(self, prepared: Bmv2Prepared) -> None:
+        """VERIFY_AND_SAVE of `prepared`, its request's pipeline part encoded once per
+        pipeline and kept in the shared cache (checked by identity: a pipeline whose JSON
+        or P4Info object was replaced is encoded anew)."""
+        info = self._info(prepared)
+        store = self._compiled.setdefault(_ENCODED, {})
+        key = (id(prepared.device_json), id(info))
+        hit = store.get(key)
+        if hit is None or hit[0] is not prepared.device_json or hit[1] is not info:
+            hit = store[key] = (prepared.device_json, info,
+                                self._client.pipeline_config(info, prepared.device_json))
+        self._client.set_pipeline(info, None, "VERIFY_AND_SAVE", config=hit[2])
+
     def _log_tail(self) -> str:
         try:
             with open(self.log_path) as fh:
@@ -344,7 +359,7 @@ class Bmv2Switch(TwoVersions):
             if info is None or js is None:
                 raise EnvironmentMissing("p4c-bm2-ss not found: install p4lang-p4c")
             with open(info) as fh, open(js, "rb") as fj:
-                prepared = Bmv2Prepared(program, fh.read(), fj.read(), 0.0)
+                prepared = Bmv2Prepared(program, fh.read(), compact_pipeline(fj.read()), 0.0)
         prepared.compile_ms = (time.perf_counter() - t0) * 1e3
         return prepared
 
@@ -363,7 +378,7 @@ class Bmv2Switch(TwoVersions):
         if not tag_support(new):
             values.pop(f"{CONTROL}.{VCOUNT_REG}", None)
         prepared.version = fresh_version()
-        self._client.set_pipeline(info, prepared.device_json, "VERIFY_AND_SAVE")
+        self._save(prepared)
         try:
             carried = self._fill(updates, values, self._tag_values(prepared.version)
                                  if tag_support(new) else None)
@@ -417,7 +432,7 @@ class Bmv2Switch(TwoVersions):
                           values: dict[str, list[int]], tag: dict | None) -> None:
         """One whole load: `prepared` saved beside the running pipeline, filled (entries,
         register values, the tag's registers), committed."""
-        self._client.set_pipeline(self._info(prepared), prepared.device_json, "VERIFY_AND_SAVE")
+        self._save(prepared)
         self._fill(updates, values, tag)
         self._client.set_pipeline(None, None, "COMMIT")
 
@@ -613,6 +628,20 @@ class Bmv2Switch(TwoVersions):
 
     def port_counters(self) -> dict[int, dict[str, int]]:
         return read_port_counters(self)
+
+
+def compact_pipeline(device_json: bytes) -> bytes:
+    """p4c's bmv2 JSON without its "source_info" objects (file, line and source text of
+    each expression, which bmv2 only prints in its logs and debugger) and without
+    indentation: a third of the bytes, and of bmv2's JSON parsing at every pipeline load
+    (a VERIFY_AND_SAVE here: 12 -> 9 ms for a two-version pipeline)."""
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k != "source_info"}
+        if isinstance(o, list):
+            return [strip(v) for v in o]
+        return o
+    return json.dumps(strip(json.loads(device_json)), separators=(",", ":")).encode()
 
 
 def _switch_pid(netns_path: str) -> int:

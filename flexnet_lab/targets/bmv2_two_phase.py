@@ -277,7 +277,7 @@ class TwoVersions:
         return Bmv2Prepared(program, c.p4info, c.device_json, 0.0, info=c.info)
 
     def _p4c(self, text: str, program: Program):
-        from .bmv2_switch import Bmv2Prepared
+        from .bmv2_switch import Bmv2Prepared, compact_pipeline
         exe = shutil.which("p4c-bm2-ss")
         if exe is None:
             raise EnvironmentMissing("p4c-bm2-ss not found: install p4lang-p4c")
@@ -294,7 +294,7 @@ class TwoVersions:
                                    f"{(res.stderr or res.stdout).strip()[-400:]}")
             with open(os.path.join(tmp, "dual.p4info.txt")) as fh, \
                     open(os.path.join(tmp, "dual.json"), "rb") as fj:
-                prep = Bmv2Prepared(program, fh.read(), fj.read(), 0.0)
+                prep = Bmv2Prepared(program, fh.read(), compact_pipeline(fj.read()), 0.0)
         prep.compile_ms = (time.perf_counter() - t0) * 1e3
         prep.info = self._client.parse_p4info(prep.p4info)
         return prep
@@ -426,7 +426,7 @@ class TwoVersions:
         """Save `prep`, fill it, commit. A failure after the save: the saved pipeline is
         committed and `back` (prepared, updates, values, tag) loaded the same way; the
         error is raised (naming what was put back)."""
-        self._client.set_pipeline(self._info(prep), prep.device_json, "VERIFY_AND_SAVE")
+        self._save(prep)
         try:
             self._fill(updates, values, tag)
             self._client.set_pipeline(None, None, "COMMIT")

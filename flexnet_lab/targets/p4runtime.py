@@ -40,6 +40,10 @@ class P4RuntimeClient:
         except grpc.FutureTimeoutError as exc:
             raise TargetError(name, f"no P4Runtime server at {address} after {timeout_s} s") from exc
         self._stub = pb_grpc.P4RuntimeStub(self._channel)
+        # SetForwardingPipelineConfig taking an encoded request (see set_pipeline)
+        self._set_encoded = self._channel.unary_unary(
+            "/p4.v1.P4Runtime/SetForwardingPipelineConfig",
+            response_deserializer=self._pb.SetForwardingPipelineConfigResponse.FromString)
         self._requests: queue.Queue = queue.Queue()
         self._stream = self._stub.StreamChannel(iter(self._requests.get, None))
         self._arbitrate(timeout_s)
@@ -78,19 +82,35 @@ class P4RuntimeClient:
         from google.protobuf import text_format
         return text_format.Parse(p4info_text, self._info_pb.P4Info())
 
+    def pipeline_config(self, p4info, device_json: bytes) -> bytes:
+        """A pipeline's part of a SetForwardingPipelineConfig request, encoded: the same for
+        every switch and every load of that pipeline, so callers encode it once (protobuf
+        here is the pure-Python one: copying and encoding a P4Info and a 200 KB pipeline
+        took 1.5 ms of the controller's CPU at every load)."""
+        req = self._pb.SetForwardingPipelineConfigRequest()
+        req.config.p4info.CopyFrom(p4info)
+        req.config.p4_device_config = device_json
+        return req.SerializeToString()
+
     def set_pipeline(self, p4info, device_json: bytes | None,
-                     action: str = "VERIFY_AND_COMMIT") -> None:
+                     action: str = "VERIFY_AND_COMMIT", config: bytes | None = None) -> None:
         """SetForwardingPipelineConfig. p4info: a P4Info message or its text; COMMIT takes
-        neither (it commits the pipeline saved by VERIFY_AND_SAVE)."""
+        neither (it commits the pipeline saved by VERIFY_AND_SAVE). config: what
+        pipeline_config(p4info, device_json) returned, used instead of encoding them."""
         req = self._pb.SetForwardingPipelineConfigRequest(device_id=self.device_id,
                                                           election_id=self.election)
         req.action = getattr(self._pb.SetForwardingPipelineConfigRequest, action)
-        if p4info is not None:
-            info = self.parse_p4info(p4info) if isinstance(p4info, str) else p4info
-            req.config.p4info.CopyFrom(info)
-            req.config.p4_device_config = device_json
-        self._call(f"pipeline {action}", self._stub.SetForwardingPipelineConfig, req)
-        if p4info is not None:
+        info = self.parse_p4info(p4info) if isinstance(p4info, str) else p4info
+        if config is not None:
+            # encoded messages concatenate as a merge: these fields, then the pipeline's
+            self._call(f"pipeline {action}", self._set_encoded,
+                       req.SerializeToString() + config)
+        else:
+            if info is not None:
+                req.config.p4info.CopyFrom(info)
+                req.config.p4_device_config = device_json
+            self._call(f"pipeline {action}", self._stub.SetForwardingPipelineConfig, req)
+        if info is not None:
             self.p4info = info
 
     def get_p4info(self):

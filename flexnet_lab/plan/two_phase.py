@@ -309,17 +309,15 @@ class _TwoPhase:
         p = self.drain
         t0 = time.perf_counter()
         devs = list(self.points.values())
-        last = sum(d.version_counts()[old_slot] for d in devs)
-        first, quiet_since, polls, last_in_flight = last, t0, 0, 0
+        last, last_in_flight = _drain_reading(devs, old_slot)
+        first, quiet_since, polls = last, t0, 0
         while True:
             time.sleep(p.poll_ms / 1e3)
             polls += 1
             now = time.perf_counter()
-            cur = sum(d.version_counts()[old_slot] for d in devs)
-            # bmv2: old packets still between two switches, where no counter moves; a
-            # count that stays put for 10 quiet times is taken as lost on the way
-            in_flight = sum(d.link_in_flight(old_slot) for d in devs
-                            if hasattr(d, "link_in_flight"))
+            # bmv2: old packets still between two switches (in_flight), where no counter
+            # moves; a count that stays put for 10 quiet times is taken as lost on the way
+            cur, in_flight = _drain_reading(devs, old_slot)
             if cur != last or in_flight != last_in_flight:
                 last, last_in_flight, quiet_since = cur, in_flight, now
             waited = (now - t0) * 1e3
@@ -331,6 +329,23 @@ class _TwoPhase:
             if waited >= p.max_ms:
                 return {"drain_polls": polls, "old_packets_after_flip": cur - first,
                         "drain_bounded": True, "old_in_flight_left": max(0, in_flight)}
+
+
+def _drain_reading(devs: list, slot: int) -> tuple[int, int]:
+    """The old version's packets counted by every device, and (bmv2) those between two
+    switches. A device with drain_request() is asked first and read after the others were
+    asked (each bmv2 switch answers in its own process, at the same time)."""
+    asked = [d for d in devs if hasattr(d, "drain_request")]
+    for d in asked:
+        d.drain_request()
+    count = in_flight = 0
+    for d in devs:
+        if hasattr(d, "drain_counts"):
+            c, f = d.drain_counts(slot)
+            count, in_flight = count + c, in_flight + f
+        else:
+            count += d.version_counts()[slot]
+    return count, in_flight
 
 
 def _each(n: int, fn, threads: int) -> tuple[list[bool], BaseException | None]:

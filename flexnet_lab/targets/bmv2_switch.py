@@ -530,17 +530,20 @@ class Bmv2Switch(TwoVersions):
     def insert(self, table: str, match: tuple, action: str, args: tuple = (),
                priority: int = 0, modify: bool = False) -> None:
         self._check(table)
+        self._entries_changed()
         entry = self._client.table_entry(self._p4("tables", table), match,
                                          self._p4("actions", action), tuple(args), priority)
         self._client.write([("MODIFY" if modify else "INSERT", entry)])
 
     def delete(self, table: str, match: tuple, priority: int = 0) -> None:
         self._check(table)
+        self._entries_changed()
         self._client.write([("DELETE", self._client.table_entry(self._p4("tables", table),
                                                                 match, priority=priority))])
 
     def set_default(self, table: str, action: str, args: tuple = ()) -> None:
         self._check(table)
+        self._entries_changed()
         entry = self._client.table_entry(self._p4("tables", table), (),
                                          self._p4("actions", action), tuple(args))
         entry.is_default_action = True

@@ -106,6 +106,7 @@ class Bmv2Thrift:
         self.device, self._sock = device, sock
         self._reader = _Reader(sock)
         self._seq = 0
+        self._pending: list[tuple[str, str]] = []   # sent, reply not read yet (in order)
 
     def _request(self, call: str, args: bytes) -> bytes:
         """`call` is "<service>:<name>" or a bare name of the "standard" service."""
@@ -129,17 +130,59 @@ class Bmv2Thrift:
 
     def _calls(self, calls: list[tuple[str, bytes, str]]) -> list:
         """Send every request, then read every reply (pipelined, in order)."""
+        self._send(calls)
+        return self._receive()
+
+    def _send(self, calls: list[tuple[str, bytes, str]]) -> None:
+        """Requests out; their replies are read by _receive() (a reply still unread from
+        an earlier send is read and dropped first: replies come back in order)."""
+        if self._pending:
+            try:
+                self._receive()
+            except TargetError:
+                pass
         try:
             self._sock.sendall(b"".join(self._request(c, a) for c, a, _ in calls))
-            return [self._reply(c, what) for c, _, what in calls]
+        except OSError as exc:
+            raise TargetError(self.device, f"thrift: {exc}") from exc
+        self._pending = [(c, what) for c, _, what in calls]
+
+    @property
+    def waiting(self) -> bool:
+        """Requests were sent whose replies were not read yet (send_read)."""
+        return bool(self._pending)
+
+    def _receive(self) -> list:
+        pending, self._pending = self._pending, []
+        try:
+            out = []
+            for k, (c, what) in enumerate(pending):
+                try:
+                    out.append(self._reply(c, what))
+                except TargetError:     # the rest still arrive: read them before raising
+                    for c2, what2 in pending[k + 1:]:
+                        try:
+                            self._reply(c2, what2)
+                        except TargetError:
+                            pass
+                    raise
+            return out
         except (OSError, ConnectionError) as exc:
             raise TargetError(self.device, f"thrift: {exc}") from exc
 
     def read_registers(self, names: list[str]) -> dict[str, list[int]]:
         """Every slot of each named register array (one round trip for all)."""
-        calls = [("bm_register_read_all", _field(_I32, 1, struct.pack("!i", 0))
-                  + _field(_STRING, 2, _str(n)), f"register {n}") for n in names]
-        replies = self._calls(calls)
+        self.send_read(names)
+        return self.receive_read(names)
+
+    def send_read(self, names: list[str]) -> None:
+        """The first half of read_registers(): the requests go out, and the switch answers
+        while the caller asks other switches; receive_read(names) takes the replies."""
+        self._send([("bm_register_read_all", _field(_I32, 1, struct.pack("!i", 0))
+                     + _field(_STRING, 2, _str(n)), f"register {n}") for n in names])
+
+    def receive_read(self, names: list[str]) -> dict[str, list[int]]:
+        replies = self._receive()
         return {n: [v & _MASK64 for v in (r or [])] for n, r in zip(names, replies)}
 
     def read_slots(self, name: str, indices: list[int], chunk: int = 256) -> list[int]:

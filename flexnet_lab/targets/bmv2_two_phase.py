@@ -15,7 +15,9 @@ stamp. The phases on a switch:
   flip          - set_stamp(): one register write (flexnet_control_words[0]);
   drain         - version_counts(): the per-slot packet counters (flexnet_version_count);
   retire_old    - load the new program alone, its entries and registers carried from the
-                  new version's objects of the dual pipeline, with the same version number.
+                  new version's objects of the dual pipeline, with the same version number
+                  (the entries as install_spare wrote them: nothing writes entries between
+                  the two loads, and if something does they are read back);
 Undo: remove_spare (before the flip) and demote (after it) load the old program alone
 again with its entries, registers and version number, read back from the dual pipeline.
 Each load is bmv2's hitless swap; register increments between the read and the commit of
@@ -78,6 +80,7 @@ class _Dual:
     old_version: int
     new_slot: int
     promoted: bool = False
+    entries: list | None = None  # what install_spare wrote (dual pipeline names); None: unknown
 
 
 class TwoVersions:
@@ -200,9 +203,10 @@ class TwoVersions:
         wait in its egress queues (counted in, not yet out), that slot's figure keeps
         moving (a tick is added), so the drain waits for them: bmv2 queues packets in its
         own threads, and a starved egress thread holds them with no counter moving."""
-        vc = _R(VCOUNT_REG)
-        vals = self._thrift.read_registers([vc, QUEUED_REG])
-        v, q = vals[vc], vals[QUEUED_REG]
+        return self._counts(self._thrift.read_registers([_R(VCOUNT_REG), QUEUED_REG]))
+
+    def _counts(self, vals: dict) -> tuple[int, int]:
+        v, q = vals[_R(VCOUNT_REG)], vals[QUEUED_REG]
         out = [v[0], v[1]]
         for s in (0, 1):
             # below zero (a packet counted in by the pipeline before a load): not waiting
@@ -210,6 +214,23 @@ class TwoVersions:
                 self._drain_tick += 1
                 out[s] += self._drain_tick
         return (out[0], out[1])
+
+    _DRAIN_READ = (_R(VCOUNT_REG), QUEUED_REG, _R(LINK_SENT_REG), _R(LINK_RECV_REG))
+
+    def drain_request(self) -> None:
+        """Send the reads of one drain poll; drain_counts() takes the replies. A poll asks
+        every switch first and then reads the answers, so the switches answer at once
+        (under traffic a switch's thrift thread waits ~1 ms for a core)."""
+        self._thrift.send_read(list(self._DRAIN_READ))
+
+    def drain_counts(self, slot: int) -> tuple[int, int]:
+        """(version_counts()[slot], link_in_flight(slot)) from one round trip: the reads
+        drain_request() sent, or sent now (the only reads left unanswered are its)."""
+        if not self._thrift.waiting:
+            self._thrift.send_read(list(self._DRAIN_READ))
+        vals = self._thrift.receive_read(list(self._DRAIN_READ))
+        sent, recv = vals[_R(LINK_SENT_REG)], vals[_R(LINK_RECV_REG)]
+        return self._counts(vals)[slot], sent[slot] - recv[slot]
 
     def _tag_values(self, old_version: int, new_version: int = 0, new_slot: int = 0) -> dict:
         """The tag's registers of a pipeline about to carry packets (zero slots omitted:
@@ -316,15 +337,16 @@ class TwoVersions:
         old, new, d = self.program, spare.program, spare.dual
         info = self._info(spare.dual_prep)
         raw = self._read_raw()                     # the old program alone: model names
-        updates = []
+        written = []
         for e in raw:
-            updates.append(self._entry(info, d.tables[("old", e.table)],
-                                       d.actions[("old", e.action)], e))
+            written.append(replace(e, table=d.tables[("old", e.table)],
+                                   action=d.actions[("old", e.action)]))
             t = new.table(e.table)
             if t is not None and d.tables[("new", t.name)] != d.tables[("old", e.table)] \
                     and e.action in t.actions:     # the new version's own copy of the table
-                updates.append(self._entry(info, d.tables[("new", t.name)],
-                                           d.actions[("new", e.action)], e))
+                written.append(replace(e, table=d.tables[("new", t.name)],
+                                       action=d.actions[("new", e.action)]))
+        updates = [self._entry(info, w.table, w.action, w) for w in written]
         regs = [r for m in old.maps if m.kind != "meter"
                 for r in (f"{CONTROL}.{n}" for n in map_objects(m))]
         values = self._read_for_load(regs)
@@ -341,7 +363,7 @@ class TwoVersions:
         new_slot = 1 - self._stamp
         tag = self._tag_values(self._version, spare.version, new_slot)
         self._load(spare.dual_prep, updates, values, tag, back)
-        self._dual = _Dual(spare, old, self._version, new_slot)
+        self._dual = _Dual(spare, old, self._version, new_slot, entries=written)
         self._names = self._role_names(d, "old")
 
     def promote_spare(self) -> None:
@@ -357,7 +379,7 @@ class TwoVersions:
         st = self._dual
         if st is None:
             return
-        self._to_single("new", st.spare.alone, st.spare.version)
+        self._to_single("new", st.spare.alone, st.spare.version, st.entries)
 
     def remove_spare(self) -> None:
         """Undo of install_spare: the old program alone again, as it was."""
@@ -376,16 +398,18 @@ class TwoVersions:
         self._names = self._role_names(st.spare.dual, "old")
         self.remove_spare()
 
-    def _to_single(self, role: str, prep, version: int) -> None:
+    def _to_single(self, role: str, prep, version: int, raw: list | None = None) -> None:
         """Load one version of the dual pipeline alone (model names), carrying its entries
-        and registers; on failure the dual pipeline is put back as it was."""
+        (`raw`: the dual pipeline's, as install_spare wrote them; None: read back) and
+        registers; on failure the dual pipeline is put back as it was."""
         st = self._dual
         d = st.spare.dual
         prog = st.spare.program if role == "new" else st.old
         names = self._role_names(d, role)
         tabs = {p4: m for m, p4 in names["tables"].items()}
         acts = {p4: m for m, p4 in names["actions"].items()}
-        raw = self._read_raw()
+        if raw is None:
+            raw = self._read_raw()
         info = self._info(prep)
         updates = [self._entry(info, tabs[e.table], acts[e.action], e) for e in raw
                    if e.table in tabs]
@@ -408,6 +432,12 @@ class TwoVersions:
         self._load(prep, updates, carried, tag, back)
         self._dual, self._names = None, {}
         self.program, self._version = prog, version
+
+    def _entries_changed(self) -> None:
+        """An entry written while two versions are loaded: the retire reads the dual
+        pipeline's entries back instead of taking what install_spare wrote."""
+        if self._dual is not None:
+            self._dual.entries = None
 
     @staticmethod
     def _dual_maps(st: _Dual) -> list[Map]:

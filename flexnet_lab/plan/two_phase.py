@@ -148,13 +148,16 @@ class _TwoPhase:
             reason = _weak_reason(name, dev, plan, prog)
             (self.weak if reason else self.two).append((name, dev, prog, desc, plan, reason))
         self.switches = tag_switches(network)
-        # a switch that queues packets in its own threads (bmv2) needs a longer quiet time
+        # a switch that queues packets in its own threads (bmv2) needs a longer quiet time;
+        # polled 5 times per quiet time (the counters only grow, so no movement is missed
+        # between polls): a poll asks every switch, and the switches need the cores
         floor = max((getattr(d, "drain_floor_ms", 0.0) for d in self.switches.values()),
                     default=0.0)
         if floor > self.drain.quiet_ms:
             self.drain = replace(self.drain, quiet_ms=floor,
                                  min_ms=max(self.drain.min_ms, 2 * floor),
-                                 max_ms=max(self.drain.max_ms, 100 * floor))
+                                 max_ms=max(self.drain.max_ms, 100 * floor),
+                                 poll_ms=max(self.drain.poll_ms, floor / 5))
         # ingress points: every eBPF switch (packets from hosts) and the sending hosts whose
         # tc egress function changes
         self.hosts = {n: d for n, d, *_ in self.two if getattr(d, "kind", "") == "host"}

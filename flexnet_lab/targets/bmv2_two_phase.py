@@ -47,6 +47,8 @@ from ..program.model import Map, Program
 
 CONTROL = "ingress"
 _COMPILE_LOCK = "lock"        # key of the shared compile cache's lock
+_ENTRIES = "entries"          # key of the shared cache's encoded entries (_entry)
+_ENTRIES_KEPT = 4096          # more than that: the cache starts again
 
 
 def _R(register: str) -> str:
@@ -426,9 +428,7 @@ class TwoVersions:
         carried[f"{CONTROL}.{VCOUNT_REG}"] = values[f"{CONTROL}.{VCOUNT_REG}"]
         tag = self._tag_values(version)
         back_tag = self._tag_values(st.old_version, st.spare.version, st.new_slot)
-        dinfo = self._info(st.spare.dual_prep)
-        back = (st.spare.dual_prep, [self._entry(dinfo, e.table, e.action, e) for e in raw],
-                values, back_tag)
+        back = (st.spare.dual_prep, [("raw", e) for e in raw], values, back_tag)
         self._load(prep, updates, carried, tag, back)
         self._dual, self._names = None, {}
         self.program, self._version = prog, version
@@ -447,10 +447,21 @@ class TwoVersions:
                 if m.kind != "meter" and d.maps[("new", m.name)] != m.name]
         return out
 
-    def _entry(self, info, table: str, action: str, e):
-        return ("INSERT", self._client.table_entry(f"{CONTROL}.{table}", e.match,
-                                                   f"{CONTROL}.{action}", e.args, e.priority,
-                                                   p4info=info))
+    def _entry(self, info, table: str, action: str, e) -> tuple:
+        """The INSERT of entry `e` into `table` of the pipeline `info` describes, built and
+        encoded once for all the lab's switches (a change writes the same entries into the
+        same few pipelines again and again, and the pure-Python protobuf took a third of
+        the controller's CPU building them): (kind, message, encoded)."""
+        key = (id(info), table, action, e.match, e.args, e.priority)
+        cache = self._compiled.setdefault(_ENTRIES, {})
+        hit = cache.get(key)
+        if hit is None or hit[0] is not info:
+            msg = self._client.table_entry(f"{CONTROL}.{table}", e.match, f"{CONTROL}.{action}",
+                                           e.args, e.priority, p4info=info)
+            if len(cache) >= _ENTRIES_KEPT:
+                cache.clear()
+            hit = cache[key] = (info, ("INSERT", msg, self._client.encode_update("INSERT", msg)))
+        return hit[1]
 
     def _load(self, prep, updates: list, values: dict, tag: dict | None, back: tuple) -> None:
         """Save `prep`, fill it, commit. A failure after the save: the saved pipeline is

@@ -40,10 +40,12 @@ class P4RuntimeClient:
         except grpc.FutureTimeoutError as exc:
             raise TargetError(name, f"no P4Runtime server at {address} after {timeout_s} s") from exc
         self._stub = pb_grpc.P4RuntimeStub(self._channel)
-        # SetForwardingPipelineConfig taking an encoded request (see set_pipeline)
+        # SetForwardingPipelineConfig and Write taking encoded requests (set_pipeline, write)
         self._set_encoded = self._channel.unary_unary(
             "/p4.v1.P4Runtime/SetForwardingPipelineConfig",
             response_deserializer=self._pb.SetForwardingPipelineConfigResponse.FromString)
+        self._write_encoded = self._channel.unary_unary(
+            "/p4.v1.P4Runtime/Write", response_deserializer=self._pb.WriteResponse.FromString)
         self._requests: queue.Queue = queue.Queue()
         self._stream = self._stub.StreamChannel(iter(self._requests.get, None))
         self._arbitrate(timeout_s)
@@ -162,16 +164,25 @@ class P4RuntimeClient:
                                            value=int(v).to_bytes((p.bitwidth + 7) // 8, "big"))
         return entry
 
-    def write(self, updates: list[tuple[str, object]]) -> None:
-        """Apply (INSERT|MODIFY|DELETE, entity message) updates in one Write."""
-        req = self._pb.WriteRequest(device_id=self.device_id, election_id=self.election)
-        for kind, entry in updates:
-            u = req.updates.add(type=getattr(self._pb.Update, kind))
-            u.entity.table_entry.CopyFrom(entry)
+    def write(self, updates: list[tuple]) -> None:
+        """Apply (INSERT|MODIFY|DELETE, entity message) updates in one Write; an update may
+        come as (kind, message, encode_update(kind, message)) already encoded."""
+        head = self._pb.WriteRequest(device_id=self.device_id, election_id=self.election)
+        # encoded WriteRequests concatenate as a merge: the updates of each are appended
+        body = b"".join(u[2] if len(u) > 2 else self.encode_update(u[0], u[1])
+                        for u in updates)
         try:
-            self._stub.Write(req)
+            self._write_encoded(head.SerializeToString() + body)
         except self._grpc.RpcError as exc:
-            raise self._write_error(exc, updates) from exc
+            raise self._write_error(exc, [u[:2] for u in updates]) from exc
+
+    def encode_update(self, kind: str, entry) -> bytes:
+        """A WriteRequest holding only this update, encoded (write() joins them): the same
+        for every switch, so a caller that writes an entry often keeps it."""
+        req = self._pb.WriteRequest()
+        u = req.updates.add(type=getattr(self._pb.Update, kind))
+        u.entity.table_entry.CopyFrom(entry)
+        return req.SerializeToString()
 
     def _write_error(self, exc, updates: list[tuple[str, object]]) -> TargetError:
         """The first refused update as an EntryError naming its table and entry (P4Runtime

@@ -420,13 +420,20 @@ class Bmv2Switch(TwoVersions):
               tag: dict | None = None) -> int:
         """Entries and register values into the saved pipeline (and the version tag's
         registers, `tag`: written, not counted); register slots written."""
-        if updates:
-            self._client.write(updates)
         slots = {n: {i: v for i, v in enumerate(vals) if v} for n, vals in values.items()}
-        n = self._thrift.write_registers(slots)
-        if tag:
-            self._thrift.write_registers(tag)
-        return n
+        # one round trip, answered while the entries are written (P4Runtime)
+        self._thrift.write_registers(slots, tag or {}, wait=False)
+        try:
+            if updates:
+                self._client.write(updates)
+        except TargetError:
+            try:
+                self._thrift.finish()
+            except TargetError:     # the entries' error is the one to report
+                pass
+            raise
+        self._thrift.finish()
+        return sum(len(v) for v in slots.values())
 
     def _save_fill_commit(self, prepared: Bmv2Prepared, updates: list,
                           values: dict[str, list[int]], tag: dict | None) -> None:
@@ -570,13 +577,16 @@ class Bmv2Switch(TwoVersions):
                              e.priority) for e in raw if e.table in tabs),
                       key=lambda x: (x.table, repr(x.match)))
 
-    def _read_raw(self, table: str | None = None) -> list[Entry]:
-        """Entries with the pipeline's own names (P4Info names without the control's)."""
+    def _read_raw(self, table: str | None = None, started=None) -> list[Entry]:
+        """Entries with the pipeline's own names (P4Info names without the control's);
+        started: the Read of every table as P4RuntimeClient.start_read() sent it."""
         info = self._client.p4info
         tables = {t.preamble.id: t.preamble.name.split(".", 1)[-1] for t in info.tables}
         actions = {a.preamble.id: a.preamble.name.split(".", 1)[-1] for a in info.actions}
         out = []
-        for e in self._client.read_entries(table):
+        if started is None:
+            started = self._client.start_read(table)
+        for e in self._client.finish_read(started):
             if e.is_default_action:
                 continue
             match = []

@@ -29,6 +29,7 @@ _STOP, _BOOL, _BYTE, _DOUBLE, _I16, _I32, _I64, _STRING, _STRUCT, _MAP, _SET, _L
 _FIXED = {_BOOL: 1, _BYTE: 1, _DOUBLE: 8, _I16: 2, _I32: 4, _I64: 8}
 _MASK64 = (1 << 64) - 1
 _REGISTER_ERRORS = {1: "invalid register name", 2: "invalid index", 3: "error"}
+_BATCH = 2048          # calls per round trip (their replies, ~40 bytes each, fit a socket)
 
 
 class _Reader:
@@ -129,9 +130,13 @@ class Bmv2Thrift:
         return body.get(0)
 
     def _calls(self, calls: list[tuple[str, bytes, str]]) -> list:
-        """Send every request, then read every reply (pipelined, in order)."""
-        self._send(calls)
-        return self._receive()
+        """Send every request, then read every reply (pipelined, in order; _BATCH a round
+        trip: all at once, the replies could fill the socket while requests still go out)."""
+        out: list = []
+        for k in range(0, len(calls), _BATCH):
+            self._send(calls[k:k + _BATCH])
+            out += self._receive()
+        return out
 
     def _send(self, calls: list[tuple[str, bytes, str]]) -> None:
         """Requests out; their replies are read by _receive() (a reply still unread from
@@ -196,17 +201,30 @@ class Bmv2Thrift:
             out += [(v or 0) & _MASK64 for v in self._calls(calls)]
         return out
 
-    def write_registers(self, values: dict[str, dict[int, int]]) -> int:
-        """Set register slots {name: {index: value}} (one round trip); returns how many."""
+    def write_registers(self, *values: dict[str, dict[int, int]], wait: bool = True) -> int:
+        """Set register slots {name: {index: value}}, each dict after the one before (the
+        switch runs a connection's calls in order), in one round trip; returns how many.
+        wait=False: the requests are sent and finish() takes the replies (the caller asks
+        another server meanwhile)."""
         calls = []
-        for name, slots in values.items():
-            for index, value in sorted(slots.items()):
-                args = (_field(_I32, 1, struct.pack("!i", 0)) + _field(_STRING, 2, _str(name))
-                        + _field(_I32, 3, struct.pack("!i", index))
-                        + _field(_I64, 4, struct.pack("!q", _i64(value))))
-                calls.append(("bm_register_write", args, f"register {name}[{index}]"))
-        self._calls(calls)
+        for v in values:
+            for name, slots in v.items():
+                for index, value in sorted(slots.items()):
+                    args = (_field(_I32, 1, struct.pack("!i", 0))
+                            + _field(_STRING, 2, _str(name))
+                            + _field(_I32, 3, struct.pack("!i", index))
+                            + _field(_I64, 4, struct.pack("!q", _i64(value))))
+                    calls.append(("bm_register_write", args, f"register {name}[{index}]"))
+        if wait or len(calls) > _BATCH:
+            self._calls(calls)
+        else:
+            self._send(calls)
         return len(calls)
+
+    def finish(self) -> None:
+        """The replies of requests sent without waiting (their errors raised here)."""
+        if self._pending:
+            self._receive()
 
     def set_egress_queue_depth(self, depth_pkts: int) -> None:
         """Every egress queue of the switch holds up to depth_pkts packets (simple_switch

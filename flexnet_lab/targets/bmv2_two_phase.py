@@ -137,12 +137,15 @@ class TwoVersions:
         """Tagging on: an untagged packet from a trusted port runs the slot stamped now (its
         sender ran the old version before its own tagging was on)."""
         slot = self._stamp if on else 0     # at rest 0: the word means nothing then
-        if on:   # before tagging; queued packets counted from now on (none are yet)
+        # in this order (one round trip): on, the untagged slot and the queued counts before
+        # tagging (queued packets counted from now on: none are yet); off, the words after
+        if on:
             self._thrift.write_registers({_R(CONTROL_REG): {3: slot},
-                                          QUEUED_REG: {0: 0, 1: 0}})
-        self._thrift.write_registers({_R(CONTROL_REG): {1: int(on)}})
-        if not on:
-            self._thrift.write_registers({_R(CONTROL_REG): {3: slot, 4: 0}})
+                                          QUEUED_REG: {0: 0, 1: 0}},
+                                         {_R(CONTROL_REG): {1: 1}})
+        else:
+            self._thrift.write_registers({_R(CONTROL_REG): {1: 0}},
+                                         {_R(CONTROL_REG): {3: slot, 4: 0}})
             self._counting = False
         self._tagging = bool(on)
         self._untagged_slot = slot
@@ -338,7 +341,16 @@ class TwoVersions:
         """The dual pipeline in, the old version still chosen by every stamp."""
         old, new, d = self.program, spare.program, spare.dual
         info = self._info(spare.dual_prep)
-        raw = self._read_raw()                     # the old program alone: model names
+        regs = [r for m in old.maps if m.kind != "meter"
+                for r in (f"{CONTROL}.{n}" for n in map_objects(m))]
+        # the entries (P4Runtime) and the registers (thrift) are read at the same time
+        started = self._client.start_read()
+        try:
+            values = self._read_for_load(regs)
+        except BaseException:
+            started.cancel()
+            raise
+        raw = self._read_raw(started=started)      # the old program alone: model names
         written = []
         for e in raw:
             written.append(replace(e, table=d.tables[("old", e.table)],
@@ -349,9 +361,6 @@ class TwoVersions:
                 written.append(replace(e, table=d.tables[("new", t.name)],
                                        action=d.actions[("new", e.action)]))
         updates = [self._entry(info, w.table, w.action, w) for w in written]
-        regs = [r for m in old.maps if m.kind != "meter"
-                for r in (f"{CONTROL}.{n}" for n in map_objects(m))]
-        values = self._read_for_load(regs)
         back = (self._compiled_copy(old), [("raw", e) for e in raw], dict(values), None)
         for m in new.maps:    # a changed map's new copy starts from the old values, if alike
             mo = old.map(m.name)

@@ -221,12 +221,23 @@ class P4RuntimeClient:
 
     def read_entries(self, table: str | None = None) -> list:
         """Table entries read back from the device (all tables, or one)."""
+        return self.finish_read(self.start_read(table))
+
+    def start_read(self, table: str | None = None):
+        """The first half of read_entries(): the Read is sent, and the device answers while
+        the caller asks another server; finish_read(call) takes the answer."""
         req = self._pb.ReadRequest(device_id=self.device_id)
         ent = req.entities.add()
         ent.table_entry.table_id = self._table(table).preamble.id if table else 0
+        try:
+            return self._stub.Read(req)
+        except self._grpc.RpcError as exc:
+            raise TargetError(self.name, f"read: {exc.code().name}: {exc.details()}") from exc
+
+    def finish_read(self, call) -> list:
         out = []
         try:
-            for resp in self._stub.Read(req):
+            for resp in call:
                 out += [e.table_entry for e in resp.entities]
         except self._grpc.RpcError as exc:
             raise TargetError(self.name, f"read: {exc.code().name}: {exc.details()}") from exc

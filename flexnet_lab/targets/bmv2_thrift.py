@@ -62,6 +62,15 @@ class _Reader:
     def string(self) -> bytes:
         return self.take(self.i32())
 
+    def fields(self, ftype: int) -> dict:
+        """The rest of a struct whose first field type byte was `ftype`: {field id: value}."""
+        fields = {}
+        while ftype != _STOP:
+            fid = struct.unpack("!h", self.take(2))[0]
+            fields[fid] = self.value(ftype)
+            ftype = self.take(1)[0]
+        return fields
+
     def value(self, ttype: int):
         """One value of `ttype`; structs come back as {field id: value}."""
         if ttype == _I32:
@@ -73,13 +82,7 @@ class _Reader:
         if ttype in _FIXED:
             return self.take(_FIXED[ttype])
         if ttype == _STRUCT:
-            fields = {}
-            while True:
-                ftype = self.take(1)[0]
-                if ftype == _STOP:
-                    return fields
-                fid = struct.unpack("!h", self.take(2))[0]
-                fields[fid] = self.value(ftype)
+            return self.fields(self.take(1)[0])
         if ttype in (_LIST, _SET):
             etype, n = self.take(1)[0], self.i32()
             if etype == _I64:   # register contents: one unpack for the whole list
@@ -120,7 +123,10 @@ class Bmv2Thrift:
         head = self._reader.i32() & 0xFF
         self._reader.string()
         self._reader.i32()
-        body = self._reader.value(_STRUCT)
+        first = self._reader.take(1)[0]
+        if first == _STOP and head == _REPLY:   # a void call that worked (a register write)
+            return None
+        body = self._reader.fields(first)
         if head == _EXCEPTION:
             raise TargetError(self.device, f"thrift {call} ({what}): "
                               f"{body.get(1, b'').decode(errors='replace')}")
@@ -209,11 +215,9 @@ class Bmv2Thrift:
         calls = []
         for v in values:
             for name, slots in v.items():
+                head = _field(_I32, 1, struct.pack("!i", 0)) + _field(_STRING, 2, _str(name))
                 for index, value in sorted(slots.items()):
-                    args = (_field(_I32, 1, struct.pack("!i", 0))
-                            + _field(_STRING, 2, _str(name))
-                            + _field(_I32, 3, struct.pack("!i", index))
-                            + _field(_I64, 4, struct.pack("!q", _i64(value))))
+                    args = head + struct.pack("!bhibhq", _I32, 3, index, _I64, 4, _i64(value))
                     calls.append(("bm_register_write", args, f"register {name}[{index}]"))
         if wait or len(calls) > _BATCH:
             self._calls(calls)

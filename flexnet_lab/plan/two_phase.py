@@ -56,7 +56,8 @@ record of the change says `per-device` with the reason: never a silent downgrade
 
 Devices are duck-typed (plan imports no target): a device that holds two versions has
 holds_two_versions(), stamp, set_stamp(), set_tagging(), set_trust(), set_port_tag(),
-version_counts(), install_spare(), remove_spare(), promote_spare(), demote(), retire_old().
+version_counts(), install_spare(), remove_spare(), promote_spare(), demote(), retire_old();
+one whose drain reading is a request and a reply (bmv2) also drain_request(), drain_counts().
 """
 from __future__ import annotations
 

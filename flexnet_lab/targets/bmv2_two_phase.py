@@ -13,7 +13,9 @@ stamp. The phases on a switch:
                   tables filled as a per-device change would fill them; the stamp still
                   selects the old version, so every packet runs what it ran before;
   flip          - set_stamp(): one register write (flexnet_control_words[0]);
-  drain         - version_counts(): the per-slot packet counters (flexnet_version_count);
+  drain         - drain_request() + drain_counts(): the per-slot packet counters
+                  (flexnet_version_count, the queued ones) and the marked tags between two
+                  bmv2 switches, one thrift round trip per poll;
   retire_old    - load the new program alone, its entries and registers carried from the
                   new version's objects of the dual pipeline, with the same version number
                   (the entries as install_spare wrote them: nothing writes entries between
@@ -196,13 +198,6 @@ class TwoVersions:
         self._thrift.write_registers({_R(CONTROL_REG): {4: int(on)}})
         self._counting = bool(on)
 
-    def link_in_flight(self, slot: int) -> int:
-        """Marked packets of `slot` this switch sent minus those that arrived here: summed
-        over every bmv2 switch, the packets still between two of them (links, receive
-        rings, input buffers: where no counter of a switch sees them)."""
-        vals = self._thrift.read_registers([_R(LINK_SENT_REG), _R(LINK_RECV_REG)])
-        return vals[_R(LINK_SENT_REG)][slot] - vals[_R(LINK_RECV_REG)][slot]
-
     def version_counts(self) -> tuple[int, int]:
         """Packets this switch ran per slot while tagging was on. While packets of a slot
         wait in its egress queues (counted in, not yet out), that slot's figure keeps
@@ -211,6 +206,7 @@ class TwoVersions:
         return self._counts(self._thrift.read_registers([_R(VCOUNT_REG), QUEUED_REG]))
 
     def _counts(self, vals: dict) -> tuple[int, int]:
+        """version_counts() from the values of its two registers."""
         v, q = vals[_R(VCOUNT_REG)], vals[QUEUED_REG]
         out = [v[0], v[1]]
         for s in (0, 1):
@@ -229,8 +225,11 @@ class TwoVersions:
         self._thrift.send_read(list(self._DRAIN_READ))
 
     def drain_counts(self, slot: int) -> tuple[int, int]:
-        """(version_counts()[slot], link_in_flight(slot)) from one round trip: the reads
-        drain_request() sent, or sent now (the only reads left unanswered are its)."""
+        """version_counts()[slot], and the marked packets of `slot` this switch sent minus
+        those that arrived here (summed over every bmv2 switch: the packets still between
+        two of them, in links, receive rings, input buffers, where no counter of a switch
+        sees them); one round trip: the reads drain_request() sent, or sent now (the only
+        reads left unanswered on the connection are its)."""
         if not self._thrift.waiting:
             self._thrift.send_read(list(self._DRAIN_READ))
         vals = self._thrift.receive_read(list(self._DRAIN_READ))

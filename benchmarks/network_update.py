@@ -60,7 +60,7 @@ def main() -> int:
                     help="probes/s on each path (2500; --bmv2: 100)")
     ap.add_argument("--pause-ms", type=float, default=20.0, help="pause between changes")
     args = ap.parse_args()
-    # bmv2 here spends ~20 % of a core per 1,000 packets/s: six of them, two shared cores
+    # bmv2 here spends ~15 % of a core per 1,000 packets/s: six of them, two shared cores
     args.rate = args.rate or ("1M" if args.bmv2 else "40M")
     args.probe_pps = args.probe_pps or (100.0 if args.bmv2 else 2500.0)
     rate = int(float(args.rate.rstrip("MG")) * (1e9 if args.rate.endswith("G") else 1e6))
@@ -181,7 +181,7 @@ def _run(args, lab, ctl, acl, rate: int) -> int:
         "update_note": ("a whole per-packet change as the controller makes it: intent "
                         "checked and stored, both pipelines of each of the 6 bmv2 switches "
                         "prepared (compiled once, cached), install (the two-version pipeline "
-                        "loaded, 3 switches at a time), flip, drain, retire (the new program "
+                        "loaded, all switches at once), flip, drain, retire (the new program "
                         "loaded alone), change committed in the store" if args.bmv2 else
                         "a whole per-packet change as the controller makes it: intent checked "
                         "and stored, 24 pipelines loaded (kernel verifier), install, flip, "

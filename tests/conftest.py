@@ -228,3 +228,37 @@ def frames():
     from types import SimpleNamespace
     return SimpleNamespace(probe=_probe_frame, send=_send_frames,
                            forged_tag_trial=_forged_tag_trial)
+
+
+# --- eBPF devices read back (the transaction tests) -----------------------------------------
+
+def read_back_ebpf(ctl, names: list[str], hosts: tuple = ()) -> dict:
+    """Every named eBPF device as the kernel says: program, both version slots the same
+    pipeline, stamp, tagging, flow tracking, entries, defaults, maps (switches only;
+    counters excluded: traffic moves them), health."""
+    from flexnet_lab.compiler.ebpf import FCFG_MAP
+    out = {}
+    for n in names:
+        h = ctl.handle(n)
+        prog = h.program
+        slots = [h._bpf.lookup(h._pipe_fd, i.to_bytes(4, "little"), 4) for i in (0, 1)]
+        fcfg = h._root_maps.get(FCFG_MAP)
+        out[n] = {
+            "program": prog,
+            "slots_same": slots[0] == slots[1] == h.running_prog_id().to_bytes(4, "little"),
+            "stamp": h.stamp,
+            "tagging": h._read_u32(h._slot_fd, 1),
+            "flow_tracking": h._read_u32(fcfg, 0) if fcfg is not None else None,
+            "entries": {t.name: sorted(map(repr, h.entries(t.name))) for t in prog.tables},
+            "defaults": {t.name: h.default(t.name) for t in prog.tables},
+            "maps": {m.name: h.read_map(m.name) for m in prog.maps
+                     if m.kind != "counter" and n not in hosts},
+            "health": h.health(),
+        }
+    return out
+
+
+@pytest.fixture
+def read_back():
+    """read_back(ctl, names, hosts=()): eBPF devices read back from the kernel."""
+    return read_back_ebpf

@@ -162,29 +162,6 @@ def test_host_port_left_trusted_is_repaired_by_reconciliation(lab, ctl):
 
 # --- transactions ----------------------------------------------------------------------------
 
-def _read_back(ctl) -> dict:
-    """Every switch as the devices say: program, both slots, stamp, flow tracking, entries,
-    defaults, maps (counters excluded: port counters move with any packet)."""
-    from flexnet_lab.compiler.ebpf import FCFG_MAP
-    out = {}
-    for n in SWITCHES:
-        h = ctl.handle(n)
-        prog = h.program
-        slots = [h._bpf.lookup(h._pipe_fd, i.to_bytes(4, "little"), 4) for i in (0, 1)]
-        out[n] = {
-            "program": prog,
-            "slots_same": slots[0] == slots[1] == h.running_prog_id().to_bytes(4, "little"),
-            "stamp": h.stamp,
-            "tagging": h._read_u32(h._slot_fd, 1),
-            "flow_tracking": h._read_u32(h._root_maps[FCFG_MAP], 0),   # per-flow off
-            "entries": {t.name: sorted(map(repr, h.entries(t.name))) for t in prog.tables},
-            "defaults": {t.name: h.default(t.name) for t in prog.tables},
-            "maps": {m.name: h.read_map(m.name) for m in prog.maps if m.kind != "counter"},
-            "health": h.health(),
-        }
-    return out
-
-
 STEPS = {"per-device": ["prepare", "commit"],
          "per-packet": ["prepare", "install_spare", "set_stamp", "retire_old"],
          "per-flow": ["set_flow_tracking", "prepare", "install_spare", "set_stamp",
@@ -192,7 +169,8 @@ STEPS = {"per-device": ["prepare", "commit"],
 
 
 @pytest.mark.parametrize("level", ["per-device", "per-packet", "per-flow"])
-def test_failure_at_every_position_leaves_all_six_switches_as_before(lab, ctl, acl, level):
+def test_failure_at_every_position_leaves_all_six_switches_as_before(lab, ctl, acl, level,
+                                                                   read_back):
     """Before: the ACL table on all six with an entry and a changed default. The change:
     the ACL table removed from all six. A failure injected at each step of each device's
     part: every switch reads back exactly as before, the error names the device and what
@@ -201,7 +179,7 @@ def test_failure_at_every_position_leaves_all_six_switches_as_before(lab, ctl, a
 
     _, inverses = ctl.apply_delta("*", acl, "acl on all six")
     ctl.insert_entry("*", "acl", (17, 9999), "drop")
-    before = _read_back(ctl)
+    before = read_back(ctl, SWITCHES)
     intent = dict(ctl.intent.devices)
     assert all(before[n]["entries"]["acl"] for n in SWITCHES)
     tried = 0
@@ -226,7 +204,7 @@ def test_failure_at_every_position_leaves_all_six_switches_as_before(lab, ctl, a
                     delattr(h, step)
                 assert calls, f"{step} on {name} was never called"
                 assert name in str(err.value)
-                after = _read_back(ctl)
+                after = read_back(ctl, SWITCHES)
                 for n in SWITCHES:
                     assert after[n] == before[n], (level, step, name, n)
                 assert ctl.intent.devices == intent

@@ -55,27 +55,7 @@ def test_shipped_transaction_scenario_passes_with_zero_mixed_probes(tmp_path):
 
 # --- a refused part: nothing stays applied ----------------------------------------------------
 
-def _read_back(ctl) -> dict:
-    """Every switch and h1's tc egress as the devices say: program, both version slots,
-    stamp, tagging, entries, defaults, switch maps (counters excluded: traffic moves them),
-    health."""
-    out = {}
-    for n in SWITCHES + [H1]:
-        h = ctl.handle(n)
-        prog = h.program
-        slots = [h._bpf.lookup(h._pipe_fd, i.to_bytes(4, "little"), 4) for i in (0, 1)]
-        out[n] = {
-            "program": prog,
-            "slots_same": slots[0] == slots[1] == h.running_prog_id().to_bytes(4, "little"),
-            "stamp": h.stamp,
-            "tagging": h._read_u32(h._slot_fd, 1),
-            "entries": {t.name: sorted(map(repr, h.entries(t.name))) for t in prog.tables},
-            "defaults": {t.name: h.default(t.name) for t in prog.tables},
-            "maps": {m.name: h.read_map(m.name) for m in prog.maps
-                     if m.kind != "counter" and n != H1},
-            "health": h.health(),
-        }
-    return out
+
 
 
 def _unverifiable(real):
@@ -95,7 +75,7 @@ def _unverifiable(real):
 @pytest.mark.parametrize("failure,level", [("verifier", "per-packet"),
                                            ("table-full", "per-packet"),
                                            ("table-full", "per-device")])
-def test_a_refused_part_leaves_no_part_of_the_change_applied(tmp_path, monkeypatch,
+def test_a_refused_part_leaves_no_part_of_the_change_applied(tmp_path, monkeypatch, read_back,
                                                              failure, level):
     """changes[2] is one transaction: the ACL into five switches, h1's tc-egress function
     swapped, an entry on l1. verifier: h1's new function is refused by the kernel when
@@ -138,7 +118,8 @@ def test_a_refused_part_leaves_no_part_of_the_change_applied(tmp_path, monkeypat
         every controller change counted."""
         if c.kind != "group":
             return real_apply(ctl, c, i, inverses, base)
-        seen["before"], seen["intent"] = _read_back(ctl), dict(ctl.intent.devices)
+        seen["before"] = read_back(ctl, SWITCHES + [H1], hosts=(H1,))
+        seen["intent"] = dict(ctl.intent.devices)
         calls = seen.setdefault("changes", [])
         real_change = ctl.change
         ctl.change = lambda op, *a, **kw: (calls.append(op), real_change(op, *a, **kw))[1]
@@ -149,7 +130,8 @@ def test_a_refused_part_leaves_no_part_of_the_change_applied(tmp_path, monkeypat
             raise
         finally:
             del ctl.change
-            seen["after"], seen["intent_after"] = _read_back(ctl), dict(ctl.intent.devices)
+            seen["after"] = read_back(ctl, SWITCHES + [H1], hosts=(H1,))
+            seen["intent_after"] = dict(ctl.intent.devices)
 
     monkeypatch.setattr(scenario, "_apply", watched)
     outcome = scenario.run_scenario(str(path), os.path.join(ROOT, "topologies"),

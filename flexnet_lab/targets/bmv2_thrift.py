@@ -196,17 +196,6 @@ class Bmv2Thrift:
         replies = self._receive()
         return {n: [v & _MASK64 for v in (r or [])] for n, r in zip(names, replies)}
 
-    def read_slots(self, name: str, indices: list[int], chunk: int = 256) -> list[int]:
-        """Some slots of one register array (pipelined single reads, `chunk` a round trip:
-        all at once, the replies would fill the socket while the requests still go out)."""
-        out: list[int] = []
-        for k in range(0, len(indices), chunk):
-            calls = [("bm_register_read", _field(_I32, 1, struct.pack("!i", 0))
-                      + _field(_STRING, 2, _str(name)) + _field(_I32, 3, struct.pack("!i", i)),
-                      f"register {name}[{i}]") for i in indices[k:k + chunk]]
-            out += [(v or 0) & _MASK64 for v in self._calls(calls)]
-        return out
-
     def write_registers(self, *values: dict[str, dict[int, int]], wait: bool = True) -> int:
         """Set register slots {name: {index: value}}, each dict after the one before (the
         switch runs a connection's calls in order), in one round trip; returns how many.

@@ -167,9 +167,9 @@ def test_controller_killed_during_a_per_flow_drain_is_repaired_on_restart(daemon
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    import array
-    got = array.array("I")
-    got.frombytes((tmp_path / "recv").read_bytes())
+    from flexnet_lab.compiler.probe import RECORD
+    data = (tmp_path / "recv").read_bytes()     # the receiver keeps a RECORD per probe
+    got = [pid for pid, *_ in RECORD.iter_unpack(data[:len(data) - len(data) % RECORD.size])]
 
     # rolled back: one version (the old one, no ACL) in both slots of every switch, and
     # tracking and tagging off, read from the kernel

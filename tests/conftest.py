@@ -12,6 +12,7 @@ Nothing here imports bcc or mininet, so unit tests collect under any Python.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -262,3 +263,30 @@ def read_back_ebpf(ctl, names: list[str], hosts: tuple = ()) -> dict:
 def read_back():
     """read_back(ctl, names, hosts=()): eBPF devices read back from the kernel."""
     return read_back_ebpf
+
+
+# --- failure injection (the transaction tests, eBPF and bmv2) --------------------------------
+
+@contextlib.contextmanager
+def _failing_once(handle, step: str, device: str):
+    """handle.<step> raises TargetError(device, "injected failure") at its first call and
+    works again after; yields the list of its calls (empty: it was never called)."""
+    from flexnet_lab.errors import TargetError
+    real, calls = getattr(handle, step), []
+
+    def boom(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise TargetError(device, "injected failure")
+        return real(*a, **kw)
+    setattr(handle, step, boom)
+    try:
+        yield calls
+    finally:
+        delattr(handle, step)
+
+
+@pytest.fixture
+def fail_once():
+    """with fail_once(handle, step, device) as calls: one injected failure of that step."""
+    return _failing_once

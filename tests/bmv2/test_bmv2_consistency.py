@@ -169,7 +169,7 @@ STEPS = {"bmv2": ["prepare_spare", "install_spare", "set_stamp", "retire_old"],
          "ebpf": ["prepare", "install_spare", "set_stamp", "retire_old"]}
 
 
-def test_failure_at_each_step_leaves_every_device_as_before(lab, ctl, acl):
+def test_failure_at_each_step_leaves_every_device_as_before(lab, ctl, acl, fail_once):
     """Before: the ACL table on all six, with an entry. The change (per-packet): the ACL
     table removed from all six. A failure injected at each step of each bmv2 switch's part
     and of one eBPF switch's: every device reads back exactly as before (program, P4Info,
@@ -191,21 +191,9 @@ def test_failure_at_each_step_leaves_every_device_as_before(lab, ctl, acl):
         for name in ["l1", "sp1", "l4", "l2"]:
             h = ctl.handle(name)
             for step in STEPS[h.kind]:
-                real = getattr(h, step)
-                calls = []
-
-                def boom(*a, _real=real, _name=name, _calls=calls, **kw):
-                    if not _calls:          # one failure, then the device works again
-                        _calls.append(1)
-                        raise TargetError(_name, "injected failure")
-                    return _real(*a, **kw)
-                setattr(h, step, boom)
-                try:
-                    with pytest.raises(TargetError) as err:
-                        ctl.apply_inverses(inverses, f"acl off ({step} fails on {name})",
-                                           consistency="per-packet")
-                finally:
-                    delattr(h, step)
+                with fail_once(h, step, name) as calls, pytest.raises(TargetError) as err:
+                    ctl.apply_inverses(inverses, f"acl off ({step} fails on {name})",
+                                       consistency="per-packet")
                 assert calls, f"{step} on {name} was never called"
                 assert name in str(err.value)
                 after = _read_back(ctl)

@@ -170,7 +170,7 @@ STEPS = {"per-device": ["prepare", "commit"],
 
 @pytest.mark.parametrize("level", ["per-device", "per-packet", "per-flow"])
 def test_failure_at_every_position_leaves_all_six_switches_as_before(lab, ctl, acl, level,
-                                                                   read_back):
+                                                                   read_back, fail_once):
     """Before: the ACL table on all six with an entry and a changed default. The change:
     the ACL table removed from all six. A failure injected at each step of each device's
     part: every switch reads back exactly as before, the error names the device and what
@@ -186,22 +186,10 @@ def test_failure_at_every_position_leaves_all_six_switches_as_before(lab, ctl, a
     try:
         for k, name in enumerate(SWITCHES):
             for step in STEPS[level]:
-                h = ctl.handle(name)
-                real = getattr(h, step)
-                calls = []
-
-                def boom(*a, _real=real, _name=name, _calls=calls, **kw):
-                    if not _calls:          # one failure, then the device works again
-                        _calls.append(1)
-                        raise TargetError(_name, "injected failure")
-                    return _real(*a, **kw)
-                setattr(h, step, boom)
-                try:
-                    with pytest.raises(TargetError) as err:
-                        ctl.apply_inverses(inverses, f"acl off ({step} fails on {name})",
-                                           consistency=level)
-                finally:
-                    delattr(h, step)
+                with fail_once(ctl.handle(name), step, name) as calls, \
+                        pytest.raises(TargetError) as err:
+                    ctl.apply_inverses(inverses, f"acl off ({step} fails on {name})",
+                                       consistency=level)
                 assert calls, f"{step} on {name} was never called"
                 assert name in str(err.value)
                 after = read_back(ctl, SWITCHES)

@@ -144,7 +144,6 @@ class _TwoPhase:
         self.network, self.fabric, self.undo, self.drain = network, fabric, undo, drain
         self.checks = checks
         self.two, self.weak = [], []
-        self.bounded_note = ""
         for name, dev, prog, desc in changes:
             plan = checks.change(dev, prog)
             reason = _weak_reason(name, dev, plan, prog)
@@ -231,11 +230,12 @@ class _TwoPhase:
                   "ingress_points": len(self.points), "old_slot": old_slot, **drain}
         # per-flow: its own bound moves the flows still active, then a per-packet drain
         bounded = drain.get("move_drain_bounded", drain["drain_bounded"])
+        bounded_note = ""
         if bounded and level == "per-packet":
             # old-version packets may still be on their way: they could meet the new
             # version on the rest of their path, so per-packet is not what was achieved
             level = "per-device"
-            self.bounded_note = (
+            bounded_note = (
                 f"per-packet requested; per-device achieved: the drain reached its bound "
                 f"({self.drain.max_ms:g} ms) with old-version packets still moving or "
                 f"{drain.get('old_in_flight_left', 0)} still between two bmv2 switches")
@@ -243,8 +243,8 @@ class _TwoPhase:
             rec.phases = phases
             rec.total_ms = phases["total_ms"]
             rec.consistency = level
-            if self.bounded_note:
-                rec.notes.append(self.bounded_note)
+            if bounded_note:
+                rec.notes.append(bounded_note)
             if self.weak:
                 rec.notes.append("per-packet requested; per-device achieved because "
                                  + "; ".join(f"{w[0]}: {w[5]}" for w in self.weak))
